@@ -1,0 +1,34 @@
+# Makefile for the orchestrator extension (PGXS)
+
+MODULE_big = orchestrator
+OBJS = \
+	src/orchestrator.o \
+	src/util.o \
+	src/guc.o \
+	src/shmem.o \
+	src/wake.o \
+	src/submit.o \
+	src/claim.o \
+	src/step.o \
+	src/step_sql.o \
+	src/writeback.o \
+	src/worker.o
+
+EXTENSION = orchestrator
+DATA = sql/orchestrator--0.1.sql
+PGFILEDESC = "orchestrator - durable workflow orchestrator inside PostgreSQL"
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Werror
+
+REGRESS = setup definitions submit run failure operate
+REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
+
+ISOLATION = claim dedupe
+ISOLATION_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)/test
+
+TAP_TESTS = 1
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,973 @@
+/* sql/orchestrator--0.1.sql */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION orchestrator" to load this file. \quit
+
+/*
+ * Layout.  API functions (orch_*) live in the extension's schema (the one
+ * given to CREATE EXTENSION, "public" by default).  State lives in schema
+ * "orchestrator": the queue (sequence_jobs), the event log, step history,
+ * versioned definitions and the seed's own settings tables.  Every row of job
+ * state carries org_id so the state tables can later be distributed by org.
+ */
+
+CREATE SCHEMA orchestrator;
+COMMENT ON SCHEMA orchestrator IS 'State of the orchestrator extension: jobs, events, step history, definitions and settings';
+
+-- Roles: one submits events, one administers definitions.  PUBLIC gets nothing.
+DO $roles$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'orchestrator_submitter') THEN
+		CREATE ROLE orchestrator_submitter NOLOGIN;
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'orchestrator_admin') THEN
+		CREATE ROLE orchestrator_admin NOLOGIN;
+	END IF;
+END
+$roles$;
+
+REVOKE ALL ON SCHEMA orchestrator FROM PUBLIC;
+GRANT USAGE ON SCHEMA orchestrator TO orchestrator_admin, orchestrator_submitter;
+
+------------------------------------------------------------------------------
+-- Who exists: orgs and users
+------------------------------------------------------------------------------
+
+CREATE TABLE orchestrator.orgs (
+	id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	name text NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE orchestrator.orgs IS 'Organisations known to the orchestrator (used unless orch_use_table points at an application table)';
+COMMENT ON COLUMN orchestrator.orgs.id IS 'Organisation id, as passed to orch_submit_event';
+COMMENT ON COLUMN orchestrator.orgs.name IS 'Display name, loaded into tier 1 context';
+COMMENT ON COLUMN orchestrator.orgs.created_at IS 'When the row was created';
+
+CREATE TABLE orchestrator.users (
+	id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	org_id uuid NOT NULL REFERENCES orchestrator.orgs (id) ON DELETE CASCADE,
+	display_name text,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX ON orchestrator.users (org_id);
+COMMENT ON TABLE orchestrator.users IS 'Users (sales reps) known to the orchestrator (used unless orch_use_table points at an application table)';
+COMMENT ON COLUMN orchestrator.users.id IS 'User id, as passed to orch_submit_event';
+COMMENT ON COLUMN orchestrator.users.org_id IS 'Organisation the user belongs to';
+COMMENT ON COLUMN orchestrator.users.display_name IS 'Name used in messages';
+COMMENT ON COLUMN orchestrator.users.created_at IS 'When the row was created';
+
+------------------------------------------------------------------------------
+-- The seed's own settings tables
+------------------------------------------------------------------------------
+
+CREATE FUNCTION orchestrator.is_valid_timezone(tz text) RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM pg_catalog.now() AT TIME ZONE tz;
+	RETURN true;
+EXCEPTION WHEN invalid_parameter_value THEN
+	RETURN false;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.is_valid_timezone(text) IS 'True when the text names a time zone PostgreSQL knows';
+
+CREATE TABLE orchestrator.notification_feature_settings (
+	org_id uuid NOT NULL,
+	feature_key text NOT NULL,
+	is_enabled boolean NOT NULL DEFAULT true,
+	settings jsonb NOT NULL DEFAULT '{}',
+	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (org_id, feature_key)
+);
+COMMENT ON TABLE orchestrator.notification_feature_settings IS 'Per-org switch for each event type (feature_key = event type); an event type with no row is enabled';
+COMMENT ON COLUMN orchestrator.notification_feature_settings.org_id IS 'Organisation';
+COMMENT ON COLUMN orchestrator.notification_feature_settings.feature_key IS 'Event type, e.g. meeting_ended';
+COMMENT ON COLUMN orchestrator.notification_feature_settings.is_enabled IS 'False: events of this type are skipped with reason feature_disabled';
+COMMENT ON COLUMN orchestrator.notification_feature_settings.settings IS 'Free-form feature settings, loaded into tier 1 context';
+COMMENT ON COLUMN orchestrator.notification_feature_settings.updated_at IS 'Last change';
+
+CREATE TABLE orchestrator.slack_user_preferences (
+	user_id uuid PRIMARY KEY,
+	org_id uuid NOT NULL,
+	timezone text NOT NULL DEFAULT 'UTC' CHECK (orchestrator.is_valid_timezone(timezone)),
+	quiet_hours_start time,
+	quiet_hours_end time,
+	max_notifications_per_hour integer NOT NULL DEFAULT 10 CHECK (max_notifications_per_hour >= 0),
+	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE orchestrator.slack_user_preferences IS 'Per-user delivery preferences: time zone, quiet hours, notification rate';
+COMMENT ON COLUMN orchestrator.slack_user_preferences.user_id IS 'User';
+COMMENT ON COLUMN orchestrator.slack_user_preferences.org_id IS 'Organisation of the user';
+COMMENT ON COLUMN orchestrator.slack_user_preferences.timezone IS 'IANA time zone in which quiet hours are read';
+COMMENT ON COLUMN orchestrator.slack_user_preferences.quiet_hours_start IS 'Local time quiet hours begin (NULL: no quiet hours)';
+COMMENT ON COLUMN orchestrator.slack_user_preferences.quiet_hours_end IS 'Local time quiet hours end; may be earlier than the start (overnight window)';
+COMMENT ON COLUMN orchestrator.slack_user_preferences.max_notifications_per_hour IS 'Upper bound on Slack messages per hour for this user';
+COMMENT ON COLUMN orchestrator.slack_user_preferences.updated_at IS 'Last change';
+
+CREATE TABLE orchestrator.slack_user_mappings (
+	user_id uuid PRIMARY KEY,
+	org_id uuid NOT NULL,
+	slack_user_id text NOT NULL,
+	slack_team_id text,
+	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE orchestrator.slack_user_mappings IS 'Which Slack user a user is addressed as';
+COMMENT ON COLUMN orchestrator.slack_user_mappings.user_id IS 'User';
+COMMENT ON COLUMN orchestrator.slack_user_mappings.org_id IS 'Organisation of the user';
+COMMENT ON COLUMN orchestrator.slack_user_mappings.slack_user_id IS 'Slack member id (U...)';
+COMMENT ON COLUMN orchestrator.slack_user_mappings.slack_team_id IS 'Slack workspace id (T...)';
+COMMENT ON COLUMN orchestrator.slack_user_mappings.updated_at IS 'Last change';
+
+CREATE TABLE orchestrator.cost_budgets (
+	org_id uuid PRIMARY KEY,
+	monthly_budget_usd numeric NOT NULL CHECK (monthly_budget_usd >= 0),
+	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE orchestrator.cost_budgets IS 'AI cost budget per org and calendar month (UTC); an org with no row has no limit';
+COMMENT ON COLUMN orchestrator.cost_budgets.org_id IS 'Organisation';
+COMMENT ON COLUMN orchestrator.cost_budgets.monthly_budget_usd IS 'Spend allowed per billing period, in USD';
+COMMENT ON COLUMN orchestrator.cost_budgets.updated_at IS 'Last change';
+
+CREATE TABLE orchestrator.cost_ledger (
+	id bigserial PRIMARY KEY,
+	org_id uuid NOT NULL,
+	job_id uuid,
+	step_name text,
+	cost_usd numeric NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX ON orchestrator.cost_ledger (org_id, created_at);
+COMMENT ON TABLE orchestrator.cost_ledger IS 'AI cost entries, written in the same transaction as the step that spent them';
+COMMENT ON COLUMN orchestrator.cost_ledger.id IS 'Entry id';
+COMMENT ON COLUMN orchestrator.cost_ledger.org_id IS 'Organisation charged';
+COMMENT ON COLUMN orchestrator.cost_ledger.job_id IS 'Job that spent it';
+COMMENT ON COLUMN orchestrator.cost_ledger.step_name IS 'Step that spent it';
+COMMENT ON COLUMN orchestrator.cost_ledger.cost_usd IS 'Amount in USD';
+COMMENT ON COLUMN orchestrator.cost_ledger.created_at IS 'When it was spent';
+
+------------------------------------------------------------------------------
+-- Where the engine reads orgs, users and settings: one view per kind.
+-- orch_use_table() repoints a view at an application's own table.
+------------------------------------------------------------------------------
+
+CREATE VIEW orchestrator.org_source AS
+	SELECT id, name FROM orchestrator.orgs;
+COMMENT ON VIEW orchestrator.org_source IS 'Orgs as the engine sees them (id, name); see orch_use_table';
+
+CREATE VIEW orchestrator.user_source AS
+	SELECT id, org_id, display_name FROM orchestrator.users;
+COMMENT ON VIEW orchestrator.user_source IS 'Users as the engine sees them (id, org_id, display_name); see orch_use_table';
+
+CREATE VIEW orchestrator.feature_settings_source AS
+	SELECT org_id, feature_key, is_enabled, settings FROM orchestrator.notification_feature_settings;
+COMMENT ON VIEW orchestrator.feature_settings_source IS 'Feature switches as the engine sees them; see orch_use_table';
+
+CREATE VIEW orchestrator.user_preferences_source AS
+	SELECT user_id, org_id, timezone, quiet_hours_start, quiet_hours_end, max_notifications_per_hour
+	FROM orchestrator.slack_user_preferences;
+COMMENT ON VIEW orchestrator.user_preferences_source IS 'User preferences as the engine sees them; see orch_use_table';
+
+CREATE VIEW orchestrator.user_mappings_source AS
+	SELECT user_id, org_id, slack_user_id, slack_team_id FROM orchestrator.slack_user_mappings;
+COMMENT ON VIEW orchestrator.user_mappings_source IS 'Slack addressing as the engine sees it; see orch_use_table';
+
+CREATE TABLE orchestrator.table_mappings (
+	kind text PRIMARY KEY CHECK (kind IN ('orgs', 'users', 'notification_feature_settings', 'slack_user_preferences', 'slack_user_mappings')),
+	relation text NOT NULL,
+	columns jsonb NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE orchestrator.table_mappings IS 'Application tables the engine reads instead of its own (written by orch_use_table)';
+COMMENT ON COLUMN orchestrator.table_mappings.kind IS 'Which of the engine''s sources is remapped';
+COMMENT ON COLUMN orchestrator.table_mappings.relation IS 'The application table or view, schema-qualified';
+COMMENT ON COLUMN orchestrator.table_mappings.columns IS 'Engine column name -> SQL expression over the application relation';
+
+------------------------------------------------------------------------------
+-- Definitions
+------------------------------------------------------------------------------
+
+CREATE TABLE orchestrator.sequence_definitions (
+	event_type text NOT NULL,
+	version integer NOT NULL,
+	steps jsonb NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	created_by name NOT NULL DEFAULT CURRENT_USER,
+	PRIMARY KEY (event_type, version)
+);
+COMMENT ON TABLE orchestrator.sequence_definitions IS 'Versioned sequences: event type -> ordered steps; a job keeps the version it started with';
+COMMENT ON COLUMN orchestrator.sequence_definitions.event_type IS 'Event type the sequence runs for';
+COMMENT ON COLUMN orchestrator.sequence_definitions.version IS 'Version, 1 upwards; submit picks the highest';
+COMMENT ON COLUMN orchestrator.sequence_definitions.steps IS 'Validated step array (see orch_define_sequence)';
+COMMENT ON COLUMN orchestrator.sequence_definitions.created_at IS 'When this version was defined';
+COMMENT ON COLUMN orchestrator.sequence_definitions.created_by IS 'Role that defined it';
+
+------------------------------------------------------------------------------
+-- The queue: one row a job.  Kept lean: finished jobs leave the partial
+-- indexes, and per-step updates touch no indexed column (HOT).
+------------------------------------------------------------------------------
+
+CREATE TABLE orchestrator.sequence_jobs (
+	id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	org_id uuid NOT NULL,
+	user_id uuid NOT NULL,
+	event_type text NOT NULL,
+	event_source text NOT NULL,
+	sequence_version integer NOT NULL,
+	status text NOT NULL DEFAULT 'pending'
+		CHECK (status IN ('pending', 'in_progress', 'awaiting_approval', 'completed', 'failed', 'cancelled')),
+	run_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	current_step integer NOT NULL DEFAULT 0,
+	attempts integer NOT NULL DEFAULT 0,
+	lease_owner integer,
+	lease_expires_at timestamptz,
+	fencing_token bigint NOT NULL DEFAULT 0,
+	context jsonb NOT NULL,
+	trigger_payload jsonb NOT NULL,
+	event_chain jsonb NOT NULL DEFAULT '{"parent": null, "children": []}',
+	parent_job_id uuid,
+	chain_depth integer NOT NULL DEFAULT 1,
+	last_error text,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	started_at timestamptz,
+	finished_at timestamptz,
+	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+) WITH (fillfactor = 80);
+
+CREATE INDEX sequence_jobs_runnable ON orchestrator.sequence_jobs (run_at) WHERE status = 'pending';
+CREATE INDEX sequence_jobs_leased ON orchestrator.sequence_jobs (lease_expires_at) WHERE status = 'in_progress';
+CREATE INDEX sequence_jobs_parent ON orchestrator.sequence_jobs (parent_job_id) WHERE parent_job_id IS NOT NULL;
+
+COMMENT ON TABLE orchestrator.sequence_jobs IS 'One row per orchestration job; context holds the seed''s SequenceState';
+COMMENT ON COLUMN orchestrator.sequence_jobs.id IS 'Job id (sequence_job_id)';
+COMMENT ON COLUMN orchestrator.sequence_jobs.org_id IS 'Organisation (distribution key)';
+COMMENT ON COLUMN orchestrator.sequence_jobs.user_id IS 'User the job acts for';
+COMMENT ON COLUMN orchestrator.sequence_jobs.event_type IS 'Event type that started the job';
+COMMENT ON COLUMN orchestrator.sequence_jobs.event_source IS 'Where the event came from, e.g. webhook:meetingbaas';
+COMMENT ON COLUMN orchestrator.sequence_jobs.sequence_version IS 'Sequence version the job runs, fixed at submit';
+COMMENT ON COLUMN orchestrator.sequence_jobs.status IS 'pending | in_progress | awaiting_approval | completed | failed | cancelled';
+COMMENT ON COLUMN orchestrator.sequence_jobs.run_at IS 'Earliest time a worker may claim the job (deferrals and retry backoff)';
+COMMENT ON COLUMN orchestrator.sequence_jobs.current_step IS 'Index of the next step to run (0-based)';
+COMMENT ON COLUMN orchestrator.sequence_jobs.attempts IS 'Failed attempts of the current step so far';
+COMMENT ON COLUMN orchestrator.sequence_jobs.lease_owner IS 'PID of the worker holding the lease';
+COMMENT ON COLUMN orchestrator.sequence_jobs.lease_expires_at IS 'When the lease lapses and another worker may reclaim the job';
+COMMENT ON COLUMN orchestrator.sequence_jobs.fencing_token IS 'Incremented on every claim; a write carrying an older token is discarded';
+COMMENT ON COLUMN orchestrator.sequence_jobs.context IS 'SequenceState: event, context tiers, outputs, execution_metadata';
+COMMENT ON COLUMN orchestrator.sequence_jobs.trigger_payload IS 'Raw payload of the event that started the job';
+COMMENT ON COLUMN orchestrator.sequence_jobs.event_chain IS 'Links to parent and child jobs: {"parent": uuid, "children": [uuid]}';
+COMMENT ON COLUMN orchestrator.sequence_jobs.parent_job_id IS 'Job that queued this one as a follow-up';
+COMMENT ON COLUMN orchestrator.sequence_jobs.chain_depth IS 'Chain depth: 1 for an original event, parent''s depth + 1 for a follow-up (at most 3)';
+COMMENT ON COLUMN orchestrator.sequence_jobs.last_error IS 'Last step error (redacted)';
+COMMENT ON COLUMN orchestrator.sequence_jobs.created_at IS 'Submit time';
+COMMENT ON COLUMN orchestrator.sequence_jobs.started_at IS 'First claim';
+COMMENT ON COLUMN orchestrator.sequence_jobs.finished_at IS 'When it completed, failed or was cancelled';
+COMMENT ON COLUMN orchestrator.sequence_jobs.updated_at IS 'Last state change';
+
+CREATE TABLE orchestrator.event_log (
+	id bigserial PRIMARY KEY,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	org_id uuid,
+	user_id uuid,
+	event_type text NOT NULL,
+	event_source text NOT NULL,
+	outcome text NOT NULL CHECK (outcome IN ('accepted', 'deferred', 'skipped', 'duplicate')),
+	reason text,
+	job_id uuid,
+	run_at timestamptz,
+	parent_job_id uuid,
+	dedupe_hash uuid,
+	payload jsonb
+);
+CREATE INDEX event_log_dedupe ON orchestrator.event_log (org_id, dedupe_hash, created_at)
+	WHERE outcome IN ('accepted', 'deferred');
+CREATE INDEX event_log_job ON orchestrator.event_log (job_id) WHERE job_id IS NOT NULL;
+COMMENT ON TABLE orchestrator.event_log IS 'Every orch_submit_event outcome, accepted or not: nothing is dropped silently';
+COMMENT ON COLUMN orchestrator.event_log.id IS 'Entry id';
+COMMENT ON COLUMN orchestrator.event_log.created_at IS 'Submit time';
+COMMENT ON COLUMN orchestrator.event_log.org_id IS 'Organisation given by the caller';
+COMMENT ON COLUMN orchestrator.event_log.user_id IS 'User given by the caller';
+COMMENT ON COLUMN orchestrator.event_log.event_type IS 'Event type';
+COMMENT ON COLUMN orchestrator.event_log.event_source IS 'Event source';
+COMMENT ON COLUMN orchestrator.event_log.outcome IS 'accepted | deferred | skipped | duplicate';
+COMMENT ON COLUMN orchestrator.event_log.reason IS 'Why it was deferred, skipped or a duplicate';
+COMMENT ON COLUMN orchestrator.event_log.job_id IS 'Job created (accepted, deferred) or the earlier job it duplicates';
+COMMENT ON COLUMN orchestrator.event_log.run_at IS 'When the job becomes runnable';
+COMMENT ON COLUMN orchestrator.event_log.parent_job_id IS 'Parent job, for follow-ups';
+COMMENT ON COLUMN orchestrator.event_log.dedupe_hash IS 'Identity for deduplication: type, user and payload, or the caller''s dedupe key';
+COMMENT ON COLUMN orchestrator.event_log.payload IS 'Payload of an event that created no job, kept so nothing is lost';
+
+CREATE TABLE orchestrator.step_history (
+	id bigserial PRIMARY KEY,
+	job_id uuid NOT NULL,
+	org_id uuid NOT NULL,
+	step_index integer,
+	step_name text,
+	kind text NOT NULL,
+	attempt integer NOT NULL DEFAULT 1,
+	outcome text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'skipped', 'retry_scheduled', 'lease_expired', 'cancelled', 'retry_requested')),
+	output jsonb,
+	error text,
+	started_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	finished_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	worker_pid integer,
+	fencing_token bigint
+);
+CREATE INDEX step_history_job ON orchestrator.step_history (job_id, id);
+COMMENT ON TABLE orchestrator.step_history IS 'One row per step attempt, plus operator actions and lease reclaims';
+COMMENT ON COLUMN orchestrator.step_history.id IS 'Entry id (orders entries of a job)';
+COMMENT ON COLUMN orchestrator.step_history.job_id IS 'Job';
+COMMENT ON COLUMN orchestrator.step_history.org_id IS 'Organisation of the job';
+COMMENT ON COLUMN orchestrator.step_history.step_index IS 'Index of the step in the sequence (0-based)';
+COMMENT ON COLUMN orchestrator.step_history.step_name IS 'Step name';
+COMMENT ON COLUMN orchestrator.step_history.kind IS 'Step kind (sql, http, notify) or operator / engine for actions on the job';
+COMMENT ON COLUMN orchestrator.step_history.attempt IS 'Attempt number of the step, from 1';
+COMMENT ON COLUMN orchestrator.step_history.outcome IS 'succeeded | failed | skipped | retry_scheduled | lease_expired | cancelled | retry_requested';
+COMMENT ON COLUMN orchestrator.step_history.output IS 'Step output';
+COMMENT ON COLUMN orchestrator.step_history.error IS 'Error message of a failed attempt (redacted)';
+COMMENT ON COLUMN orchestrator.step_history.started_at IS 'When the attempt started';
+COMMENT ON COLUMN orchestrator.step_history.finished_at IS 'When the attempt ended';
+COMMENT ON COLUMN orchestrator.step_history.worker_pid IS 'PID of the worker (or backend) that wrote the row';
+COMMENT ON COLUMN orchestrator.step_history.fencing_token IS 'Lease token the write carried';
+
+------------------------------------------------------------------------------
+-- State helpers used by submit and the worker
+------------------------------------------------------------------------------
+
+CREATE FUNCTION orchestrator.next_active_time(p_user_id uuid, p_at timestamptz DEFAULT pg_catalog.now())
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN q.s IS NULL OR q.e IS NULL OR q.s = q.e THEN NULL
+		WHEN q.s < q.e AND q.lt >= q.s AND q.lt < q.e THEN (q.ld + q.e) AT TIME ZONE q.tz
+		WHEN q.s > q.e AND q.lt >= q.s THEN (q.ld + 1 + q.e) AT TIME ZONE q.tz
+		WHEN q.s > q.e AND q.lt < q.e THEN (q.ld + q.e) AT TIME ZONE q.tz
+		ELSE NULL
+	END
+	FROM (SELECT p.quiet_hours_start AS s, p.quiet_hours_end AS e, p.timezone AS tz,
+	             (p_at AT TIME ZONE p.timezone)::time AS lt,
+	             (p_at AT TIME ZONE p.timezone)::date AS ld
+	      FROM orchestrator.user_preferences_source p
+	      WHERE p.user_id = p_user_id) q
+$$;
+COMMENT ON FUNCTION orchestrator.next_active_time(uuid, timestamptz) IS 'NULL when the user is inside active hours at the given time, else the start of the next active window';
+
+CREATE FUNCTION orchestrator.budget_exceeded(p_org_id uuid) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT COALESCE((
+		SELECT (SELECT COALESCE(sum(l.cost_usd), 0)
+		        FROM orchestrator.cost_ledger l
+		        WHERE l.org_id = p_org_id
+		          AND l.created_at >= date_trunc('month', pg_catalog.now(), 'UTC')) >= b.monthly_budget_usd
+		FROM orchestrator.cost_budgets b WHERE b.org_id = p_org_id), false)
+$$;
+COMMENT ON FUNCTION orchestrator.budget_exceeded(uuid) IS 'True when the org has spent its budget for the current billing period (calendar month, UTC)';
+
+CREATE FUNCTION orchestrator.initial_state(p_job_id uuid, p_type text, p_source text, p_org_id uuid,
+	p_user_id uuid, p_payload jsonb, p_parent_job_id uuid, p_chain_depth integer)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT jsonb_build_object(
+		'event', jsonb_build_object('type', p_type, 'source', p_source, 'org_id', p_org_id,
+		                           'user_id', p_user_id, 'payload', p_payload,
+		                           'parent_job_id', p_parent_job_id),
+		'context', '{}'::jsonb,
+		'steps_completed', '[]'::jsonb,
+		'current_step', 0,
+		'outputs', '{}'::jsonb,
+		'pending_approvals', '[]'::jsonb,
+		'queued_followups', '[]'::jsonb,
+		'started_at', NULL,
+		'cost_accumulated', 0,
+		'execution_metadata', jsonb_build_object(
+			'sequence_job_id', p_job_id, 'event_type', p_type, 'event_source', p_source,
+			'steps_attempted', 0, 'steps_completed', 0, 'steps_failed', 0,
+			'approval_gates_hit', 0, 'followups_queued', 0, 'total_duration_ms', 0,
+			'total_ai_cost', 0, 'chain_depth', p_chain_depth))
+$$;
+COMMENT ON FUNCTION orchestrator.initial_state(uuid, text, text, uuid, uuid, jsonb, uuid, integer) IS 'The SequenceState a new job starts with';
+
+CREATE FUNCTION orchestrator.load_tier1(p_org_id uuid, p_user_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT jsonb_build_object(
+		'org', (SELECT to_jsonb(o) FROM orchestrator.org_source o WHERE o.id = p_org_id),
+		'user', (SELECT jsonb_build_object('id', u.id, 'display_name', u.display_name)
+		         FROM orchestrator.user_source u WHERE u.id = p_user_id),
+		'preferences', (SELECT to_jsonb(p) - 'user_id' - 'org_id'
+		                FROM orchestrator.user_preferences_source p WHERE p.user_id = p_user_id),
+		'features', COALESCE((SELECT jsonb_object_agg(f.feature_key, f.is_enabled)
+		                      FROM orchestrator.feature_settings_source f WHERE f.org_id = p_org_id), '{}'),
+		'cost_budget', (SELECT jsonb_build_object('monthly_budget_usd', b.monthly_budget_usd)
+		                FROM orchestrator.cost_budgets b WHERE b.org_id = p_org_id))
+$$;
+COMMENT ON FUNCTION orchestrator.load_tier1(uuid, uuid) IS 'Tier 1 context (org, user preferences, feature settings, budget), loaded when a job first starts';
+
+/*
+ * advance_state folds one step result into the SequenceState and its
+ * execution_metadata.  outcome: succeeded | skipped | failed | retry_scheduled.
+ */
+CREATE FUNCTION orchestrator.advance_state(p_state jsonb, p_step_name text, p_outcome text,
+	p_output jsonb, p_duration_ms double precision, p_next_step integer)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT p_state
+		|| jsonb_build_object(
+			'current_step', p_next_step,
+			'outputs', CASE WHEN p_outcome = 'succeeded'
+			                THEN p_state->'outputs' || jsonb_build_object(p_step_name, p_output)
+			                ELSE p_state->'outputs' END,
+			'steps_completed', CASE WHEN p_outcome = 'succeeded'
+			                        THEN (p_state->'steps_completed') || to_jsonb(p_step_name)
+			                        ELSE p_state->'steps_completed' END,
+			'execution_metadata', (p_state->'execution_metadata') || jsonb_build_object(
+				'steps_attempted', (p_state->'execution_metadata'->>'steps_attempted')::int
+					+ CASE WHEN p_outcome = 'skipped' THEN 0 ELSE 1 END,
+				'steps_completed', (p_state->'execution_metadata'->>'steps_completed')::int
+					+ CASE WHEN p_outcome = 'succeeded' THEN 1 ELSE 0 END,
+				'steps_failed', (p_state->'execution_metadata'->>'steps_failed')::int
+					+ CASE WHEN p_outcome = 'failed' THEN 1 ELSE 0 END,
+				'total_duration_ms', round(((p_state->'execution_metadata'->>'total_duration_ms')::numeric
+					+ p_duration_ms::numeric), 3)))
+$$;
+COMMENT ON FUNCTION orchestrator.advance_state(jsonb, text, text, jsonb, double precision, integer) IS 'Folds one step result into a SequenceState (outputs, steps_completed, execution_metadata)';
+
+------------------------------------------------------------------------------
+-- C functions
+------------------------------------------------------------------------------
+
+CREATE FUNCTION orch_submit_event(
+	type text, source text, org_id uuid, user_id uuid,
+	payload jsonb DEFAULT '{}', parent_job_id uuid DEFAULT NULL,
+	dedupe_key text DEFAULT NULL,
+	OUT outcome text, OUT job_id uuid, OUT run_at timestamptz, OUT reason text)
+RETURNS record
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'orch_submit_event';
+COMMENT ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text) IS
+'Validates an event (org/user exist, type enabled, quiet hours, budget, dedupe) and enqueues a job in the caller''s transaction; returns outcome, job_id, run_at, reason';
+
+CREATE FUNCTION orchestrator.wake_workers() RETURNS void
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'orch_wake_workers_sql';
+COMMENT ON FUNCTION orchestrator.wake_workers() IS 'Wakes the orchestrator workers when the calling transaction commits';
+
+CREATE FUNCTION orchestrator.workers_preloaded() RETURNS boolean
+LANGUAGE C STABLE
+AS 'MODULE_PATHNAME', 'orch_workers_preloaded';
+COMMENT ON FUNCTION orchestrator.workers_preloaded() IS 'True when the library was loaded through shared_preload_libraries, so workers run';
+
+------------------------------------------------------------------------------
+-- Definitions API
+------------------------------------------------------------------------------
+
+CREATE FUNCTION orchestrator.validate_jsonpath(p_step text, p_field text, p_path jsonb) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_path IS NULL THEN
+		RETURN;
+	END IF;
+	IF jsonb_typeof(p_path) <> 'string' THEN
+		RAISE EXCEPTION 'invalid step "%": field "%" must be a jsonpath string', p_step, p_field
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	BEGIN
+		PERFORM (p_path #>> '{}')::jsonpath;
+	EXCEPTION WHEN OTHERS THEN
+		RAISE EXCEPTION 'invalid step "%": field "%" is not a valid jsonpath', p_step, p_field
+			USING ERRCODE = 'invalid_parameter_value', DETAIL = SQLERRM;
+	END;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.validate_jsonpath(text, text, jsonb) IS 'Raises an error naming the step and field when a jsonpath does not compile';
+
+/*
+ * validate_step checks one step and returns it normalised: defaults filled in,
+ * an sql step's function resolved to its regprocedure text.
+ */
+CREATE FUNCTION orchestrator.validate_step(p_step jsonb, p_index integer) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	v_name text;
+	v_kind text;
+	v_fn regprocedure;
+	v_key text;
+	v_on_failure text;
+	v_attempts numeric;
+	v_backoff numeric;
+	v_out jsonb := p_step;
+BEGIN
+	IF jsonb_typeof(p_step) IS DISTINCT FROM 'object' THEN
+		RAISE EXCEPTION 'invalid step at position %: a step must be a JSON object', p_index + 1
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	v_name := p_step->>'name';
+	IF jsonb_typeof(p_step->'name') IS DISTINCT FROM 'string' OR v_name = '' THEN
+		RAISE EXCEPTION 'invalid step at position %: field "name" must be a non-empty string', p_index + 1
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR v_key IN SELECT jsonb_object_keys(p_step) LOOP
+		IF v_key NOT IN ('name', 'kind', 'function', 'endpoint', 'condition', 'requires_approval',
+		                 'on_failure', 'retry', 'requires_context', 'ai', 'timeout_ms', 'expect',
+		                 'followups', 'description') THEN
+			RAISE EXCEPTION 'invalid step "%": unrecognized field "%"', v_name, v_key
+				USING ERRCODE = 'invalid_parameter_value',
+				      HINT = 'Known fields: name, kind, function, endpoint, condition, requires_approval, on_failure, retry, requires_context, ai, timeout_ms, expect, followups, description.';
+		END IF;
+	END LOOP;
+
+	v_kind := p_step->>'kind';
+	IF v_kind IS NULL THEN
+		RAISE EXCEPTION 'invalid step "%": field "kind" is required', v_name
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Supported kinds: sql.';
+	ELSIF v_kind <> 'sql' THEN
+		RAISE EXCEPTION 'invalid step "%": unrecognized kind "%" in field "kind"', v_name, v_kind
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Supported kinds: sql.';
+	END IF;
+
+	IF v_kind = 'sql' THEN
+		IF jsonb_typeof(p_step->'function') IS DISTINCT FROM 'string' THEN
+			RAISE EXCEPTION 'invalid step "%": field "function" is required for kind sql', v_name
+				USING ERRCODE = 'invalid_parameter_value',
+				      HINT = 'Name a function taking the state as jsonb and returning jsonb.';
+		END IF;
+		BEGIN
+			v_fn := pg_catalog.to_regprocedure((p_step->>'function') || '(jsonb)');
+		EXCEPTION WHEN OTHERS THEN
+			v_fn := NULL;
+		END;
+		IF v_fn IS NULL THEN
+			RAISE EXCEPTION 'invalid step "%": function "%(jsonb)" in field "function" does not exist', v_name, p_step->>'function'
+				USING ERRCODE = 'undefined_function',
+				      HINT = 'The function must take one jsonb argument (the state) and return jsonb.';
+		END IF;
+		IF (SELECT p.prorettype FROM pg_catalog.pg_proc p WHERE p.oid = v_fn) <> 'jsonb'::regtype
+		   OR (SELECT p.proretset OR p.prokind <> 'f' FROM pg_catalog.pg_proc p WHERE p.oid = v_fn) THEN
+			RAISE EXCEPTION 'invalid step "%": function "%" in field "function" must return jsonb', v_name, v_fn
+				USING ERRCODE = 'invalid_parameter_value',
+				      HINT = 'The function must take one jsonb argument (the state) and return a single jsonb value.';
+		END IF;
+		v_out := v_out || jsonb_build_object('function',
+			(SELECT format('%I.%I', n.nspname, p.proname)
+			 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+			 WHERE p.oid = v_fn));
+	END IF;
+
+	PERFORM orchestrator.validate_jsonpath(v_name, 'condition', p_step->'condition');
+	PERFORM orchestrator.validate_jsonpath(v_name, 'expect', p_step->'expect');
+
+	v_on_failure := COALESCE(p_step->>'on_failure', 'stop');
+	IF v_on_failure NOT IN ('stop', 'continue', 'retry') THEN
+		RAISE EXCEPTION 'invalid step "%": field "on_failure" must be stop, continue or retry, not "%"', v_name, v_on_failure
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	v_out := v_out || jsonb_build_object('on_failure', v_on_failure);
+
+	IF p_step ? 'retry' THEN
+		IF jsonb_typeof(p_step->'retry') <> 'object' THEN
+			RAISE EXCEPTION 'invalid step "%": field "retry" must be an object with attempts and backoff_ms', v_name
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF (p_step->'retry') - 'attempts' - 'backoff_ms' <> '{}'::jsonb THEN
+			RAISE EXCEPTION 'invalid step "%": field "retry" accepts only attempts and backoff_ms', v_name
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+	END IF;
+	IF jsonb_typeof(p_step->'retry'->'attempts') IS NOT NULL THEN
+		IF jsonb_typeof(p_step->'retry'->'attempts') <> 'number' THEN
+			RAISE EXCEPTION 'invalid step "%": field "retry.attempts" must be a number', v_name
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_attempts := (p_step->'retry'->>'attempts')::numeric;
+		IF v_attempts <> trunc(v_attempts) OR v_attempts < 1 OR v_attempts > 100 THEN
+			RAISE EXCEPTION 'invalid step "%": field "retry.attempts" must be an integer between 1 and 100', v_name
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+	END IF;
+	IF jsonb_typeof(p_step->'retry'->'backoff_ms') IS NOT NULL THEN
+		IF jsonb_typeof(p_step->'retry'->'backoff_ms') <> 'number' THEN
+			RAISE EXCEPTION 'invalid step "%": field "retry.backoff_ms" must be a number', v_name
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_backoff := (p_step->'retry'->>'backoff_ms')::numeric;
+		IF v_backoff <> trunc(v_backoff) OR v_backoff < 0 OR v_backoff > 86400000 THEN
+			RAISE EXCEPTION 'invalid step "%": field "retry.backoff_ms" must be an integer between 0 and 86400000', v_name
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+	END IF;
+	v_out := v_out || jsonb_build_object('retry', jsonb_build_object(
+		'attempts', COALESCE((p_step->'retry'->>'attempts')::int, CASE WHEN v_on_failure = 'retry' THEN 2 ELSE 1 END),
+		'backoff_ms', COALESCE((p_step->'retry'->>'backoff_ms')::int, 1000)));
+
+	IF p_step ? 'timeout_ms' AND (jsonb_typeof(p_step->'timeout_ms') <> 'number'
+	    OR (p_step->>'timeout_ms')::numeric < 1 OR (p_step->>'timeout_ms')::numeric > 3600000) THEN
+		RAISE EXCEPTION 'invalid step "%": field "timeout_ms" must be a number between 1 and 3600000', v_name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF p_step ? 'requires_approval' AND jsonb_typeof(p_step->'requires_approval') <> 'boolean' THEN
+		RAISE EXCEPTION 'invalid step "%": field "requires_approval" must be true or false', v_name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF p_step ? 'ai' AND jsonb_typeof(p_step->'ai') <> 'boolean' THEN
+		RAISE EXCEPTION 'invalid step "%": field "ai" must be true or false', v_name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	RETURN v_out;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.validate_step(jsonb, integer) IS 'Validates one step definition and returns it with defaults filled in; errors name the step and field';
+
+/*
+ * orch_define_sequence runs as its caller (SECURITY INVOKER, no pinned
+ * search_path) so step function names resolve in the caller's search_path,
+ * exactly as they would in the caller's own SQL; they are stored
+ * schema-qualified.
+ */
+CREATE FUNCTION orch_define_sequence(event_type text, steps jsonb) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	v_steps jsonb := '[]';
+	v_step jsonb;
+	v_idx integer := 0;
+	v_names text[] := '{}';
+	v_version integer;
+BEGIN
+	IF event_type IS NULL OR steps IS NULL THEN
+		RAISE EXCEPTION 'event_type and steps must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF event_type !~ '^[A-Za-z0-9_.:-]{1,100}$' THEN
+		RAISE EXCEPTION 'invalid event type "%"', event_type
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Use 1 to 100 letters, digits, "_", ".", ":" or "-".';
+	END IF;
+	IF jsonb_typeof(steps) <> 'array' OR jsonb_array_length(steps) = 0 THEN
+		RAISE EXCEPTION 'steps must be a non-empty JSON array'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR v_step IN SELECT value FROM jsonb_array_elements(steps) LOOP
+		v_step := orchestrator.validate_step(v_step, v_idx);
+		IF (v_step->>'name') = ANY (v_names) THEN
+			RAISE EXCEPTION 'invalid step "%": field "name" is not unique in the sequence', v_step->>'name'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_names := v_names || (v_step->>'name');
+		v_steps := v_steps || jsonb_build_array(v_step);
+		v_idx := v_idx + 1;
+	END LOOP;
+
+	-- serialise concurrent definitions of one event type
+	PERFORM pg_catalog.pg_advisory_xact_lock(1330795347, pg_catalog.hashtext(orch_define_sequence.event_type));
+	SELECT COALESCE(max(d.version), 0) + 1 INTO v_version
+	FROM orchestrator.sequence_definitions d
+	WHERE d.event_type = orch_define_sequence.event_type;
+	INSERT INTO orchestrator.sequence_definitions (event_type, version, steps)
+	VALUES (orch_define_sequence.event_type, v_version, v_steps);
+	RETURN v_version;
+END
+$$;
+COMMENT ON FUNCTION orch_define_sequence(text, jsonb) IS 'Validates and stores a new version of the sequence for an event type; returns the version';
+
+------------------------------------------------------------------------------
+-- Operator API
+------------------------------------------------------------------------------
+
+CREATE FUNCTION orch_cancel_job(job_id uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_job orchestrator.sequence_jobs;
+BEGIN
+	IF job_id IS NULL THEN
+		RAISE EXCEPTION 'job_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT * INTO v_job FROM orchestrator.sequence_jobs j WHERE j.id = orch_cancel_job.job_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'undefined_object';
+	END IF;
+	IF v_job.status IN ('completed', 'failed', 'cancelled') THEN
+		RAISE EXCEPTION 'job % is already %', job_id, v_job.status
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+			      HINT = 'Only pending, in_progress and awaiting_approval jobs can be cancelled; use orch_retry_job to run a finished job again.';
+	END IF;
+	UPDATE orchestrator.sequence_jobs j
+	SET status = 'cancelled', fencing_token = j.fencing_token + 1, lease_owner = NULL,
+	    lease_expires_at = NULL, finished_at = clock_timestamp(), updated_at = clock_timestamp()
+	WHERE j.id = v_job.id;
+	INSERT INTO orchestrator.step_history (job_id, org_id, step_index, kind, attempt, outcome, error, worker_pid, fencing_token)
+	VALUES (v_job.id, v_job.org_id, v_job.current_step, 'operator', 1, 'cancelled',
+	        format('cancelled by %s (was %s)', session_user, v_job.status), pg_backend_pid(), v_job.fencing_token + 1);
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION orch_cancel_job(uuid) IS 'Cancels a pending, running or paused job; a worker still holding its lease has its writes discarded';
+
+CREATE FUNCTION orch_retry_job(job_id uuid, from_step text DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_job orchestrator.sequence_jobs;
+	v_steps jsonb;
+	v_idx integer;
+BEGIN
+	IF job_id IS NULL THEN
+		RAISE EXCEPTION 'job_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT * INTO v_job FROM orchestrator.sequence_jobs j WHERE j.id = orch_retry_job.job_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'undefined_object';
+	END IF;
+	IF v_job.status = 'completed' AND from_step IS NULL THEN
+		RAISE EXCEPTION 'job % is completed', job_id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+			      HINT = 'Name the step to run again from with from_step.';
+	END IF;
+	IF v_job.status = 'in_progress' AND v_job.lease_expires_at > clock_timestamp() THEN
+		RAISE EXCEPTION 'job % is running under a live lease', job_id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+			      HINT = 'Retry a job that is failed, cancelled, completed, pending or whose lease has expired.';
+	END IF;
+	SELECT d.steps INTO v_steps FROM orchestrator.sequence_definitions d
+	WHERE d.event_type = v_job.event_type AND d.version = v_job.sequence_version;
+	IF from_step IS NULL THEN
+		v_idx := LEAST(v_job.current_step, jsonb_array_length(v_steps) - 1);
+	ELSE
+		SELECT s.ord - 1 INTO v_idx FROM jsonb_array_elements(v_steps) WITH ORDINALITY AS s(step, ord)
+		WHERE s.step->>'name' = from_step;
+		IF v_idx IS NULL THEN
+			RAISE EXCEPTION 'sequence "%" version % has no step "%"', v_job.event_type, v_job.sequence_version, from_step
+				USING ERRCODE = 'undefined_object';
+		END IF;
+	END IF;
+	UPDATE orchestrator.sequence_jobs j
+	SET status = 'pending', current_step = v_idx, attempts = 0, run_at = clock_timestamp(),
+	    fencing_token = j.fencing_token + 1, lease_owner = NULL, lease_expires_at = NULL,
+	    finished_at = NULL, last_error = NULL, updated_at = clock_timestamp(),
+	    context = j.context || jsonb_build_object('current_step', v_idx)
+	WHERE j.id = v_job.id;
+	INSERT INTO orchestrator.step_history (job_id, org_id, step_index, step_name, kind, attempt, outcome, error, worker_pid, fencing_token)
+	VALUES (v_job.id, v_job.org_id, v_idx, v_steps->v_idx->>'name', 'operator', 1, 'retry_requested',
+	        format('retry requested by %s (was %s)', session_user, v_job.status), pg_backend_pid(), v_job.fencing_token + 1);
+	PERFORM orchestrator.wake_workers();
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION orch_retry_job(uuid, text) IS 'Puts a failed, cancelled, stuck or completed job back to pending, from the named step (default: where it stopped)';
+
+CREATE FUNCTION orch_job_timeline(job_id uuid)
+RETURNS TABLE (at timestamptz, entry text, step text, attempt integer, detail jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT t.at, t.entry, t.step, t.attempt, t.detail FROM (
+		SELECT e.created_at AS at, 0 AS ord, e.id AS seq, 'event ' || e.outcome AS entry, NULL::text AS step,
+		       NULL::integer AS attempt,
+		       jsonb_strip_nulls(jsonb_build_object('type', e.event_type, 'source', e.event_source,
+		                                            'reason', e.reason, 'run_at', e.run_at)) AS detail
+		FROM orchestrator.event_log e
+		WHERE e.job_id = orch_job_timeline.job_id AND e.outcome IN ('accepted', 'deferred')
+		UNION ALL
+		SELECT h.started_at, 1, h.id, 'step ' || h.outcome, h.step_name, h.attempt,
+		       jsonb_strip_nulls(jsonb_build_object('kind', h.kind, 'output', h.output, 'error', h.error,
+		           'duration_ms', round((extract(epoch FROM h.finished_at - h.started_at) * 1000)::numeric, 3)))
+		FROM orchestrator.step_history h
+		WHERE h.job_id = orch_job_timeline.job_id AND h.kind NOT IN ('operator', 'engine')
+		UNION ALL
+		SELECT h.started_at, 1, h.id, h.kind || ' ' || h.outcome, h.step_name, NULL,
+		       jsonb_strip_nulls(jsonb_build_object('note', h.error))
+		FROM orchestrator.step_history h
+		WHERE h.job_id = orch_job_timeline.job_id AND h.kind IN ('operator', 'engine')
+		UNION ALL
+		SELECT j.finished_at, 2, 0, 'job ' || j.status, NULL, NULL,
+		       jsonb_build_object('execution_metadata', j.context->'execution_metadata')
+		FROM orchestrator.sequence_jobs j
+		WHERE j.id = orch_job_timeline.job_id AND j.status IN ('completed', 'failed', 'cancelled')
+	) t
+	ORDER BY t.ord = 2, t.at, t.ord, t.seq
+$$;
+COMMENT ON FUNCTION orch_job_timeline(uuid) IS 'One job''s life in order: the submit, each step attempt, operator actions, the end with its audit metadata';
+
+------------------------------------------------------------------------------
+-- Pointing the engine at an application's own tables
+------------------------------------------------------------------------------
+
+CREATE FUNCTION orch_use_table(kind text, relation regclass DEFAULT NULL, columns jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_view text;
+	v_default text;
+	v_cols text := '';
+	v_att record;
+	v_expr text;
+BEGIN
+	CASE kind
+		WHEN 'orgs' THEN v_view := 'org_source'; v_default := 'orchestrator.orgs';
+		WHEN 'users' THEN v_view := 'user_source'; v_default := 'orchestrator.users';
+		WHEN 'notification_feature_settings' THEN v_view := 'feature_settings_source'; v_default := 'orchestrator.notification_feature_settings';
+		WHEN 'slack_user_preferences' THEN v_view := 'user_preferences_source'; v_default := 'orchestrator.slack_user_preferences';
+		WHEN 'slack_user_mappings' THEN v_view := 'user_mappings_source'; v_default := 'orchestrator.slack_user_mappings';
+		ELSE
+			RAISE EXCEPTION 'unrecognized table kind "%"', kind
+				USING ERRCODE = 'invalid_parameter_value',
+				      HINT = 'Use orgs, users, notification_feature_settings, slack_user_preferences or slack_user_mappings.';
+	END CASE;
+	IF columns IS NULL OR jsonb_typeof(columns) <> 'object' THEN
+		RAISE EXCEPTION 'columns must be a JSON object mapping engine columns to expressions'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR v_att IN
+		SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS typ
+		FROM pg_catalog.pg_attribute a
+		WHERE a.attrelid = format('orchestrator.%I', v_view)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+		ORDER BY a.attnum
+	LOOP
+		v_expr := COALESCE(columns->>v_att.attname, quote_ident(v_att.attname));
+		v_cols := v_cols || CASE WHEN v_cols = '' THEN '' ELSE ', ' END
+		          || format('(%s)::%s AS %I', v_expr, v_att.typ, v_att.attname);
+	END LOOP;
+	EXECUTE format('CREATE OR REPLACE VIEW orchestrator.%I AS SELECT %s FROM %s', v_view, v_cols,
+	               COALESCE(relation::text, v_default));
+	IF relation IS NULL THEN
+		DELETE FROM orchestrator.table_mappings m WHERE m.kind = orch_use_table.kind;
+	ELSE
+		INSERT INTO orchestrator.table_mappings (kind, relation, columns)
+		VALUES (kind, relation::text, columns)
+		ON CONFLICT ON CONSTRAINT table_mappings_pkey
+		DO UPDATE SET relation = excluded.relation, columns = excluded.columns;
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION orch_use_table(text, regclass, jsonb) IS
+'Makes the engine read orgs, users or a settings table from an application''s own table; columns maps engine column names to expressions; relation NULL restores the built-in table';
+
+CREATE FUNCTION orch_reapply_table_mappings() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_m record;
+	v_n integer := 0;
+BEGIN
+	FOR v_m IN SELECT * FROM orchestrator.table_mappings LOOP
+		PERFORM @extschema@.orch_use_table(v_m.kind, v_m.relation::regclass, v_m.columns);
+		v_n := v_n + 1;
+	END LOOP;
+	RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION orch_reapply_table_mappings() IS 'Re-creates the source views from orchestrator.table_mappings (run once after pg_restore)';
+
+------------------------------------------------------------------------------
+-- Views for operators
+------------------------------------------------------------------------------
+
+CREATE VIEW orchestrator.jobs AS
+	SELECT j.id, j.org_id, j.user_id, j.event_type, j.event_source, j.status,
+	       j.sequence_version, j.current_step,
+	       jsonb_array_length(d.steps) AS step_count,
+	       d.steps->j.current_step->>'name' AS current_step_name,
+	       j.attempts, j.run_at, j.lease_owner, j.lease_expires_at, j.parent_job_id, j.chain_depth,
+	       j.last_error, j.created_at, j.started_at, j.finished_at,
+	       COALESCE(j.finished_at, pg_catalog.now()) - j.created_at AS age,
+	       j.context->'execution_metadata' AS execution_metadata
+	FROM orchestrator.sequence_jobs j
+	LEFT JOIN orchestrator.sequence_definitions d
+	       ON d.event_type = j.event_type AND d.version = j.sequence_version;
+COMMENT ON VIEW orchestrator.jobs IS 'Jobs with their current step, lease and audit metadata';
+
+CREATE VIEW orchestrator.steps AS
+	SELECT h.id, h.job_id, h.org_id, j.event_type, h.step_index, h.step_name, h.kind, h.attempt,
+	       h.outcome, h.error, h.output, h.started_at, h.finished_at,
+	       round((extract(epoch FROM h.finished_at - h.started_at) * 1000)::numeric, 3) AS duration_ms,
+	       h.worker_pid
+	FROM orchestrator.step_history h
+	LEFT JOIN orchestrator.sequence_jobs j ON j.id = h.job_id;
+COMMENT ON VIEW orchestrator.steps IS 'Step attempts and operator actions, with durations';
+
+CREATE VIEW orchestrator.events AS
+	SELECT e.id, e.created_at, e.org_id, e.user_id, e.event_type, e.event_source, e.outcome,
+	       e.reason, e.job_id, e.run_at, e.parent_job_id
+	FROM orchestrator.event_log e;
+COMMENT ON VIEW orchestrator.events IS 'Every submitted event and what became of it';
+
+CREATE VIEW orchestrator.job_counts AS
+	SELECT j.event_type, j.status, count(*) AS jobs,
+	       min(j.created_at) AS oldest, max(j.updated_at) AS last_change
+	FROM orchestrator.sequence_jobs j
+	GROUP BY j.event_type, j.status;
+COMMENT ON VIEW orchestrator.job_counts IS 'Job counts per event type and status';
+
+------------------------------------------------------------------------------
+-- Privileges and pg_dump
+------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA orchestrator FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA orchestrator FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_define_sequence(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_cancel_job(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_retry_job(uuid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_job_timeline(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_use_table(text, regclass, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_reapply_table_mappings() FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text) TO orchestrator_submitter, orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orch_define_sequence(text, jsonb) TO orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orch_cancel_job(uuid) TO orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orch_retry_job(uuid, text) TO orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orch_job_timeline(uuid) TO orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orch_use_table(text, regclass, jsonb) TO orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orch_reapply_table_mappings() TO orchestrator_admin;
+GRANT SELECT ON orchestrator.jobs, orchestrator.steps, orchestrator.events, orchestrator.job_counts
+	TO orchestrator_admin;
+GRANT SELECT, INSERT ON orchestrator.sequence_definitions TO orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orchestrator.validate_step(jsonb, integer),
+	orchestrator.validate_jsonpath(text, text, jsonb) TO orchestrator_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON orchestrator.orgs, orchestrator.users,
+	orchestrator.notification_feature_settings, orchestrator.slack_user_preferences,
+	orchestrator.slack_user_mappings, orchestrator.cost_budgets TO orchestrator_admin;
+
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.orgs', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.users', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.notification_feature_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.slack_user_preferences', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.slack_user_mappings', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.cost_budgets', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.cost_ledger', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.cost_ledger_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.table_mappings', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.sequence_definitions', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.sequence_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.event_log', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.event_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.step_history', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.step_history_id_seq', '');
+
+-- Tell the user when no worker will run, then wake the workers that do.
+DO $preload$
+BEGIN
+	IF NOT orchestrator.workers_preloaded() THEN
+		RAISE WARNING 'orchestrator is not loaded through shared_preload_libraries, so no worker will run jobs'
+			USING HINT = 'Add orchestrator to shared_preload_libraries in postgresql.conf, set orchestrator.database to this database, and restart the server.';
+	END IF;
+	PERFORM orchestrator.wake_workers();
+END
+$preload$;

@@ -1,0 +1,91 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  The orchestrator.* configuration parameters.
+ *
+ * Owns every DefineCustom*Variable call and nothing else.  Parameters that
+ * size shared memory or the worker set are PGC_POSTMASTER; loop knobs are
+ * PGC_SIGHUP (workers reload them on SIGHUP); limits that protect the server
+ * from callers are PGC_SUSET so an ordinary role cannot lift them.
+ *
+ * src/guc.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "orchestrator.h"
+
+int			orch_workers = 1;
+char	   *orch_database = NULL;
+int			orch_max_payload_bytes = 1024 * 1024;
+int			orch_dedupe_window_ms = 5 * 60 * 1000;
+int			orch_batch_size = 32;
+int			orch_lease_ms = 60 * 1000;
+
+/*
+ * orch_guc_init defines the parameters and reserves the prefix.
+ */
+void
+orch_guc_init(void)
+{
+	DefineCustomIntVariable("orchestrator.workers",
+							"Number of background workers that run jobs.",
+							NULL,
+							&orch_workers,
+							1, 0, ORCH_MAX_WORKERS,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("orchestrator.database",
+							   "Database in which the workers run jobs.",
+							   NULL,
+							   &orch_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.max_payload_bytes",
+							"Largest event payload orch_submit_event accepts.",
+							NULL,
+							&orch_max_payload_bytes,
+							1024 * 1024, 2, INT_MAX / 2,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.dedupe_window",
+							"Time within which an identical event is a duplicate.",
+							NULL,
+							&orch_dedupe_window_ms,
+							5 * 60 * 1000, 0, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.batch_size",
+							"Most jobs a worker claims in one transaction.",
+							NULL,
+							&orch_batch_size,
+							32, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.lease_duration",
+							"How long a claimed job stays leased to its worker without renewal.",
+							NULL,
+							&orch_lease_ms,
+							60 * 1000, 100, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("orchestrator");
+}

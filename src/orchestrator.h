@@ -1,0 +1,108 @@
+/*-------------------------------------------------------------------------
+ *
+ * orchestrator.h
+ *	  Declarations shared between the orchestrator's source files.
+ *
+ * Each .c file owns one responsibility (see the comment atop each); this
+ * header only carries what crosses file boundaries: GUC variables, the
+ * shared-memory wake registry, the claimed-job record and the entry points
+ * of claiming, step execution and write-back.
+ *
+ * src/orchestrator.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ORCHESTRATOR_H
+#define ORCHESTRATOR_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+/* Hard upper bound on orchestrator.workers (sizes shared memory). */
+#define ORCH_MAX_WORKERS 64
+
+/* guc.c */
+extern int	orch_workers;
+extern char *orch_database;
+extern int	orch_max_payload_bytes;
+extern int	orch_dedupe_window_ms;
+extern int	orch_batch_size;
+extern int	orch_lease_ms;
+extern void orch_guc_init(void);
+
+/* shmem.c */
+extern void orch_shmem_init(void);
+extern void orch_shmem_register_worker(int index);
+extern void orch_shmem_unregister_worker(int index);
+extern void orch_shmem_wake_all(void);
+extern bool orch_preloaded;
+
+/* wake.c */
+extern void orch_wake_init(void);
+extern void orch_wake_at_commit(void);
+
+/* util.c: helpers shared by several files */
+struct _SPI_plan;
+extern struct _SPI_plan *orch_prepare_kept(const char *sql, int nargs, Oid *argtypes);
+extern Jsonb *orch_jsonb_get(Jsonb *obj, const char *key);
+extern char *orch_jsonb_get_text(Jsonb *obj, const char *key);
+extern int	orch_jsonb_get_int(Jsonb *obj, const char *key, int default_value);
+extern Jsonb *orch_jsonb_array_get(Jsonb *array, int index);
+extern bool orch_jsonpath_truthy(Jsonb *target, const char *path);
+
+/* A job this worker holds a lease on. */
+typedef struct OrchClaimedJob
+{
+	pg_uuid_t	id;
+	int64		token;
+} OrchClaimedJob;
+
+/* claim.c: each runs inside a transaction with SPI connected. */
+extern int	orch_reclaim_expired(void);
+extern int	orch_claim_jobs(OrchClaimedJob *jobs, int max);
+extern int	orch_release_leases(void);
+extern TimestampTz orch_next_wakeup(void);
+
+/* step.c: runs a claimed job's steps inside the current transaction. */
+extern void orch_run_job(const OrchClaimedJob *job);
+
+/* step_sql.c */
+extern Jsonb *orch_step_sql_execute(Jsonb *step, Jsonb *state);
+
+/* writeback.c: one step's result, under the job's fencing token. */
+typedef enum OrchStepOutcome
+{
+	ORCH_STEP_SUCCEEDED,
+	ORCH_STEP_SKIPPED,
+	ORCH_STEP_FAILED,
+	ORCH_STEP_RETRY
+} OrchStepOutcome;
+
+typedef struct OrchStepResult
+{
+	int			step_index;
+	const char *step_name;
+	const char *kind;
+	int			attempt;
+	OrchStepOutcome outcome;
+	Jsonb	   *output;			/* NULL unless succeeded */
+	const char *error;			/* NULL unless failed */
+	TimestampTz started_at;
+	TimestampTz finished_at;
+	int			next_step;
+	const char *job_status;		/* status the job is left in */
+	int			job_attempts;
+	TimestampTz run_at;			/* 0: unchanged */
+} OrchStepResult;
+
+extern Jsonb *orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r);
+extern void orch_write_job_failure(const OrchClaimedJob *job, const char *error);
+
+/* worker.c */
+extern void orch_worker_register(void);
+PGDLLEXPORT void orch_worker_main(Datum main_arg);
+
+#endif							/* ORCHESTRATOR_H */

@@ -1,0 +1,115 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared memory: the registry of running workers and their latches.
+ *
+ * One slot per configured worker holds the pgprocno of the process running
+ * it, or -1.  A worker writes its own slot when it starts and clears it when
+ * it exits; any backend reads the slots to set latches.  A stale slot can
+ * only cause a spurious latch set on some other process, which is harmless,
+ * so no lock is taken on the wake path: it costs one SetLatch per worker.
+ *
+ * src/shmem.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+
+#include "orchestrator.h"
+
+typedef struct OrchShared
+{
+	int			nworkers;
+	volatile int procno[ORCH_MAX_WORKERS];
+} OrchShared;
+
+static OrchShared *orch_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void orch_shmem_request(void);
+static void orch_shmem_startup(void);
+
+/*
+ * orch_shmem_init chains the PG15 shared-memory hooks.
+ */
+void
+orch_shmem_init(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = orch_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = orch_shmem_startup;
+}
+
+static void
+orch_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(OrchShared)));
+}
+
+static void
+orch_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	orch_shared = ShmemInitStruct("orchestrator", sizeof(OrchShared), &found);
+	if (!found)
+	{
+		orch_shared->nworkers = ORCH_MAX_WORKERS;
+		for (int i = 0; i < ORCH_MAX_WORKERS; i++)
+			orch_shared->procno[i] = -1;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * orch_shmem_register_worker publishes the calling worker's latch.
+ */
+void
+orch_shmem_register_worker(int index)
+{
+	Assert(index >= 0 && index < ORCH_MAX_WORKERS);
+	if (orch_shared)
+		orch_shared->procno[index] = MyProc->pgprocno;
+}
+
+void
+orch_shmem_unregister_worker(int index)
+{
+	if (orch_shared && orch_shared->procno[index] == MyProc->pgprocno)
+		orch_shared->procno[index] = -1;
+}
+
+/*
+ * orch_shmem_wake_all sets the latch of every running worker.  SetLatch on a
+ * latch that is already set returns at once, so repeated wakes are cheap.
+ */
+void
+orch_shmem_wake_all(void)
+{
+	if (orch_shared == NULL)
+		return;
+
+	for (int i = 0; i < ORCH_MAX_WORKERS; i++)
+	{
+		int			procno = orch_shared->procno[i];
+
+		if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
+			SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+	}
+}

@@ -1,0 +1,338 @@
+/*-------------------------------------------------------------------------
+ *
+ * step.c
+ *	  Running a claimed job's steps: the step dispatcher.
+ *
+ * orch_run_job locks the job under its fencing token, then runs steps from
+ * current_step until the job completes, fails, is deferred for a retry, or
+ * the worker is asked to stop.  For each step it evaluates "condition"
+ * (false: recorded as skipped), dispatches on "kind" (sql today; http and
+ * notify plug in here), checks "expect" on the output, and applies
+ * "on_failure": stop, continue, or retry with exponential backoff done
+ * through run_at, never by sleeping.
+ *
+ * Transactions: the caller (worker.c) opens one transaction for a batch of
+ * jobs.  Each job runs in a subtransaction, and each step in a nested one,
+ * so a failing step rolls back its own writes only, and an error outside
+ * any step fails that job only; neither ends the worker.  The step's result
+ * is written (writeback.c) in the job's subtransaction, so it commits with
+ * the step function's writes.
+ *
+ * src/step.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "orchestrator.h"
+
+static SPIPlanPtr load_plan = NULL;
+
+/* set when a write-back found the lease gone, to tell that error apart */
+static bool lease_lost = false;
+
+/* What the engine needs of a job to run it. */
+typedef struct JobRun
+{
+	const OrchClaimedJob *job;
+	Jsonb	   *state;
+	Jsonb	   *steps;
+	int			nsteps;
+	int			current_step;
+	int			attempts;
+	char	   *event_type;
+} JobRun;
+
+static bool load_job(const OrchClaimedJob *job, JobRun *run);
+static bool run_steps(JobRun *run);
+static void run_one_step(JobRun *run, OrchStepResult *r);
+static Jsonb *dispatch(const char *kind, Jsonb *step, Jsonb *state);
+
+/*
+ * orch_run_job runs one claimed job as far as it goes in this transaction.
+ */
+void
+orch_run_job(const OrchClaimedJob *job)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	JobRun		run;
+
+	SPI_connect();
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+
+	PG_TRY();
+	{
+		if (load_job(job, &run))
+			run_steps(&run);
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+
+		if (!lease_lost)
+		{
+			ereport(WARNING,
+					(errmsg("orchestrator job %s failed outside a step: %s",
+							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->id))),
+							edata->message)));
+			orch_write_job_failure(job, edata->message);
+		}
+		lease_lost = false;
+	}
+	PG_END_TRY();
+
+	SPI_finish();
+}
+
+/*
+ * load_job locks the job row if this worker still holds its lease and reads
+ * its state and its pinned sequence version.  Returns false when the lease
+ * was lost (reclaimed, cancelled or retried meanwhile).
+ */
+static bool
+load_job(const OrchClaimedJob *job, JobRun *run)
+{
+	Datum		args[2];
+	int			ret;
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+
+	if (load_plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, INT8OID};
+
+		load_plan = orch_prepare_kept(
+			"SELECT j.context, d.steps, j.current_step, j.attempts, j.event_type"
+			" FROM orchestrator.sequence_jobs j"
+			" LEFT JOIN orchestrator.sequence_definitions d"
+			"        ON d.event_type = j.event_type AND d.version = j.sequence_version"
+			" WHERE j.id = $1 AND j.fencing_token = $2 AND j.status = 'in_progress'"
+			" FOR UPDATE OF j",
+			2, types);
+	}
+
+	args[0] = UUIDPGetDatum(&job->id);
+	args[1] = Int64GetDatum(job->token);
+	ret = SPI_execute_plan(load_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "orchestrator job load failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+	{
+		ereport(LOG,
+				(errmsg("orchestrator worker lost the lease on job %s before running it",
+						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->id))))));
+		return false;
+	}
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	run->job = job;
+	run->state = DatumGetJsonbP(SPI_getbinval(tup, desc, 1, &isnull));
+	run->steps = DatumGetJsonbP(SPI_getbinval(tup, desc, 2, &isnull));
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the sequence version this job was started with no longer exists")));
+	run->current_step = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	run->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	run->event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
+	run->nsteps = JB_ROOT_COUNT(run->steps);
+	return true;
+}
+
+/*
+ * run_steps runs steps until the job leaves in_progress or the worker is
+ * told to stop.  Returns false when the lease was lost.
+ */
+static bool
+run_steps(JobRun *run)
+{
+	if (run->current_step >= run->nsteps)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job is at step %d but its sequence has %d steps",
+						run->current_step + 1, run->nsteps)));
+
+	while (run->current_step < run->nsteps)
+	{
+		OrchStepResult r;
+		Jsonb	   *state;
+
+		CHECK_FOR_INTERRUPTS();
+
+		run_one_step(run, &r);
+
+		state = orch_write_step_result(run->job, &r);
+		if (state == NULL)
+		{
+			ereport(LOG,
+					(errmsg("orchestrator worker lost the lease on job %s; step \"%s\" discarded",
+							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&run->job->id))),
+							r.step_name)));
+			/* discard whatever the step wrote along with it */
+			lease_lost = true;
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("lease lost")));
+		}
+		run->state = state;
+
+		if (strcmp(r.job_status, "in_progress") != 0)
+			break;
+		run->current_step = r.next_step;
+		run->attempts = r.job_attempts;
+
+		/* SIGTERM: stop between steps; the lease is handed back on exit */
+		if (ShutdownRequestPending)
+			break;
+	}
+	return true;
+}
+
+/*
+ * run_one_step runs the step at run->current_step in a subtransaction and
+ * decides, from its outcome and on_failure, where the job goes next.
+ */
+static void
+run_one_step(JobRun *run, OrchStepResult *r)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Jsonb	   *step = orch_jsonb_array_get(run->steps, run->current_step);
+	char	   *condition = orch_jsonb_get_text(step, "condition");
+	char	   *expect = orch_jsonb_get_text(step, "expect");
+	char	   *on_failure = orch_jsonb_get_text(step, "on_failure");
+	Jsonb	   *retry = orch_jsonb_get(step, "retry");
+	int			max_attempts = orch_jsonb_get_int(retry, "attempts", 1);
+	int			backoff_ms = orch_jsonb_get_int(retry, "backoff_ms", 1000);
+	bool		last;
+
+	memset(r, 0, sizeof(*r));
+	r->step_index = run->current_step;
+	r->step_name = orch_jsonb_get_text(step, "name");
+	r->kind = orch_jsonb_get_text(step, "kind");
+	r->attempt = run->attempts + 1;
+	r->started_at = GetCurrentTimestamp();
+	if (r->step_name == NULL || r->kind == NULL)
+		elog(ERROR, "step %d of the sequence has no name or kind", run->current_step + 1);
+
+	pgstat_report_activity(STATE_RUNNING,
+						   psprintf("orchestrator: job %s step \"%s\" (%s)",
+									DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&run->job->id))),
+									r->step_name, run->event_type));
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+
+	PG_TRY();
+	{
+		if (condition != NULL && !orch_jsonpath_truthy(run->state, condition))
+			r->outcome = ORCH_STEP_SKIPPED;
+		else
+		{
+			r->output = dispatch(r->kind, step, run->state);
+			if (expect != NULL && !orch_jsonpath_truthy(r->output, expect))
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_EXCEPTION),
+						 errmsg("output of step \"%s\" does not satisfy its expect path", r->step_name),
+						 errdetail("expect: %s", expect)));
+			r->outcome = ORCH_STEP_SUCCEEDED;
+		}
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+
+		r->outcome = ORCH_STEP_FAILED;
+		r->output = NULL;
+		r->error = edata->detail
+			? psprintf("%s (%s)", edata->message, edata->detail)
+			: pstrdup(edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+
+	r->finished_at = GetCurrentTimestamp();
+	r->next_step = run->current_step + 1;
+	r->job_attempts = 0;
+	last = (r->next_step >= run->nsteps);
+
+	if (r->outcome != ORCH_STEP_FAILED)
+		r->job_status = last ? "completed" : "in_progress";
+	else if (on_failure && strcmp(on_failure, "retry") == 0 && r->attempt < max_attempts)
+	{
+		double		delay_ms = (double) backoff_ms * pow(2.0, (double) (r->attempt - 1));
+
+		r->outcome = ORCH_STEP_RETRY;
+		r->next_step = run->current_step;
+		r->job_attempts = r->attempt;
+		r->job_status = "pending";
+		r->run_at = TimestampTzPlusMilliseconds(r->finished_at, (int64) Min(delay_ms, 86400000.0 * 7));
+	}
+	else if (on_failure && strcmp(on_failure, "continue") == 0)
+		r->job_status = last ? "completed" : "in_progress";
+	else
+	{
+		/* stop, or retry with its attempts used up */
+		r->next_step = run->current_step;
+		r->job_attempts = r->attempt;
+		r->job_status = "failed";
+	}
+}
+
+/*
+ * dispatch runs a step of the given kind.  New kinds (http, notify) are
+ * added here.
+ */
+static Jsonb *
+dispatch(const char *kind, Jsonb *step, Jsonb *state)
+{
+	if (strcmp(kind, "sql") == 0)
+		return orch_step_sql_execute(step, state);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("step kind \"%s\" is not supported by this engine", kind)));
+	return NULL;				/* keep compiler quiet */
+}

@@ -1,0 +1,407 @@
+/*-------------------------------------------------------------------------
+ *
+ * submit.c
+ *	  orch_submit_event: validate an event and enqueue its job.
+ *
+ * Runs the seed's Step 1 in order: org and user exist, the event type is
+ * enabled for the org, the user is inside active hours (quiet hours defer,
+ * never drop), the org's budget is not spent, the event is not a duplicate
+ * inside orchestrator.dedupe_window.  Then the sequence for the type is
+ * looked up and the job inserted.  Every outcome, accepted or not, is one
+ * row in orchestrator.event_log, written in the caller's transaction: a
+ * rollback leaves neither job nor log row.
+ *
+ * Malformed arguments (NULLs, a payload that is not an object or is larger
+ * than orchestrator.max_payload_bytes, a parent job that does not exist) are
+ * ERRORs.  Unknown org or user, a disabled type, a spent budget, too deep a
+ * chain and a type with no sequence are logged skips.
+ *
+ * Concurrency: identical submits serialise on a transaction-scoped advisory
+ * lock keyed by the dedupe hash, so of two concurrent duplicates the second
+ * waits for the first to commit and then sees its log row (READ COMMITTED
+ * takes a fresh snapshot for every statement).  The workers are woken when
+ * the transaction commits (wake.c).
+ *
+ * src/submit.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "orchestrator.h"
+
+#define ORCH_MAX_CHAIN_DEPTH 3
+#define ORCH_LOCK_CLASS_DEDUPE 1330795348
+
+PG_FUNCTION_INFO_V1(orch_submit_event);
+
+/* where results that outlive SPI_finish are copied */
+static MemoryContext caller_context = NULL;
+
+static SPIPlanPtr gate_plan = NULL;
+static SPIPlanPtr lock_plan = NULL;
+static SPIPlanPtr dedupe_plan = NULL;
+static SPIPlanPtr enqueue_plan = NULL;
+static SPIPlanPtr log_plan = NULL;
+
+/* Everything the gate query learns about an event, in one round trip. */
+typedef struct SubmitGate
+{
+	bool		org_ok;
+	bool		user_ok;
+	bool		enabled;
+	bool		deferred;
+	TimestampTz defer_until;
+	bool		over_budget;
+	bool		has_sequence;
+	int32		version;
+	Datum		dedupe_hash;
+	bool		has_parent;
+	int32		depth;
+} SubmitGate;
+
+/*
+ * prepare_plans prepares the submit path's statements once per backend.
+ */
+static void
+prepare_plans(void)
+{
+	if (gate_plan == NULL)
+	{
+		Oid			types[6] = {UUIDOID, UUIDOID, TEXTOID, JSONBOID, TEXTOID, UUIDOID};
+
+		gate_plan = orch_prepare_kept(
+			"SELECT EXISTS (SELECT 1 FROM orchestrator.org_source o WHERE o.id = $1),"
+			"       EXISTS (SELECT 1 FROM orchestrator.user_source u WHERE u.id = $2 AND u.org_id = $1),"
+			"       COALESCE((SELECT pg_catalog.bool_and(f.is_enabled) FROM orchestrator.feature_settings_source f"
+			"                 WHERE f.org_id = $1 AND f.feature_key = $3), true),"
+			"       orchestrator.next_active_time($2, pg_catalog.now()),"
+			"       orchestrator.budget_exceeded($1),"
+			"       (SELECT pg_catalog.max(d.version) FROM orchestrator.sequence_definitions d WHERE d.event_type = $3),"
+			"       pg_catalog.md5(CASE WHEN $5 IS NULL"
+			"                           THEN 'p:' || $3 || ':' || $2::text || ':' || $4::text"
+			"                           ELSE 'k:' || $5 END)::uuid,"
+			"       (SELECT j.chain_depth + 1 FROM orchestrator.sequence_jobs j WHERE j.id = $6)",
+			6, types);
+	}
+	if (lock_plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, UUIDOID};
+
+		lock_plan = orch_prepare_kept(
+			"SELECT pg_catalog.pg_advisory_xact_lock(" CppAsString2(ORCH_LOCK_CLASS_DEDUPE) ","
+			"       pg_catalog.hashtext($1::text || $2::text))",
+			2, types);
+	}
+	if (dedupe_plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, UUIDOID, FLOAT8OID};
+
+		dedupe_plan = orch_prepare_kept(
+			"SELECT e.job_id FROM orchestrator.event_log e"
+			" WHERE e.org_id = $1 AND e.dedupe_hash = $2"
+			"   AND e.outcome IN ('accepted', 'deferred')"
+			"   AND e.created_at > pg_catalog.now() - pg_catalog.make_interval(secs => $3 / 1000.0)"
+			" ORDER BY e.created_at DESC LIMIT 1",
+			3, types);
+	}
+	if (enqueue_plan == NULL)
+	{
+		Oid			types[10] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID,
+		TIMESTAMPTZOID, JSONBOID, UUIDOID, INT4OID, UUIDOID};
+
+		enqueue_plan = orch_prepare_kept(
+			"WITH n AS (SELECT pg_catalog.gen_random_uuid() AS id),"
+			" j AS (INSERT INTO orchestrator.sequence_jobs"
+			"        (id, org_id, user_id, event_type, event_source, sequence_version, run_at,"
+			"         context, trigger_payload, event_chain, parent_job_id, chain_depth)"
+			"       SELECT n.id, $1, $2, $3, $4, $5, $6,"
+			"              orchestrator.initial_state(n.id, $3, $4, $1, $2, $7, $8, $9), $7,"
+			"              pg_catalog.jsonb_build_object('parent', $8, 'children', '[]'::jsonb), $8, $9"
+			"       FROM n RETURNING id, run_at),"
+			" l AS (INSERT INTO orchestrator.event_log"
+			"        (org_id, user_id, event_type, event_source, outcome, reason, job_id, run_at,"
+			"         parent_job_id, dedupe_hash)"
+			"       SELECT $1, $2, $3, $4,"
+			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'deferred' ELSE 'accepted' END,"
+			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'quiet_hours' END,"
+			"              j.id, j.run_at, $8, $10 FROM j)"
+			" SELECT id FROM j",
+			10, types);
+	}
+	if (log_plan == NULL)
+	{
+		Oid			types[10] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, UUIDOID, UUIDOID, UUIDOID, JSONBOID};
+
+		log_plan = orch_prepare_kept(
+			"INSERT INTO orchestrator.event_log"
+			" (org_id, user_id, event_type, event_source, outcome, reason, job_id,"
+			"  parent_job_id, dedupe_hash, payload)"
+			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+			10, types);
+	}
+}
+
+static void
+check_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" of orch_submit_event must not be NULL", name)));
+}
+
+static Datum
+copy_uuid(Datum d)
+{
+	MemoryContext old = MemoryContextSwitchTo(caller_context);
+	Datum		copy = datumCopy(d, false, UUID_LEN);
+
+	MemoryContextSwitchTo(old);
+	return copy;
+}
+
+/*
+ * run_gate evaluates every check of Step 1 in one statement.
+ */
+static void
+run_gate(Datum *args, char *nulls, SubmitGate *g)
+{
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	int			ret;
+
+	ret = SPI_execute_plan(gate_plan, args, nulls, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "orchestrator gate query failed: %s", SPI_result_code_string(ret));
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	g->org_ok = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
+	g->user_ok = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+	g->enabled = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+	g->defer_until = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+	g->deferred = !isnull;
+	g->over_budget = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	g->version = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	g->has_sequence = !isnull;
+	g->dedupe_hash = SPI_getbinval(tup, desc, 7, &isnull);
+	g->dedupe_hash = datumCopy(g->dedupe_hash, false, UUID_LEN);
+	g->depth = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+	g->has_parent = !isnull;
+}
+
+/*
+ * find_duplicate takes the dedupe lock and looks for an earlier identical
+ * event inside the window.  Returns true and the earlier job's id if found.
+ */
+static bool
+find_duplicate(Datum org_id, Datum hash, Datum *job_id)
+{
+	Datum		args[3];
+	int			ret;
+	bool		isnull;
+
+	if (orch_dedupe_window_ms <= 0)
+		return false;
+
+	args[0] = org_id;
+	args[1] = hash;
+	ret = SPI_execute_plan(lock_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "orchestrator dedupe lock failed: %s", SPI_result_code_string(ret));
+
+	args[2] = Float8GetDatum((double) orch_dedupe_window_ms);
+	ret = SPI_execute_plan(dedupe_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "orchestrator dedupe query failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return false;
+
+	*job_id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return false;
+	*job_id = copy_uuid(*job_id);
+	return true;
+}
+
+Datum
+orch_submit_event(PG_FUNCTION_ARGS)
+{
+	text	   *type;
+	Jsonb	   *payload;
+	Datum		org_id,
+				user_id;
+	SubmitGate	g;
+	const char *outcome = NULL;
+	const char *reason = NULL;
+	Datum		job_id = (Datum) 0;
+	bool		have_job = false;
+	TimestampTz run_at = 0;
+	bool		have_run_at = false;
+	TupleDesc	result_desc;
+	Datum		values[4];
+	bool		rnulls[4] = {false, false, false, false};
+	int			ret;
+
+	check_not_null(fcinfo, 0, "type");
+	check_not_null(fcinfo, 1, "source");
+	check_not_null(fcinfo, 2, "org_id");
+	check_not_null(fcinfo, 3, "user_id");
+	check_not_null(fcinfo, 4, "payload");
+
+	type = PG_GETARG_TEXT_PP(0);
+	if (VARSIZE_ANY_EXHDR(type) == 0 || VARSIZE_ANY_EXHDR(type) > 100)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event type must be between 1 and 100 bytes long")));
+	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event source must not be empty"),
+				 errhint("Name where the event came from, for example \"webhook:meetingbaas\".")));
+
+	payload = PG_GETARG_JSONB_P(4);
+	if (JB_ROOT_IS_SCALAR(payload) || !JB_ROOT_IS_OBJECT(payload))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event payload must be a JSON object"),
+				 errhint("Wrap the value in an object, for example '{\"meeting_id\": \"...\"}'.")));
+	if (VARSIZE(payload) > (Size) orch_max_payload_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("event payload is too large"),
+				 errdetail("The payload takes %zu bytes; the limit is %d bytes.",
+						   (Size) VARSIZE(payload), orch_max_payload_bytes),
+				 errhint("Store large data in a table and pass its id, or raise orchestrator.max_payload_bytes.")));
+
+	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	org_id = PG_GETARG_DATUM(2);
+	user_id = PG_GETARG_DATUM(3);
+
+	caller_context = CurrentMemoryContext;
+	SPI_connect();
+	prepare_plans();
+
+	{
+		Datum		args[6];
+		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+		args[0] = org_id;
+		args[1] = user_id;
+		args[2] = PointerGetDatum(type);
+		args[3] = JsonbPGetDatum(payload);
+		args[4] = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
+		nulls[4] = PG_ARGISNULL(6) ? 'n' : ' ';
+		args[5] = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
+		nulls[5] = PG_ARGISNULL(5) ? 'n' : ' ';
+		run_gate(args, nulls, &g);
+	}
+
+	if (!PG_ARGISNULL(5) && !g.has_parent)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parent job %s does not exist",
+						DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(5)))),
+				 errhint("Pass parent_job_id only for follow-ups of an existing job.")));
+
+	if (!g.org_ok)
+		outcome = "skipped", reason = "unknown_org";
+	else if (!g.user_ok)
+		outcome = "skipped", reason = "unknown_user";
+	else if (!g.enabled)
+		outcome = "skipped", reason = "feature_disabled";
+	else if (g.over_budget)
+		outcome = "skipped", reason = "budget";
+	else if (g.has_parent && g.depth > ORCH_MAX_CHAIN_DEPTH)
+	{
+		outcome = "skipped", reason = "chain_depth_exceeded";
+		ereport(WARNING,
+				(errmsg("follow-up event not queued: chain depth %d exceeds %d", g.depth, ORCH_MAX_CHAIN_DEPTH)));
+	}
+	else if (find_duplicate(org_id, g.dedupe_hash, &job_id))
+		outcome = "duplicate", reason = "duplicate", have_job = true;
+	else if (!g.has_sequence)
+		outcome = "skipped", reason = "no_sequence";
+
+	if (outcome == NULL)
+	{
+		Datum		args[10];
+		char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		bool		isnull;
+
+		run_at = g.deferred ? g.defer_until : GetCurrentTransactionStartTimestamp();
+		args[0] = org_id;
+		args[1] = user_id;
+		args[2] = PointerGetDatum(type);
+		args[3] = PG_GETARG_DATUM(1);
+		args[4] = Int32GetDatum(g.version);
+		args[5] = TimestampTzGetDatum(run_at);
+		args[6] = JsonbPGetDatum(payload);
+		args[7] = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
+		nulls[7] = PG_ARGISNULL(5) ? 'n' : ' ';
+		args[8] = Int32GetDatum(g.has_parent ? g.depth : 1);
+		args[9] = g.dedupe_hash;
+
+		ret = SPI_execute_plan(enqueue_plan, args, nulls, false, 0);
+		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "orchestrator enqueue failed: %s", SPI_result_code_string(ret));
+		job_id = copy_uuid(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		have_job = true;
+		have_run_at = true;
+		outcome = g.deferred ? "deferred" : "accepted";
+		reason = g.deferred ? "quiet_hours" : NULL;
+		orch_wake_at_commit();
+	}
+	else
+	{
+		Datum		args[10];
+		char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+		args[0] = org_id;
+		args[1] = user_id;
+		args[2] = PointerGetDatum(type);
+		args[3] = PG_GETARG_DATUM(1);
+		args[4] = CStringGetTextDatum(outcome);
+		args[5] = CStringGetTextDatum(reason);
+		args[6] = have_job ? job_id : (Datum) 0;
+		nulls[6] = have_job ? ' ' : 'n';
+		args[7] = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
+		nulls[7] = PG_ARGISNULL(5) ? 'n' : ' ';
+		args[8] = g.dedupe_hash;
+		/* keep the payload of an event that created no job: nothing is lost */
+		args[9] = JsonbPGetDatum(payload);
+		nulls[9] = have_job ? 'n' : ' ';
+
+		ret = SPI_execute_plan(log_plan, args, nulls, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "orchestrator event log insert failed: %s", SPI_result_code_string(ret));
+	}
+
+	SPI_finish();
+
+	values[0] = CStringGetTextDatum(outcome);
+	values[1] = job_id;
+	rnulls[1] = !have_job;
+	values[2] = TimestampTzGetDatum(run_at);
+	rnulls[2] = !have_run_at;
+	values[3] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	rnulls[3] = (reason == NULL);
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, rnulls)));
+}

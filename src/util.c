@@ -1,0 +1,165 @@
+/*-------------------------------------------------------------------------
+ *
+ * util.c
+ *	  Small helpers shared by several files: kept SPI plans, reading
+ *	  fields of a jsonb object, and evaluating a jsonpath as a condition.
+ *
+ * Nothing here touches orchestrator tables or holds state.
+ *
+ * src/util.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+
+#include "orchestrator.h"
+
+/*
+ * orch_prepare_kept prepares a statement and keeps it for the life of the
+ * process (SPI_keepplan); the plan cache re-plans it after DDL.
+ */
+SPIPlanPtr
+orch_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+static bool
+get_value(Jsonb *obj, const char *key, JsonbValue *v)
+{
+	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj) || JB_ROOT_IS_SCALAR(obj))
+		return false;
+	return getKeyJsonValueFromContainer(&obj->root, key, strlen(key), v) != NULL;
+}
+
+/*
+ * orch_jsonb_get returns obj->key as a jsonb value, or NULL if absent.
+ */
+Jsonb *
+orch_jsonb_get(Jsonb *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (!get_value(obj, key, &v))
+		return NULL;
+	return JsonbValueToJsonb(&v);
+}
+
+/*
+ * orch_jsonb_get_text returns obj->>key, or NULL if absent or JSON null.
+ */
+char *
+orch_jsonb_get_text(Jsonb *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (!get_value(obj, key, &v))
+		return NULL;
+	switch (v.type)
+	{
+		case jbvString:
+			return pnstrdup(v.val.string.val, v.val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+		case jbvBool:
+			return pstrdup(v.val.boolean ? "true" : "false");
+		case jbvNull:
+			return NULL;
+		default:
+			return JsonbToCString(NULL, &JsonbValueToJsonb(&v)->root, 0);
+	}
+}
+
+/*
+ * orch_jsonb_get_int returns obj->key as an integer, or default_value when
+ * absent or not a number.
+ */
+int
+orch_jsonb_get_int(Jsonb *obj, const char *key, int default_value)
+{
+	JsonbValue	v;
+
+	if (!get_value(obj, key, &v) || v.type != jbvNumeric)
+		return default_value;
+	return DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v.val.numeric)));
+}
+
+/*
+ * orch_jsonb_array_get returns array[index] as jsonb, or NULL.
+ */
+Jsonb *
+orch_jsonb_array_get(Jsonb *array, int index)
+{
+	JsonbValue *v;
+
+	if (array == NULL || !JB_ROOT_IS_ARRAY(array) || JB_ROOT_IS_SCALAR(array))
+		return NULL;
+	v = getIthJsonbValueFromContainer(&array->root, (uint32) index);
+	if (v == NULL)
+		return NULL;
+	return JsonbValueToJsonb(v);
+}
+
+/*
+ * orch_jsonpath_truthy evaluates a jsonpath against target with
+ * PostgreSQL's own SQL/JSON path engine (lax, errors suppressed) and reads
+ * the first item as a condition: no item, JSON null or false are false; a
+ * predicate's true, or any other item, is true.  So both "$.x > 1" and
+ * "$.items[*] ? (@.ok)" work as conditions.
+ */
+bool
+orch_jsonpath_truthy(Jsonb *target, const char *path)
+{
+	static Datum empty_vars = (Datum) 0;
+	LOCAL_FCINFO(fcinfo, 4);
+	Datum		result;
+	Jsonb	   *item;
+	JsonbValue	v;
+
+	if (empty_vars == (Datum) 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		empty_vars = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+		MemoryContextSwitchTo(old);
+	}
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 4, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = JsonbPGetDatum(target);
+	fcinfo->args[0].isnull = false;
+	fcinfo->args[1].value = DirectFunctionCall1(jsonpath_in, CStringGetDatum(path));
+	fcinfo->args[1].isnull = false;
+	fcinfo->args[2].value = empty_vars;
+	fcinfo->args[2].isnull = false;
+	fcinfo->args[3].value = BoolGetDatum(true);
+	fcinfo->args[3].isnull = false;
+
+	result = jsonb_path_query_first(fcinfo);
+	if (fcinfo->isnull)
+		return false;
+
+	item = DatumGetJsonbP(result);
+	if (!JB_ROOT_IS_SCALAR(item))
+		return true;
+	if (!JsonbExtractScalar(&item->root, &v))
+		return true;
+	if (v.type == jbvNull)
+		return false;
+	if (v.type == jbvBool)
+		return v.val.boolean;
+	return true;
+}

@@ -1,0 +1,242 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The background worker: registration and the main loop, nothing else.
+ *
+ * orchestrator.workers identical workers connect to orchestrator.database.
+ * Each loop pass is: claim a batch (claim.c) in one short transaction,
+ * then run the claimed jobs (step.c) in a second one, and go round again
+ * at once while there is work.  With nothing runnable the worker sleeps on
+ * its latch until the earliest future run_at or lease expiry; a committed
+ * submit sets the latch (wake.c), so there is no polling and an idle
+ * worker uses no CPU.
+ *
+ * Signals: SIGHUP reloads the configuration; SIGTERM sets a flag (not
+ * die()), the worker stops between steps and hands its leases back before
+ * exiting; postmaster death ends the wait and the process
+ * (WL_EXIT_ON_PM_DEATH).  The loop's memory context is reset every pass.
+ * No transaction is open while the worker waits.
+ *
+ * src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/utility.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "orchestrator.h"
+
+#define ORCH_MAX_BATCH 1000
+
+static int	worker_index = 0;
+
+static void begin_tx(const char *activity);
+static void end_tx(void);
+static int	claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup);
+static void run_batch(OrchClaimedJob *jobs, int n);
+static void release_on_exit(void);
+static void unregister_worker(int code, Datum arg);
+
+/*
+ * orch_worker_register registers orchestrator.workers static workers; they
+ * start once recovery has finished and are restarted a second after a crash.
+ */
+void
+orch_worker_register(void)
+{
+	for (int i = 0; i < orch_workers; i++)
+	{
+		BackgroundWorker worker;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = 1;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "orchestrator");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "orch_worker_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "orchestrator worker %d", i + 1);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "orchestrator worker");
+		worker.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&worker);
+	}
+}
+
+/*
+ * orch_worker_main is the worker's entry point.
+ */
+void
+orch_worker_main(Datum main_arg)
+{
+	MemoryContext loop_context;
+	OrchClaimedJob *jobs;
+
+	worker_index = DatumGetInt32(main_arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(orch_database, NULL, 0);
+	pgstat_report_appname("orchestrator worker");
+
+	orch_shmem_register_worker(worker_index);
+	before_shmem_exit(unregister_worker, (Datum) 0);
+
+	ereport(LOG,
+			(errmsg("orchestrator worker %d started in database \"%s\"",
+					worker_index + 1, orch_database)));
+
+	loop_context = AllocSetContextCreate(TopMemoryContext,
+										 "orchestrator worker loop",
+										 ALLOCSET_DEFAULT_SIZES);
+	jobs = MemoryContextAlloc(TopMemoryContext, sizeof(OrchClaimedJob) * ORCH_MAX_BATCH);
+
+	for (;;)
+	{
+		TimestampTz next_wakeup = 0;
+		int			n;
+		long		timeout_ms = -1;
+		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+
+		MemoryContextReset(loop_context);
+		MemoryContextSwitchTo(loop_context);
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (ShutdownRequestPending)
+			break;
+
+		n = claim_batch(jobs, &next_wakeup);
+		if (n > 0)
+		{
+			run_batch(jobs, n);
+			continue;
+		}
+
+		if (next_wakeup != 0)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			timeout_ms = (next_wakeup <= now) ? 0 :
+				(long) Min((next_wakeup - now + 999) / 1000, (int64) 24 * 3600 * 1000);
+			events |= WL_TIMEOUT;
+		}
+
+		pgstat_report_activity(STATE_IDLE, NULL);
+		(void) WaitLatch(MyLatch, events, timeout_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	release_on_exit();
+	ereport(LOG, (errmsg("orchestrator worker %d shutting down", worker_index + 1)));
+	proc_exit(1);
+}
+
+static void
+begin_tx(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_tx(void)
+{
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+}
+
+/*
+ * claim_batch reclaims expired leases and claims a batch, in one
+ * transaction.  When nothing was claimed it also reads when the next
+ * delayed job falls due, so an idle pass costs one transaction.
+ */
+static int
+claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup)
+{
+	int			n = 0;
+
+	begin_tx("orchestrator: claiming jobs");
+
+	if (OidIsValid(get_extension_oid("orchestrator", true)))
+	{
+		SPI_connect();
+		orch_reclaim_expired();
+		n = orch_claim_jobs(jobs, Min(orch_batch_size, ORCH_MAX_BATCH));
+		if (n == 0)
+			*next_wakeup = orch_next_wakeup();
+		SPI_finish();
+	}
+
+	end_tx();
+	return n;
+}
+
+/*
+ * run_batch runs the claimed jobs in one transaction, each job in its own
+ * subtransaction.  On SIGTERM the remaining jobs are left leased and handed
+ * back by release_on_exit.
+ */
+static void
+run_batch(OrchClaimedJob *jobs, int n)
+{
+	begin_tx("orchestrator: running jobs");
+	for (int i = 0; i < n && !ShutdownRequestPending; i++)
+	{
+		/* each job sees what the previous ones committed into this batch */
+		PopActiveSnapshot();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		orch_run_job(&jobs[i]);
+	}
+	end_tx();
+}
+
+/*
+ * release_on_exit hands this worker's leases back after SIGTERM, so jobs in
+ * flight return to pending at once instead of waiting for lease expiry.
+ */
+static void
+release_on_exit(void)
+{
+	int			n = 0;
+
+	begin_tx("orchestrator: releasing leases");
+	if (OidIsValid(get_extension_oid("orchestrator", true)))
+	{
+		SPI_connect();
+		n = orch_release_leases();
+		SPI_finish();
+	}
+	end_tx();
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("orchestrator worker %d returned %d job(s) to pending", worker_index + 1, n)));
+}
+
+static void
+unregister_worker(int code, Datum arg)
+{
+	orch_shmem_unregister_worker(worker_index);
+}

@@ -1,0 +1,160 @@
+/*-------------------------------------------------------------------------
+ *
+ * writeback.c
+ *	  Writing a step's result: the job's state and its step-history row.
+ *
+ * One statement per step result updates sequence_jobs (state folded by
+ * orchestrator.advance_state, next step, status, retry time) and inserts
+ * the step_history row, in the transaction that ran the step, so the
+ * output, the state, the history and the step function's own writes
+ * commit together.  The update carries the fencing token the job was
+ * claimed with: if the lease was lost (the token moved on or the job was
+ * cancelled) nothing is written and the caller discards the step.
+ *
+ * While a job stays in_progress the update leaves every indexed column
+ * alone, so per-step writes are HOT updates; only the final transition
+ * (completed, failed, back to pending) touches the indexes.
+ *
+ * src/writeback.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "orchestrator.h"
+
+static SPIPlanPtr step_plan = NULL;
+static SPIPlanPtr fail_plan = NULL;
+
+static const char *
+outcome_name(OrchStepOutcome o)
+{
+	switch (o)
+	{
+		case ORCH_STEP_SUCCEEDED:
+			return "succeeded";
+		case ORCH_STEP_SKIPPED:
+			return "skipped";
+		case ORCH_STEP_FAILED:
+			return "failed";
+		case ORCH_STEP_RETRY:
+			return "retry_scheduled";
+	}
+	return "failed";
+}
+
+/*
+ * orch_write_step_result writes one step result under the job's fencing
+ * token and returns the new state, or NULL when the lease was lost.
+ */
+Jsonb *
+orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
+{
+	Datum		args[16];
+	char		nulls[16];
+	int			ret;
+	bool		isnull;
+	Datum		state;
+
+	if (step_plan == NULL)
+	{
+		Oid			types[16] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, FLOAT8OID,
+			INT4OID, INT4OID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID, TEXTOID, INT4OID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID};
+
+		step_plan = orch_prepare_kept(
+			"WITH u AS ("
+			"  UPDATE orchestrator.sequence_jobs j SET"
+			"    context = orchestrator.advance_state(j.context, $3, $4, $5, $6, $7),"
+			"    current_step = $7, attempts = $8, status = $9,"
+			"    run_at = COALESCE($10, j.run_at),"
+			"    lease_owner = CASE WHEN $9 = 'in_progress' THEN j.lease_owner END,"
+			"    lease_expires_at = CASE WHEN $9 = 'in_progress' THEN j.lease_expires_at END,"
+			"    last_error = COALESCE($12, j.last_error),"
+			"    finished_at = CASE WHEN $9 IN ('completed', 'failed') THEN pg_catalog.clock_timestamp() END,"
+			"    updated_at = pg_catalog.clock_timestamp()"
+			"  WHERE j.id = $1 AND j.fencing_token = $2 AND j.status = 'in_progress'"
+			"  RETURNING j.id, j.org_id, j.context),"
+			" h AS ("
+			"  INSERT INTO orchestrator.step_history"
+			"   (job_id, org_id, step_index, step_name, kind, attempt, outcome, output, error,"
+			"    started_at, finished_at, worker_pid, fencing_token)"
+			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, $5, $12, $15, $16,"
+			"         pg_catalog.pg_backend_pid(), $2 FROM u)"
+			" SELECT u.context FROM u",
+			16, types);
+	}
+
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = UUIDPGetDatum(&job->id);
+	args[1] = Int64GetDatum(job->token);
+	args[2] = CStringGetTextDatum(r->step_name);
+	args[3] = CStringGetTextDatum(outcome_name(r->outcome));
+	args[4] = r->output ? JsonbPGetDatum(r->output) : (Datum) 0;
+	nulls[4] = r->output ? ' ' : 'n';
+	args[5] = Float8GetDatum((double) (r->finished_at - r->started_at) / 1000.0);
+	args[6] = Int32GetDatum(r->next_step);
+	args[7] = Int32GetDatum(r->job_attempts);
+	args[8] = CStringGetTextDatum(r->job_status);
+	args[9] = TimestampTzGetDatum(r->run_at);
+	nulls[9] = r->run_at ? ' ' : 'n';
+	args[10] = Int32GetDatum(r->step_index);
+	args[11] = r->error ? CStringGetTextDatum(r->error) : (Datum) 0;
+	nulls[11] = r->error ? ' ' : 'n';
+	args[12] = CStringGetTextDatum(r->kind);
+	args[13] = Int32GetDatum(r->attempt);
+	args[14] = TimestampTzGetDatum(r->started_at);
+	args[15] = TimestampTzGetDatum(r->finished_at);
+
+	ret = SPI_execute_plan(step_plan, args, nulls, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "orchestrator step write-back failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return NULL;
+
+	state = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return DatumGetJsonbP(state);
+}
+
+/*
+ * orch_write_job_failure marks a job failed after an error outside any step
+ * (for example a step definition the engine cannot read), under its token.
+ */
+void
+orch_write_job_failure(const OrchClaimedJob *job, const char *error)
+{
+	Datum		args[3];
+	int			ret;
+
+	if (fail_plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, INT8OID, TEXTOID};
+
+		fail_plan = orch_prepare_kept(
+			"WITH u AS ("
+			"  UPDATE orchestrator.sequence_jobs j SET status = 'failed', last_error = $3,"
+			"    lease_owner = NULL, lease_expires_at = NULL,"
+			"    finished_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp()"
+			"  WHERE j.id = $1 AND j.fencing_token = $2 AND j.status = 'in_progress'"
+			"  RETURNING j.id, j.org_id, j.current_step)"
+			" INSERT INTO orchestrator.step_history"
+			"  (job_id, org_id, step_index, kind, outcome, error, worker_pid, fencing_token)"
+			" SELECT u.id, u.org_id, u.current_step, 'engine', 'failed', $3,"
+			"        pg_catalog.pg_backend_pid(), $2 FROM u",
+			3, types);
+	}
+
+	args[0] = UUIDPGetDatum(&job->id);
+	args[1] = Int64GetDatum(job->token);
+	args[2] = CStringGetTextDatum(error);
+	ret = SPI_execute_plan(fail_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "orchestrator job failure write-back failed: %s", SPI_result_code_string(ret));
+}
