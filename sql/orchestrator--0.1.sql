@@ -466,6 +466,22 @@ LANGUAGE C STABLE
 AS 'MODULE_PATHNAME', 'orch_workers_preloaded';
 COMMENT ON FUNCTION orchestrator.workers_preloaded() IS 'True when the library was loaded through shared_preload_libraries, so workers run';
 
+CREATE FUNCTION orchestrator.claim_jobs(max integer, OUT job_id uuid, OUT fencing_token bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'orch_claim_jobs_sql';
+COMMENT ON FUNCTION orchestrator.claim_jobs(integer) IS 'Claims up to max runnable jobs for the calling session exactly as a worker does (for tests and tools)';
+
+CREATE FUNCTION orchestrator.reclaim_expired() RETURNS integer
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'orch_reclaim_expired_sql';
+COMMENT ON FUNCTION orchestrator.reclaim_expired() IS 'Returns jobs whose lease lapsed to pending exactly as a worker does (for tests and tools)';
+
+CREATE FUNCTION orchestrator.run_claimed_job(job_id uuid, fencing_token bigint) RETURNS void
+LANGUAGE C VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'orch_run_claimed_job_sql';
+COMMENT ON FUNCTION orchestrator.run_claimed_job(uuid, bigint) IS 'Runs a job claimed with orchestrator.claim_jobs in the calling session, under its fencing token (for tests and tools)';
+
 ------------------------------------------------------------------------------
 -- Definitions API
 ------------------------------------------------------------------------------

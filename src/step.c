@@ -29,6 +29,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
@@ -246,10 +247,11 @@ run_one_step(JobRun *run, OrchStepResult *r)
 	if (r->step_name == NULL || r->kind == NULL)
 		elog(ERROR, "step %d of the sequence has no name or kind", run->current_step + 1);
 
-	pgstat_report_activity(STATE_RUNNING,
-						   psprintf("orchestrator: job %s step \"%s\" (%s)",
-									DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&run->job->id))),
-									r->step_name, run->event_type));
+	if (MyBackendType == B_BG_WORKER)
+		pgstat_report_activity(STATE_RUNNING,
+							   psprintf("orchestrator: job %s step \"%s\" (%s)",
+										DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&run->job->id))),
+										r->step_name, run->event_type));
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
@@ -335,4 +337,22 @@ dispatch(const char *kind, Jsonb *step, Jsonb *state)
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("step kind \"%s\" is not supported by this engine", kind)));
 	return NULL;				/* keep compiler quiet */
+}
+
+PG_FUNCTION_INFO_V1(orch_run_claimed_job_sql);
+
+/*
+ * orchestrator.run_claimed_job(job_id, fencing_token): run a job claimed
+ * with orchestrator.claim_jobs in the calling session, exactly as a worker
+ * would.  Returns the job's status afterwards.  For tests and tools.
+ */
+Datum
+orch_run_claimed_job_sql(PG_FUNCTION_ARGS)
+{
+	OrchClaimedJob job;
+
+	memcpy(&job.id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
+	job.token = PG_GETARG_INT64(1);
+	orch_run_job(&job);
+	PG_RETURN_VOID();
 }

@@ -121,6 +121,9 @@ orch_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			ereport(LOG,
+					(errmsg("orchestrator worker %d reloaded its configuration (batch_size %d, lease_duration %d ms)",
+							worker_index + 1, orch_batch_size, orch_lease_ms)));
 		}
 		if (ShutdownRequestPending)
 			break;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# test/run-all.sh: runs every test (pg_regress, isolation, TAP) against
+# throwaway servers and ends with "N passed, N failed".  Run as root on a
+# fresh Debian machine: it installs what is missing, builds with -Werror,
+# installs, and runs the suites as the postgres user.
+set -uo pipefail
+
+src=$(cd "$(dirname "$0")/.." && pwd)
+. "$src/test/lib/common.sh"
+
+[ "$(id -u)" = 0 ] || orch_die "run as root (servers run as the postgres user)"
+orch_install_packages
+orch_build_install "$src"
+
+work=$(orch_workdir "$src")
+pgxs=$(dirname "$($PG_CONFIG --pgxs)")/..
+bindir=$($PG_CONFIG --bindir)
+passed=0
+failed=0
+
+# count_regress FILE: adds pg_regress's per-test "ok" / "FAILED" lines.
+count_regress() {
+	local ok bad
+	ok=$(grep -cE '\.\.\. ok|^ok [0-9]+' "$1")
+	bad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+|\.\.\. failed' "$1")
+	passed=$((passed + ok))
+	failed=$((failed + bad))
+}
+
+echo "== pg_regress"
+(cd "$work" && orch_as_postgres "$pgxs/src/test/regress/pg_regress" \
+	--temp-instance="$work/tmp_regress" --temp-config="$work/test/orchestrator.conf" \
+	--inputdir="$work" --outputdir="$work" --bindir="$bindir" --dbname=contrib_regression \
+	$(sed -n 's/^REGRESS = //p' "$work/Makefile")) 2>&1 | tee "$work/regress.log"
+rc=${PIPESTATUS[0]}
+count_regress "$work/regress.log"
+[ $rc -ne 0 ] && [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
+
+echo "== isolation"
+mkdir -p "$work/output_iso"
+(cd "$work" && orch_as_postgres "$pgxs/src/test/isolation/pg_isolation_regress" \
+	--temp-instance="$work/tmp_isolation" --temp-config="$work/test/isolation.conf" \
+	--inputdir="$work/test" --outputdir="$work/output_iso" --bindir="$bindir" --dbname=contrib_regression \
+	$(sed -n 's/^ISOLATION = //p' "$work/Makefile")) 2>&1 | tee "$work/isolation.log"
+rc=${PIPESTATUS[0]}
+count_regress "$work/isolation.log"
+[ $rc -ne 0 ] && [ -f "$work/output_iso/regression.diffs" ] && cat "$work/output_iso/regression.diffs"
+
+echo "== TAP"
+(cd "$work" && orch_as_postgres env TESTDIR="$work" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
+	PATH="$bindir:$PATH" prove -v -I "$pgxs/src/test/perl" -I "$work/test" test/t/*.pl) 2>&1 | tee "$work/tap.log"
+rc=${PIPESTATUS[0]}
+tap_ok=$(grep -cE '^ok [0-9]+' "$work/tap.log")
+tap_bad=$(grep -cE '^not ok [0-9]+' "$work/tap.log")
+# a script that died without reporting a failing assertion still fails
+[ $rc -ne 0 ] && [ "$tap_bad" -eq 0 ] && tap_bad=1
+passed=$((passed + tap_ok))
+failed=$((failed + tap_bad))
+if [ $rc -ne 0 ]; then
+	for f in "$work"/tmp_check/log/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 40 "$f"; }; done
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
