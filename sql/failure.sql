@@ -1,0 +1,106 @@
+--
+-- failure: on_failure stop | continue | retry, expect failures, errors inside
+-- step functions (their writes roll back, the worker lives on)
+--
+\set org_a '00000000-0000-0000-0000-00000000000a'
+\set ada '00000000-0000-0000-0000-0000000000a1'
+
+CREATE TABLE public.failure_writes (job_id uuid, note text);
+-- writes a row, then fails: the row must not survive
+CREATE FUNCTION public.write_then_fail(state jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.failure_writes VALUES ((state->'execution_metadata'->>'sequence_job_id')::uuid, 'should vanish');
+	RAISE EXCEPTION 'CRM update failed for meeting %', state->'event'->'payload'->>'meeting_id'
+		USING ERRCODE = 'external_routine_exception', DETAIL = 'upstream said 503';
+END $$;
+CREATE FUNCTION public.write_ok(state jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.failure_writes VALUES ((state->'execution_metadata'->>'sequence_job_id')::uuid, 'kept');
+	RETURN jsonb_build_object('done', true, 'failed_before', state->'execution_metadata'->'steps_failed');
+END $$;
+-- fails on its first two calls per job (a sequence survives the rollback)
+CREATE SEQUENCE public.flaky_calls;
+CREATE TABLE public.flaky_state (job_id uuid PRIMARY KEY, first_call bigint);
+CREATE FUNCTION public.flaky(state jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+	n bigint := nextval('public.flaky_calls');
+BEGIN
+	IF state->'event'->'payload'->>'flaky_from' IS NOT NULL
+	   AND n < (state->'event'->'payload'->>'flaky_from')::bigint + 2 THEN
+		RAISE EXCEPTION 'flaky failure (call %)', n - (state->'event'->'payload'->>'flaky_from')::bigint + 1;
+	END IF;
+	RETURN jsonb_build_object('succeeded_on_call', n - (state->'event'->'payload'->>'flaky_from')::bigint + 1);
+END $$;
+CREATE FUNCTION public.returns_null(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT NULL::jsonb $$;
+CREATE FUNCTION public.wrong_shape(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"score": 0.2}'::jsonb $$;
+CREATE FUNCTION public.dropped_later(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
+
+-- stop: the job fails at that step; later steps never run
+SELECT orch_define_sequence('f_stop', '[
+  {"name": "crm-update", "kind": "sql", "function": "write_then_fail", "on_failure": "stop"},
+  {"name": "after", "kind": "sql", "function": "write_ok"}]');
+SELECT job_id AS j_stop FROM orch_submit_event('f_stop', 'test:failure', :'org_a', :'ada', '{"meeting_id": "m-stop"}') \gset
+SELECT test_wait_job(:'j_stop');
+SELECT status, current_step, attempts, last_error FROM orchestrator.sequence_jobs WHERE id = :'j_stop';
+SELECT step_name, attempt, outcome, error FROM orchestrator.step_history WHERE job_id = :'j_stop' ORDER BY id;
+SELECT context->'execution_metadata'->'steps_failed' AS failed, context->'steps_completed' AS done FROM orchestrator.sequence_jobs WHERE id = :'j_stop';
+SELECT count(*) AS leftover_writes FROM public.failure_writes WHERE job_id = :'j_stop';
+
+-- continue: the failure is logged and the sequence proceeds
+SELECT orch_define_sequence('f_continue', '[
+  {"name": "enrich", "kind": "sql", "function": "write_then_fail", "on_failure": "continue"},
+  {"name": "after", "kind": "sql", "function": "write_ok"}]');
+SELECT job_id AS j_cont FROM orch_submit_event('f_continue', 'test:failure', :'org_a', :'ada', '{"meeting_id": "m-cont"}') \gset
+SELECT test_wait_job(:'j_cont');
+SELECT status, last_error FROM orchestrator.sequence_jobs WHERE id = :'j_cont';
+SELECT step_name, outcome, output FROM orchestrator.step_history WHERE job_id = :'j_cont' ORDER BY id;
+SELECT note FROM public.failure_writes WHERE job_id = :'j_cont';
+SELECT context->'execution_metadata'->'steps_attempted' AS attempted, context->'execution_metadata'->'steps_failed' AS failed,
+       context->'execution_metadata'->'steps_completed' AS completed, context->'outputs' ? 'enrich' AS has_enrich_output
+FROM orchestrator.sequence_jobs WHERE id = :'j_cont';
+
+-- retry: attempts with exponential backoff through run_at; the third try succeeds
+SELECT orch_define_sequence('f_retry', '[
+  {"name": "generate", "kind": "sql", "function": "flaky", "on_failure": "retry", "retry": {"attempts": 3, "backoff_ms": 50}}]');
+SELECT nextval('public.flaky_calls') + 1 AS flaky_from \gset
+SELECT job_id AS j_retry FROM orch_submit_event('f_retry', 'test:failure', :'org_a', :'ada', jsonb_build_object('flaky_from', :flaky_from)) \gset
+SELECT test_wait_job(:'j_retry');
+SELECT status, attempts, context->'outputs'->'generate' AS output FROM orchestrator.sequence_jobs WHERE id = :'j_retry';
+SELECT attempt, outcome, error FROM orchestrator.step_history WHERE job_id = :'j_retry' ORDER BY id;
+-- each retry waited at least its backoff: 50 ms, then 100 ms
+SELECT attempt, started_at - lag(finished_at) OVER (ORDER BY id) >= make_interval(secs => 0.05 * 2 ^ (attempt - 2)) AS waited
+FROM orchestrator.step_history WHERE job_id = :'j_retry' ORDER BY id;
+SELECT context->'execution_metadata'->'steps_attempted' AS attempted, context->'execution_metadata'->'steps_failed' AS failed
+FROM orchestrator.sequence_jobs WHERE id = :'j_retry';
+
+-- retry with its attempts used up is a stop; the seed's default is one retry
+SELECT orch_define_sequence('f_retry_out', '[
+  {"name": "generate", "kind": "sql", "function": "write_then_fail", "on_failure": "retry", "retry": {"backoff_ms": 10}},
+  {"name": "after", "kind": "sql", "function": "write_ok"}]');
+SELECT job_id AS j_out FROM orch_submit_event('f_retry_out', 'test:failure', :'org_a', :'ada', '{"meeting_id": "m-out"}') \gset
+SELECT test_wait_job(:'j_out');
+SELECT status, attempts, current_step FROM orchestrator.sequence_jobs WHERE id = :'j_out';
+SELECT step_name, attempt, outcome FROM orchestrator.step_history WHERE job_id = :'j_out' ORDER BY id;
+
+-- expect: an output that does not match fails the step
+SELECT orch_define_sequence('f_expect', '[
+  {"name": "score", "kind": "sql", "function": "wrong_shape", "expect": "$.score >= 0.5"}]');
+SELECT job_id AS j_exp FROM orch_submit_event('f_expect', 'test:failure', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'j_exp');
+SELECT status, last_error, context->'outputs' AS outputs FROM orchestrator.sequence_jobs WHERE id = :'j_exp';
+
+-- a function returning NULL, and a function dropped after definition, fail their step
+SELECT orch_define_sequence('f_null', '[{"name": "nothing", "kind": "sql", "function": "returns_null"}]');
+SELECT job_id AS j_null FROM orch_submit_event('f_null', 'test:failure', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'j_null');
+SELECT status, last_error FROM orchestrator.sequence_jobs WHERE id = :'j_null';
+SELECT orch_define_sequence('f_dropped', '[{"name": "gone", "kind": "sql", "function": "dropped_later"}]');
+DROP FUNCTION public.dropped_later(jsonb);
+SELECT job_id AS j_drop FROM orch_submit_event('f_dropped', 'test:failure', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'j_drop');
+SELECT status, last_error FROM orchestrator.sequence_jobs WHERE id = :'j_drop';
+
+-- none of this ended a worker: both are still there, and still run jobs
+SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker' AND datname = current_database();
+SELECT job_id AS j_after FROM orch_submit_event('f_continue', 'test:failure', :'org_a', :'ada', '{"meeting_id": "m-after"}') \gset
+SELECT test_wait_job(:'j_after');

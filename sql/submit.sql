@@ -1,0 +1,140 @@
+--
+-- submit: every outcome of orch_submit_event, every bad input, and rollback
+--
+SET timezone = 'UTC';
+\set org_a '00000000-0000-0000-0000-00000000000a'
+\set org_b '00000000-0000-0000-0000-00000000000b'
+\set ada '00000000-0000-0000-0000-0000000000a1'
+\set quincy '00000000-0000-0000-0000-0000000000a2'
+\set bob '00000000-0000-0000-0000-0000000000b1'
+
+CREATE FUNCTION public.noop(state jsonb) RETURNS jsonb LANGUAGE sql
+AS $$ SELECT '{}'::jsonb $$;
+SELECT orch_define_sequence('ping', '[{"name": "noop", "kind": "sql", "function": "noop"}]');
+
+-- accepted: a job exists, runnable now, pinned to version 1
+SELECT outcome, job_id IS NOT NULL AS has_job, run_at IS NOT NULL AS has_run_at, reason
+FROM orch_submit_event('ping', 'test:sql', :'org_a', :'ada', '{"n": 1}');
+SELECT event_type, event_source, sequence_version, chain_depth, trigger_payload,
+       event_chain, context->'event'->'payload' AS state_payload
+FROM orchestrator.sequence_jobs WHERE trigger_payload = '{"n": 1}';
+
+-- duplicate: same type, org, user and payload inside the window; points at the first job
+SELECT outcome, job_id = (SELECT id FROM orchestrator.sequence_jobs WHERE trigger_payload = '{"n": 1}') AS same_job, reason
+FROM orch_submit_event('ping', 'test:sql', :'org_a', :'ada', '{"n": 1}');
+-- another payload, or another user, is not a duplicate
+SELECT outcome FROM orch_submit_event('ping', 'test:sql', :'org_a', :'ada', '{"n": 2}');
+SELECT outcome FROM orch_submit_event('ping', 'test:sql', :'org_a', :'quincy', '{"n": 1}');
+-- a caller-given dedupe key makes different payloads duplicates
+SELECT outcome FROM orch_submit_event('ping', 'test:sql', :'org_a', :'ada', '{"n": 3}', dedupe_key => 'msg-77');
+SELECT outcome, reason FROM orch_submit_event('ping', 'test:sql', :'org_a', :'ada', '{"n": 4}', dedupe_key => 'msg-77');
+-- a zero window turns deduplication off
+SET orchestrator.dedupe_window = 0;
+SELECT outcome FROM orch_submit_event('ping', 'test:sql', :'org_a', :'ada', '{"n": 1}');
+RESET orchestrator.dedupe_window;
+
+-- skipped: unknown org, unknown user, user of another org
+SELECT outcome, job_id, reason FROM orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-0000000000ff', :'ada', '{}');
+SELECT outcome, job_id, reason FROM orch_submit_event('ping', 'test:sql', :'org_a', '00000000-0000-0000-0000-0000000000ff', '{}');
+SELECT outcome, job_id, reason FROM orch_submit_event('ping', 'test:sql', :'org_a', :'bob', '{}');
+-- skipped: no sequence defined for the type
+SELECT outcome, job_id, reason FROM orch_submit_event('nobody_listens', 'test:sql', :'org_a', :'ada', '{}');
+-- skipped: event type disabled for the org (and only for that org)
+INSERT INTO orchestrator.notification_feature_settings (org_id, feature_key, is_enabled) VALUES (:'org_a', 'ping', false);
+SELECT outcome, reason FROM orch_submit_event('ping', 'test:sql', :'org_a', :'ada', '{"n": 10}');
+SELECT outcome, reason FROM orch_submit_event('ping', 'test:sql', :'org_b', :'bob', '{"n": 10}');
+UPDATE orchestrator.notification_feature_settings SET is_enabled = true WHERE org_id = :'org_a';
+SELECT outcome FROM orch_submit_event('ping', 'test:sql', :'org_a', :'ada', '{"n": 10}');
+-- skipped: budget spent for this billing period
+INSERT INTO orchestrator.cost_budgets (org_id, monthly_budget_usd) VALUES (:'org_b', 1.00);
+INSERT INTO orchestrator.cost_ledger (org_id, cost_usd) VALUES (:'org_b', 0.60);
+SELECT outcome, reason FROM orch_submit_event('ping', 'test:sql', :'org_b', :'bob', '{"n": 11}');
+INSERT INTO orchestrator.cost_ledger (org_id, cost_usd) VALUES (:'org_b', 0.40);
+SELECT orchestrator.budget_exceeded(:'org_b');
+SELECT outcome, job_id, reason FROM orch_submit_event('ping', 'test:sql', :'org_b', :'bob', '{"n": 12}');
+-- last month's spending does not count
+UPDATE orchestrator.cost_ledger SET created_at = date_trunc('month', now(), 'UTC') - interval '1 day' WHERE org_id = :'org_b';
+SELECT outcome FROM orch_submit_event('ping', 'test:sql', :'org_b', :'bob', '{"n": 12}');
+
+-- deferred: inside quiet hours in the user's time zone the job waits for the window's end
+INSERT INTO orchestrator.slack_user_preferences (user_id, org_id, timezone, quiet_hours_start, quiet_hours_end)
+VALUES (:'quincy', :'org_a', 'Asia/Tokyo',
+        ((now() AT TIME ZONE 'Asia/Tokyo') - interval '1 hour')::time,
+        ((now() AT TIME ZONE 'Asia/Tokyo') + interval '2 hours')::time);
+SELECT outcome, reason, run_at > now() + interval '119 minutes' AND run_at <= now() + interval '2 hours' AS waits_for_window_end
+FROM orch_submit_event('ping', 'test:sql', :'org_a', :'quincy', '{"n": 20}');
+SELECT status, run_at > now() AS in_future FROM orchestrator.sequence_jobs WHERE trigger_payload = '{"n": 20}';
+-- the quiet-hours rule, piece by piece (overnight windows wrap past midnight)
+UPDATE orchestrator.slack_user_preferences SET timezone = 'UTC', quiet_hours_start = '22:00', quiet_hours_end = '07:00' WHERE user_id = :'quincy';
+SELECT orchestrator.next_active_time(:'quincy', '2026-03-02 23:30+00') AS at_2330,
+       orchestrator.next_active_time(:'quincy', '2026-03-02 03:00+00') AS at_0300,
+       orchestrator.next_active_time(:'quincy', '2026-03-02 12:00+00') AS at_noon,
+       orchestrator.next_active_time(:'quincy', '2026-03-02 07:00+00') AS at_0700;
+UPDATE orchestrator.slack_user_preferences SET timezone = 'America/New_York', quiet_hours_start = '12:00', quiet_hours_end = '13:30' WHERE user_id = :'quincy';
+SELECT orchestrator.next_active_time(:'quincy', '2026-07-01 16:15+00') AS ny_lunch;
+-- an unknown time zone is rejected when stored
+SELECT test_error($$UPDATE orchestrator.slack_user_preferences SET timezone = 'Mars/Olympus' WHERE user_id = '00000000-0000-0000-0000-0000000000a2'$$);
+DELETE FROM orchestrator.slack_user_preferences;
+
+-- chain depth: follow-ups up to depth 3, a fourth level is skipped with a warning
+SELECT job_id AS d1 FROM orch_submit_event('ping', 'test:chain', :'org_a', :'ada', '{"chain": 1}') \gset
+SELECT job_id AS d2 FROM orch_submit_event('ping', 'test:chain', :'org_a', :'ada', '{"chain": 2}', :'d1') \gset
+SELECT job_id AS d3 FROM orch_submit_event('ping', 'test:chain', :'org_a', :'ada', '{"chain": 3}', :'d2') \gset
+SELECT chain_depth, event_chain->>'parent' = :'d2' AS parent_linked, parent_job_id = :'d2' AS parent_column
+FROM orchestrator.sequence_jobs WHERE id = :'d3';
+SELECT outcome, job_id, reason FROM orch_submit_event('ping', 'test:chain', :'org_a', :'ada', '{"chain": 4}', :'d3');
+
+-- every outcome above is in the event log
+SELECT outcome, reason, count(*) FROM orchestrator.event_log GROUP BY 1, 2 ORDER BY 1, 2;
+-- events that made no job keep their payload; accepted ones point at their job
+SELECT count(*) FILTER (WHERE outcome = 'skipped' AND payload IS NULL) AS skipped_without_payload,
+       count(*) FILTER (WHERE outcome IN ('accepted', 'deferred') AND job_id IS NULL) AS accepted_without_job
+FROM orchestrator.event_log;
+
+-- bad input: clear errors, nothing written
+SELECT count(*) AS events_before FROM orchestrator.event_log \gset
+SELECT test_error($$SELECT orch_submit_event(NULL, 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{}')$$);
+SELECT test_error($$SELECT orch_submit_event('ping', NULL, '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{}')$$);
+SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', NULL, '00000000-0000-0000-0000-0000000000a1', '{}')$$);
+SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', NULL, '{}')$$);
+SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', NULL)$$);
+SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '[1, 2]')$$);
+SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '"text"')$$);
+SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', 'null')$$);
+SELECT test_error($$SELECT orch_submit_event('', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{}')$$);
+SELECT test_error($$SELECT orch_submit_event('ping', '', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{}')$$);
+SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{}', '00000000-0000-0000-0000-0000000000ff')$$);
+SET orchestrator.max_payload_bytes = 100;
+SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', jsonb_build_object('blob', repeat('x', 200)))$$);
+RESET orchestrator.max_payload_bytes;
+SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', 'not-a-uuid', '00000000-0000-0000-0000-0000000000a1', '{}')$$);
+SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{bad json')$$);
+SELECT count(*) - :events_before AS new_events FROM orchestrator.event_log;
+
+-- an ordinary role cannot submit; the submitter role can
+CREATE ROLE test_nobody;
+CREATE ROLE test_submitter IN ROLE orchestrator_submitter;
+SET ROLE test_nobody;
+SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{"n": 30}')$$);
+SELECT test_error($$SELECT count(*) FROM orchestrator.sequence_jobs$$);
+RESET ROLE;
+SET ROLE test_submitter;
+SELECT outcome FROM orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{"n": 31}');
+RESET ROLE;
+
+-- rollback leaves no job and no log row
+SELECT count(*) AS jobs_before FROM orchestrator.sequence_jobs \gset
+SELECT count(*) AS events_before FROM orchestrator.event_log \gset
+BEGIN;
+SELECT outcome FROM orch_submit_event('ping', 'test:sql', :'org_a', :'ada', '{"n": 40}');
+SELECT outcome FROM orch_submit_event('ping', 'test:sql', :'org_a', '00000000-0000-0000-0000-0000000000ff', '{"n": 40}');
+ROLLBACK;
+SELECT (SELECT count(*) FROM orchestrator.sequence_jobs) - :jobs_before AS new_jobs,
+       (SELECT count(*) FROM orchestrator.event_log) - :events_before AS new_events;
+-- and after the rollback the same event is not a duplicate of what never happened
+SELECT outcome FROM orch_submit_event('ping', 'test:sql', :'org_a', :'ada', '{"n": 40}');
+
+-- every accepted job runs to completion
+SELECT test_wait_for($$SELECT count(*) = 0 FROM orchestrator.sequence_jobs
+                      WHERE event_type = 'ping' AND status IN ('pending', 'in_progress') AND run_at <= now()$$);
+SELECT status, count(*) FROM orchestrator.sequence_jobs WHERE event_type = 'ping' GROUP BY 1 ORDER BY 1;
