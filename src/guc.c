@@ -16,6 +16,7 @@
 
 #include <limits.h>
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "orchestrator.h"
@@ -28,10 +29,10 @@ int			orch_batch_size = 32;
 int			orch_lease_ms = 60 * 1000;
 
 /*
- * orch_guc_init defines the parameters and reserves the prefix.
+ * define_postmaster_gucs defines the parameters that size the worker set.
  */
-void
-orch_guc_init(void)
+static void
+define_postmaster_gucs(void)
 {
 	DefineCustomIntVariable("orchestrator.workers",
 							"Number of background workers that run jobs.",
@@ -50,6 +51,21 @@ orch_guc_init(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
+}
+
+/*
+ * orch_guc_init defines the parameters and reserves the prefix.
+ */
+void
+orch_guc_init(void)
+{
+	/*
+	 * PGC_POSTMASTER parameters can only be defined while the postmaster
+	 * loads the library; loaded later (no preload) there are no workers to
+	 * configure anyway.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		define_postmaster_gucs();
 
 	DefineCustomIntVariable("orchestrator.max_payload_bytes",
 							"Largest event payload orch_submit_event accepts.",

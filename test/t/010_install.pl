@@ -1,0 +1,80 @@
+# Installing without the preload warns and still works; pg_dump and restore
+# keep definitions, settings and job state.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+# --- without shared_preload_libraries: a WARNING with a hint, SQL still works
+my $plain = PostgreSQL::Test::Cluster->new('plain');
+$plain->init;
+$plain->start;
+my ($ret, $stdout, $stderr) = $plain->psql('postgres', 'CREATE EXTENSION orchestrator');
+is($ret, 0, 'CREATE EXTENSION succeeds without the preload');
+like($stderr, qr/WARNING:  orchestrator is not loaded through shared_preload_libraries, so no worker will run jobs/,
+	'it warns that no worker will run');
+like($stderr, qr/HINT:  Add orchestrator to shared_preload_libraries/, 'with a hint saying what to do');
+$plain->safe_psql('postgres', q{
+	INSERT INTO orchestrator.orgs (id, name) VALUES ('00000000-0000-0000-0000-00000000000a', 'Acme');
+	INSERT INTO orchestrator.users (id, org_id) VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a');
+	CREATE FUNCTION noop(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
+	SELECT orch_define_sequence('ping', '[{"name": "noop", "kind": "sql", "function": "noop"}]');
+});
+is($plain->safe_psql('postgres', q{SELECT outcome FROM orch_submit_event('ping', 'test', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{}')}),
+	'accepted', 'events are accepted without workers');
+is($plain->safe_psql('postgres', q{SELECT status FROM orchestrator.sequence_jobs}),
+	'pending', 'and wait, pending, for a worker');
+is($plain->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'}),
+	'0', 'no worker runs');
+$plain->stop;
+
+# --- pg_dump and restore keep definitions, settings and jobs
+my $node = PostgreSQL::Test::Cluster->new('dump');
+$node->init;
+$node->append_conf('postgresql.conf', qq{shared_preload_libraries = 'orchestrator'
+orchestrator.database = 'src'
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE DATABASE src');
+$node->safe_psql('postgres', 'CREATE DATABASE dst');
+$node->safe_psql('src', q{
+	CREATE EXTENSION orchestrator;
+	INSERT INTO orchestrator.orgs (id, name) VALUES ('00000000-0000-0000-0000-00000000000a', 'Acme');
+	INSERT INTO orchestrator.users (id, org_id) VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a');
+	INSERT INTO orchestrator.slack_user_preferences (user_id, org_id, timezone, quiet_hours_start, quiet_hours_end)
+		VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 'Europe/Paris', '22:00', '07:00');
+	INSERT INTO orchestrator.notification_feature_settings (org_id, feature_key, is_enabled)
+		VALUES ('00000000-0000-0000-0000-00000000000a', 'morning_brief', false);
+	INSERT INTO orchestrator.cost_budgets (org_id, monthly_budget_usd) VALUES ('00000000-0000-0000-0000-00000000000a', 50);
+	CREATE FUNCTION noop(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
+	SELECT orch_define_sequence('ping', '[{"name": "noop", "kind": "sql", "function": "noop"}]');
+	SELECT orch_define_sequence('ping', '[{"name": "noop", "kind": "sql", "function": "noop", "on_failure": "continue"}]');
+	SELECT orch_submit_event('ping', 'test', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{"n": 1}');
+});
+ok($node->poll_query_until('src', q{SELECT count(*) = 1 FROM orchestrator.sequence_jobs WHERE status = 'completed'}),
+	'the job ran in the source database');
+
+my $dump = $node->basedir . '/src.sql';
+$node->command_ok(['pg_dump', '-d', $node->connstr('src'), '-f', $dump], 'pg_dump succeeds');
+$node->command_ok(['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('dst'), '-f', $dump],
+	'the dump restores without errors');
+
+my $counts = q{SELECT (SELECT count(*) FROM orchestrator.sequence_definitions) || ',' ||
+	(SELECT max(version) FROM orchestrator.sequence_definitions WHERE event_type = 'ping') || ',' ||
+	(SELECT count(*) FROM orchestrator.orgs) || ',' || (SELECT count(*) FROM orchestrator.users) || ',' ||
+	(SELECT timezone FROM orchestrator.slack_user_preferences) || ',' ||
+	(SELECT count(*) FROM orchestrator.notification_feature_settings) || ',' ||
+	(SELECT monthly_budget_usd FROM orchestrator.cost_budgets) || ',' ||
+	(SELECT string_agg(status, ',') FROM orchestrator.sequence_jobs) || ',' ||
+	(SELECT count(*) FROM orchestrator.event_log) || ',' || (SELECT count(*) FROM orchestrator.step_history)};
+is($node->safe_psql('dst', $counts), $node->safe_psql('src', $counts),
+	'definitions, settings, jobs, events and history survive dump and restore');
+is($node->safe_psql('dst', $counts), '2,2,1,1,Europe/Paris,1,50,completed,1,1', 'with the expected contents');
+# the restored extension is usable: its sequences continue past the restored ids
+is($node->safe_psql('dst', q{SELECT outcome FROM orch_submit_event('ping', 'test', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{"n": 2}')}),
+	'accepted', 'the restored database accepts events');
+is($node->safe_psql('dst', q{SELECT count(DISTINCT id) FROM orchestrator.event_log}), '2', 'event ids do not collide after restore');
+
+$node->stop;
+done_testing();
