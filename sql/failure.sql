@@ -100,6 +100,19 @@ SELECT job_id AS j_drop FROM orch_submit_event('f_dropped', 'test:failure', :'or
 SELECT test_wait_job(:'j_drop');
 SELECT status, last_error FROM orchestrator.sequence_jobs WHERE id = :'j_drop';
 
+-- timeout_ms bounds a sql step: it is cancelled and fails, the worker goes on
+CREATE FUNCTION public.too_slow(state jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_sleep(600);
+	RETURN '{}';
+END $$;
+SELECT orch_define_sequence('f_timeout', '[
+  {"name": "slow", "kind": "sql", "function": "too_slow", "timeout_ms": 200, "on_failure": "continue"},
+  {"name": "after", "kind": "sql", "function": "write_ok"}]');
+SELECT job_id AS j_slow FROM orch_submit_event('f_timeout', 'test:failure', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'j_slow');
+SELECT step_name, outcome, error FROM orchestrator.step_history WHERE job_id = :'j_slow' ORDER BY id;
+
 -- none of this ended a worker: both are still there, and still run jobs
 SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker' AND datname = current_database();
 SELECT job_id AS j_after FROM orch_submit_event('f_continue', 'test:failure', :'org_a', :'ada', '{"meeting_id": "m-after"}') \gset

@@ -97,3 +97,11 @@ WHERE s.outcome = 'accepted';
 SELECT test_wait_for($$SELECT count(*) = 200 FROM orchestrator.sequence_jobs WHERE event_type = 'bulk' AND status = 'completed'$$);
 SELECT count(*) AS rows, count(DISTINCT item) AS distinct_items FROM public.action_items WHERE item LIKE 'bulk-%';
 SELECT count(*) AS step_rows FROM orchestrator.step_history h JOIN orchestrator.sequence_jobs j ON j.id = h.job_id WHERE j.event_type = 'bulk';
+
+-- the runnable index holds only runnable jobs: after vacuum it is tiny while
+-- the table holds hundreds of finished jobs
+VACUUM orchestrator.sequence_jobs;
+SELECT (SELECT reltuples FROM pg_class WHERE oid = 'orchestrator.sequence_jobs_runnable'::regclass)
+       <= (SELECT count(*) FROM orchestrator.sequence_jobs WHERE status = 'pending') AS runnable_index_small,
+       (SELECT count(*) FROM orchestrator.sequence_jobs WHERE status = 'completed') >= 200 AS many_completed;
+SELECT pg_get_indexdef('orchestrator.sequence_jobs_runnable'::regclass);

@@ -37,6 +37,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -233,6 +234,7 @@ run_one_step(JobRun *run, OrchStepResult *r)
 	char	   *condition = orch_jsonb_get_text(step, "condition");
 	char	   *expect = orch_jsonb_get_text(step, "expect");
 	char	   *on_failure = orch_jsonb_get_text(step, "on_failure");
+	int			timeout_ms = orch_jsonb_get_int(step, "timeout_ms", 0);
 	Jsonb	   *retry = orch_jsonb_get(step, "retry");
 	int			max_attempts = orch_jsonb_get_int(retry, "attempts", 1);
 	int			backoff_ms = orch_jsonb_get_int(retry, "backoff_ms", 1000);
@@ -262,7 +264,11 @@ run_one_step(JobRun *run, OrchStepResult *r)
 			r->outcome = ORCH_STEP_SKIPPED;
 		else
 		{
+			/* a step's timeout_ms bounds it like statement_timeout would */
+			if (timeout_ms > 0)
+				enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
 			r->output = dispatch(r->kind, step, run->state);
+			disable_timeout(STATEMENT_TIMEOUT, false);
 			if (expect != NULL && !orch_jsonpath_truthy(r->output, expect))
 				ereport(ERROR,
 						(errcode(ERRCODE_DATA_EXCEPTION),
@@ -279,6 +285,7 @@ run_one_step(JobRun *run, OrchStepResult *r)
 	{
 		ErrorData  *edata;
 
+		disable_timeout(STATEMENT_TIMEOUT, false);
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
 		FlushErrorState();
