@@ -183,6 +183,15 @@ claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup)
 
 	begin_tx("orchestrator: claiming jobs");
 
+	/*
+	 * A claim need not be durable: lost in a crash, it leaves the job
+	 * pending, as it was, or leased to a dead worker until the lease lapses.
+	 * So the claim commits without waiting for its WAL flush; the run
+	 * transaction that follows commits synchronously and flushes both.
+	 */
+	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+
 	if (OidIsValid(get_extension_oid("orchestrator", true)))
 	{
 		SPI_connect();

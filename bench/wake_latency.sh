@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# bench/wake_latency.sh [N]: commit-to-step-start latency with an idle worker.
+#
+# Submits N events one at a time (each in its own autocommit transaction,
+# the payload carrying clock_timestamp() taken just before the commit), waits
+# for each job to finish, then reports percentiles of
+# step_history.started_at - t0: the commit, the latch wake-up, the claim
+# transaction and the job load.  As a baseline measured in the same run on the
+# same server it reports the same percentiles for a bare round trip
+# (clock_timestamp() in two consecutive autocommit statements), so the ratio
+# says what the engine adds on top of one client round trip.
+set -euo pipefail
+n=${1:-200}
+src=$(cd "$(dirname "$0")/.." && pwd)
+. "$src/test/lib/common.sh"
+[ "$(id -u)" = 0 ] || orch_die "run as root"
+orch_install_packages
+orch_build_install "$src"
+dir=$(mktemp -d /tmp/orch-bench.XXXXXX); chown postgres "$dir"
+trap 'orch_stop_cluster "$dir"; rm -rf "$dir"' EXIT
+port=${PORT:-5491}
+orch_start_cluster "$dir" "$port" bench "orchestrator.workers = 1"
+psql() { orch_as_postgres psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -d bench "$@"; }
+
+psql <<'SQL'
+CREATE EXTENSION orchestrator;
+INSERT INTO orchestrator.orgs (id, name) VALUES ('00000000-0000-0000-0000-00000000000a', 'Bench');
+INSERT INTO orchestrator.users (id, org_id) VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a');
+CREATE FUNCTION noop(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
+SELECT orch_define_sequence('ping', '[{"name": "noop", "kind": "sql", "function": "noop"}]');
+CREATE TABLE rt (i int, t0 timestamptz, t1 timestamptz);
+CREATE FUNCTION wait_done(i int) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE deadline timestamptz := clock_timestamp() + interval '30 seconds';
+BEGIN
+	LOOP  -- poll until the job is finished or the deadline passes
+		EXIT WHEN EXISTS (SELECT 1 FROM orchestrator.sequence_jobs
+		                  WHERE trigger_payload->>'i' = i::text AND status = 'completed');
+		IF clock_timestamp() > deadline THEN RAISE EXCEPTION 'job % not done', i; END IF;
+		PERFORM pg_sleep(0.005);
+	END LOOP;
+END $$;
+SQL
+# let the worker settle into its idle wait
+sleep 1
+{
+	for i in $(seq 1 "$n"); do
+		echo "SELECT outcome FROM orch_submit_event('ping', 'bench', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', jsonb_build_object('i', $i, 't0', clock_timestamp()));"
+		echo "SELECT wait_done($i);"
+		echo "INSERT INTO rt (i, t0) VALUES ($i, clock_timestamp());"
+		echo "UPDATE rt SET t1 = clock_timestamp() WHERE i = $i;"
+	done
+} | psql >/dev/null
+
+psql -P pager=off <<'SQL'
+WITH engine AS (
+	SELECT extract(epoch FROM h.started_at - (j.trigger_payload->>'t0')::timestamptz) * 1000 AS ms
+	FROM orchestrator.sequence_jobs j JOIN orchestrator.step_history h ON h.job_id = j.id),
+base AS (SELECT extract(epoch FROM t1 - t0) * 1000 AS ms FROM rt),
+p AS (
+	SELECT 'commit -> step start' AS what, count(*) AS n,
+	       percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+	       percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95,
+	       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, max(ms) AS max FROM engine
+	UNION ALL
+	SELECT 'baseline: autocommit round trip', count(*),
+	       percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms),
+	       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms) FROM base)
+SELECT what, n, round(p50::numeric, 3) AS p50_ms, round(p95::numeric, 3) AS p95_ms,
+       round(p99::numeric, 3) AS p99_ms, round(max::numeric, 3) AS max_ms,
+       round((p50 / (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FROM base))::numeric, 2) AS p50_ratio
+FROM p;
+SQL
