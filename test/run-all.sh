@@ -13,16 +13,18 @@ orch_install_packages
 orch_build_install "$src"
 
 work=$(orch_workdir "$src")
-pgxs=$(dirname "$($PG_CONFIG --pgxs)")/..
+pgxs=$(dirname "$(dirname "$(dirname "$($PG_CONFIG --pgxs)")")")
 bindir=$($PG_CONFIG --bindir)
 passed=0
 failed=0
 
-# count_regress FILE: adds pg_regress's per-test "ok" / "FAILED" lines.
+# count_regress FILE RC: adds pg_regress's per-test "ok" / "FAILED" lines;
+# a run that failed without a failing test (it could not start) counts one.
 count_regress() {
 	local ok bad
 	ok=$(grep -cE '\.\.\. ok|^ok [0-9]+' "$1")
 	bad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+|\.\.\. failed' "$1")
+	[ "$2" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
 	passed=$((passed + ok))
 	failed=$((failed + bad))
 }
@@ -33,17 +35,17 @@ echo "== pg_regress"
 	--inputdir="$work" --outputdir="$work" --bindir="$bindir" --dbname=contrib_regression \
 	$(sed -n 's/^REGRESS = //p' "$work/Makefile")) 2>&1 | tee "$work/regress.log"
 rc=${PIPESTATUS[0]}
-count_regress "$work/regress.log"
+count_regress "$work/regress.log" $rc
 [ $rc -ne 0 ] && [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
 
 echo "== isolation"
-mkdir -p "$work/output_iso"
+mkdir -p "$work/output_iso" && chown postgres "$work/output_iso"
 (cd "$work" && orch_as_postgres "$pgxs/src/test/isolation/pg_isolation_regress" \
 	--temp-instance="$work/tmp_isolation" --temp-config="$work/test/isolation.conf" \
 	--inputdir="$work/test" --outputdir="$work/output_iso" --bindir="$bindir" --dbname=contrib_regression \
 	$(sed -n 's/^ISOLATION = //p' "$work/Makefile")) 2>&1 | tee "$work/isolation.log"
 rc=${PIPESTATUS[0]}
-count_regress "$work/isolation.log"
+count_regress "$work/isolation.log" $rc
 [ $rc -ne 0 ] && [ -f "$work/output_iso/regression.diffs" ] && cat "$work/output_iso/regression.diffs"
 
 echo "== TAP"
