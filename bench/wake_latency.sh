@@ -40,8 +40,11 @@ BEGIN
 	END LOOP;
 END $$;
 SQL
-# let the worker settle into its idle wait
-sleep 1
+# wait (bounded) until the worker sleeps on its latch
+for _ in $(seq 1 100); do
+	[ "$(psql -At -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker' AND wait_event_type = 'Extension'")" = 1 ] && break
+	sleep 0.1
+done
 {
 	for i in $(seq 1 "$n"); do
 		echo "SELECT outcome FROM orch_submit_event('ping', 'bench', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', jsonb_build_object('i', $i, 't0', clock_timestamp()));"
