@@ -21,7 +21,7 @@ PGFILEDESC = "orchestrator - durable workflow orchestrator inside PostgreSQL"
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Werror
 
-REGRESS = setup definitions submit run failure operate
+REGRESS = setup definitions submit run failure operate security
 REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
 
 ISOLATION = claim dedupe
@@ -32,3 +32,6 @@ TAP_TESTS = 1
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS tracks no header dependencies: every object depends on the one header
+$(OBJS): src/orchestrator.h

@@ -46,3 +46,11 @@ SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sq
 SELECT count(*) FROM orchestrator.sequence_definitions WHERE event_type = 't';
 -- a failing definition in the middle of a transaction leaves the version count alone
 SELECT max(version) FROM orchestrator.sequence_definitions WHERE event_type = 'def_test';
+-- fields whose machinery is not built yet are refused, not silently ignored
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "requires_approval": true}]')$$);
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "ai": true}]')$$);
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "followups": []}]')$$);
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "requires_context": ["apollo"]}]')$$);
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "description": 7}]')$$);
+-- false is the default and allowed
+SELECT orch_define_sequence('def_test', '[{"name": "a", "kind": "sql", "function": "step_ok", "requires_approval": false, "ai": false, "description": "plain"}]');

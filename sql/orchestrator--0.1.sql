@@ -181,7 +181,7 @@ CREATE TABLE orchestrator.table_mappings (
 COMMENT ON TABLE orchestrator.table_mappings IS 'Application tables the engine reads instead of its own (written by orch_use_table)';
 COMMENT ON COLUMN orchestrator.table_mappings.kind IS 'Which of the engine''s sources is remapped';
 COMMENT ON COLUMN orchestrator.table_mappings.relation IS 'The application table or view, schema-qualified';
-COMMENT ON COLUMN orchestrator.table_mappings.columns IS 'Engine column name -> SQL expression over the application relation';
+COMMENT ON COLUMN orchestrator.table_mappings.columns IS 'Engine column name -> column name in the application relation';
 
 ------------------------------------------------------------------------------
 -- Definitions
@@ -200,7 +200,7 @@ COMMENT ON COLUMN orchestrator.sequence_definitions.event_type IS 'Event type th
 COMMENT ON COLUMN orchestrator.sequence_definitions.version IS 'Version, 1 upwards; submit picks the highest';
 COMMENT ON COLUMN orchestrator.sequence_definitions.steps IS 'Validated step array (see orch_define_sequence)';
 COMMENT ON COLUMN orchestrator.sequence_definitions.created_at IS 'When this version was defined';
-COMMENT ON COLUMN orchestrator.sequence_definitions.created_by IS 'Role that defined it';
+COMMENT ON COLUMN orchestrator.sequence_definitions.created_by IS 'Role that defined it; the steps'' functions run as this role';
 
 ------------------------------------------------------------------------------
 -- The queue: one row a job.  Kept lean: finished jobs leave the partial
@@ -627,6 +627,28 @@ BEGIN
 		'attempts', COALESCE((p_step->'retry'->>'attempts')::int, CASE WHEN v_on_failure = 'retry' THEN 2 ELSE 1 END),
 		'backoff_ms', COALESCE((p_step->'retry'->>'backoff_ms')::int, 1000)));
 
+	-- fields whose machinery a later version brings: refuse rather than ignore
+	IF (p_step->'requires_approval') = 'true'::jsonb THEN
+		RAISE EXCEPTION 'invalid step "%": field "requires_approval" is not supported by this version of orchestrator', v_name
+			USING ERRCODE = 'feature_not_supported',
+			      HINT = 'Approval gates are not available yet; a step marked requires_approval would otherwise run unapproved.';
+	END IF;
+	IF (p_step->'ai') = 'true'::jsonb THEN
+		RAISE EXCEPTION 'invalid step "%": field "ai" is not supported by this version of orchestrator', v_name
+			USING ERRCODE = 'feature_not_supported',
+			      HINT = 'Budget checks before AI steps are not available yet.';
+	END IF;
+	FOREACH v_key IN ARRAY ARRAY['requires_context', 'followups', 'endpoint'] LOOP
+		IF p_step ? v_key THEN
+			RAISE EXCEPTION 'invalid step "%": field "%" is not supported by this version of orchestrator', v_name, v_key
+				USING ERRCODE = 'feature_not_supported';
+		END IF;
+	END LOOP;
+	IF p_step ? 'description' AND jsonb_typeof(p_step->'description') <> 'string' THEN
+		RAISE EXCEPTION 'invalid step "%": field "description" must be a string', v_name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+
 	IF p_step ? 'timeout_ms' AND (jsonb_typeof(p_step->'timeout_ms') <> 'number'
 	    OR (p_step->>'timeout_ms')::numeric < 1 OR (p_step->>'timeout_ms')::numeric > 3600000) THEN
 		RAISE EXCEPTION 'invalid step "%": field "timeout_ms" must be a number between 1 and 3600000', v_name
@@ -846,8 +868,29 @@ BEGIN
 				      HINT = 'Use orgs, users, notification_feature_settings, slack_user_preferences or slack_user_mappings.';
 	END CASE;
 	IF columns IS NULL OR jsonb_typeof(columns) <> 'object' THEN
-		RAISE EXCEPTION 'columns must be a JSON object mapping engine columns to expressions'
+		RAISE EXCEPTION 'columns must be a JSON object mapping engine columns to column names'
 			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- every key names an engine column, every value a column of the relation
+	SELECT c.key INTO v_expr FROM jsonb_each(columns) c
+	WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+	                  WHERE a.attrelid = format('orchestrator.%I', v_view)::regclass
+	                    AND a.attnum > 0 AND a.attname = c.key);
+	IF v_expr IS NOT NULL THEN
+		RAISE EXCEPTION 'orchestrator.% has no column "%"', v_view, v_expr
+			USING ERRCODE = 'undefined_column',
+			      HINT = 'Keys of columns are the engine''s column names, shown by \d orchestrator.' || v_view || '.';
+	END IF;
+	SELECT c.value #>> '{}' INTO v_expr FROM jsonb_each(columns) c
+	WHERE jsonb_typeof(c.value) <> 'string'
+	   OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+	                  WHERE a.attrelid = COALESCE(relation, v_default::regclass)
+	                    AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = c.value #>> '{}')
+	LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'relation % has no column "%"', COALESCE(relation::text, v_default), v_expr
+			USING ERRCODE = 'undefined_column',
+			      HINT = 'Values of columns are column names of the application''s relation.';
 	END IF;
 	FOR v_att IN
 		SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS typ
@@ -855,7 +898,7 @@ BEGIN
 		WHERE a.attrelid = format('orchestrator.%I', v_view)::regclass AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum
 	LOOP
-		v_expr := COALESCE(columns->>v_att.attname, quote_ident(v_att.attname));
+		v_expr := quote_ident(COALESCE(columns->>v_att.attname, v_att.attname));
 		v_cols := v_cols || CASE WHEN v_cols = '' THEN '' ELSE ', ' END
 		          || format('(%s)::%s AS %I', v_expr, v_att.typ, v_att.attname);
 	END LOOP;
@@ -872,7 +915,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION orch_use_table(text, regclass, jsonb) IS
-'Makes the engine read orgs, users or a settings table from an application''s own table; columns maps engine column names to expressions; relation NULL restores the built-in table';
+'Makes the engine read orgs, users or a settings table from an application''s own table; columns maps engine column names to the relation''s column names; relation NULL restores the built-in table (superuser only)';
 
 CREATE FUNCTION orch_reapply_table_mappings() RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
@@ -950,11 +993,14 @@ GRANT EXECUTE ON FUNCTION orch_define_sequence(text, jsonb) TO orchestrator_admi
 GRANT EXECUTE ON FUNCTION orch_cancel_job(uuid) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_retry_job(uuid, text) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_job_timeline(uuid) TO orchestrator_admin;
-GRANT EXECUTE ON FUNCTION orch_use_table(text, regclass, jsonb) TO orchestrator_admin;
-GRANT EXECUTE ON FUNCTION orch_reapply_table_mappings() TO orchestrator_admin;
+-- orch_use_table and orch_reapply_table_mappings stay superuser-only: they
+-- decide which tables the extension's owner reads.
 GRANT SELECT ON orchestrator.jobs, orchestrator.steps, orchestrator.events, orchestrator.job_counts
 	TO orchestrator_admin;
 GRANT SELECT, INSERT ON orchestrator.sequence_definitions TO orchestrator_admin;
+GRANT SELECT ON orchestrator.cost_ledger TO orchestrator_admin;
+-- CHECK constraints call it with the privileges of whoever writes preferences
+GRANT EXECUTE ON FUNCTION orchestrator.is_valid_timezone(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION orchestrator.validate_step(jsonb, integer),
 	orchestrator.validate_jsonpath(text, text, jsonb) TO orchestrator_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON orchestrator.orgs, orchestrator.users,
@@ -983,6 +1029,12 @@ BEGIN
 	IF NOT orchestrator.workers_preloaded() THEN
 		RAISE WARNING 'orchestrator is not loaded through shared_preload_libraries, so no worker will run jobs'
 			USING HINT = 'Add orchestrator to shared_preload_libraries in postgresql.conf, set orchestrator.database to this database, and restart the server.';
+	END IF;
+	IF orchestrator.workers_preloaded()
+	   AND current_setting('orchestrator.database', true) IS DISTINCT FROM current_database() THEN
+		RAISE WARNING 'orchestrator workers run in database "%", not in "%"',
+			current_setting('orchestrator.database', true), current_database()
+			USING HINT = 'Jobs submitted here will wait until orchestrator.database names this database and the server restarts.';
 	END IF;
 	PERFORM orchestrator.wake_workers();
 END

@@ -83,11 +83,17 @@ SELECT job_id AS d3 FROM orch_submit_event('ping', 'test:chain', :'org_a', :'ada
 SELECT chain_depth, event_chain->>'parent' = :'d2' AS parent_linked, parent_job_id = :'d2' AS parent_column
 FROM orchestrator.sequence_jobs WHERE id = :'d3';
 SELECT outcome, job_id, reason FROM orch_submit_event('ping', 'test:chain', :'org_a', :'ada', '{"chain": 4}', :'d3');
+-- follow-ups are linked both ways: each parent lists its children
+SELECT chain_depth, jsonb_array_length(event_chain->'children') AS children,
+       CASE id WHEN :'d1' THEN event_chain->'children' ? :'d2' WHEN :'d2' THEN event_chain->'children' ? :'d3' END AS child_linked
+FROM orchestrator.sequence_jobs WHERE id IN (:'d1', :'d2', :'d3') ORDER BY chain_depth;
+-- a follow-up cannot cross into another organisation
+SELECT test_error(format($$SELECT orch_submit_event('ping', 'test:chain', '00000000-0000-0000-0000-00000000000b', '00000000-0000-0000-0000-0000000000b1', '{}', %L)$$, :'d1'));
 
 -- every outcome above is in the event log
 SELECT outcome, reason, count(*) FROM orchestrator.event_log GROUP BY 1, 2 ORDER BY 1, 2;
 -- events that made no job keep their payload; accepted ones point at their job
-SELECT count(*) FILTER (WHERE outcome = 'skipped' AND payload IS NULL) AS skipped_without_payload,
+SELECT count(*) FILTER (WHERE outcome IN ('skipped', 'duplicate') AND payload IS NULL) AS unqueued_without_payload,
        count(*) FILTER (WHERE outcome IN ('accepted', 'deferred') AND job_id IS NULL) AS accepted_without_job
 FROM orchestrator.event_log;
 
@@ -101,6 +107,7 @@ SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-
 SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '[1, 2]')$$);
 SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '"text"')$$);
 SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', 'null')$$);
+SELECT test_error($$SELECT orch_submit_event('meeting ended', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{}')$$);
 SELECT test_error($$SELECT orch_submit_event('', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{}')$$);
 SELECT test_error($$SELECT orch_submit_event('ping', '', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{}')$$);
 SELECT test_error($$SELECT orch_submit_event('ping', 'test:sql', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{}', '00000000-0000-0000-0000-0000000000ff')$$);

@@ -168,10 +168,14 @@ orch_release_leases(void)
 /*
  * orch_next_wakeup returns when the worker next has something to do without
  * being woken: the earliest future run_at of a pending job, or the earliest
- * lease expiry to reclaim.  0 means nothing is scheduled: sleep until woken.
+ * future lease expiry to reclaim.  0 means nothing is scheduled: sleep until
+ * woken.  It runs in the claim's transaction, so "due" means due at the
+ * claim's now(): a due job the claim did not get is locked by another
+ * transaction (a worker running it past its lease, an operator's update),
+ * and *contended says so.
  */
 TimestampTz
-orch_next_wakeup(void)
+orch_next_wakeup(bool *contended)
 {
 	int			ret;
 	bool		isnull;
@@ -180,14 +184,19 @@ orch_next_wakeup(void)
 	if (wakeup_plan == NULL)
 		wakeup_plan = orch_prepare_kept(
 			"SELECT LEAST((SELECT pg_catalog.min(j.run_at) FROM orchestrator.sequence_jobs j"
-			"              WHERE j.status = 'pending'),"
+			"              WHERE j.status = 'pending' AND j.run_at > pg_catalog.now()),"
 			"             (SELECT pg_catalog.min(j.lease_expires_at) FROM orchestrator.sequence_jobs j"
-			"              WHERE j.status = 'in_progress'))",
+			"              WHERE j.status = 'in_progress' AND j.lease_expires_at > pg_catalog.now())),"
+			"       EXISTS (SELECT 1 FROM orchestrator.sequence_jobs j"
+			"               WHERE j.status = 'pending' AND j.run_at <= pg_catalog.now())"
+			"       OR EXISTS (SELECT 1 FROM orchestrator.sequence_jobs j"
+			"                  WHERE j.status = 'in_progress' AND j.lease_expires_at <= pg_catalog.now())",
 			0, NULL);
 
 	ret = SPI_execute_plan(wakeup_plan, NULL, NULL, true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "orchestrator wake-up query failed: %s", SPI_result_code_string(ret));
+	*contended = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetTimestampTz(d);
 }

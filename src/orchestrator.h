@@ -17,6 +17,8 @@
 
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
@@ -64,13 +66,14 @@ typedef struct OrchClaimedJob
 extern int	orch_reclaim_expired(void);
 extern int	orch_claim_jobs(OrchClaimedJob *jobs, int max);
 extern int	orch_release_leases(void);
-extern TimestampTz orch_next_wakeup(void);
+extern TimestampTz orch_next_wakeup(bool *contended);
 
 /* step.c: runs a claimed job's steps inside the current transaction. */
 extern void orch_run_job(const OrchClaimedJob *job);
+extern volatile sig_atomic_t orch_step_running;
 
 /* step_sql.c */
-extern Jsonb *orch_step_sql_execute(Jsonb *step, Jsonb *state);
+extern Jsonb *orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as);
 
 /* writeback.c: one step's result, under the job's fencing token. */
 typedef enum OrchStepOutcome
@@ -88,6 +91,7 @@ typedef struct OrchStepResult
 	const char *kind;
 	int			attempt;
 	OrchStepOutcome outcome;
+	bool		interrupted;	/* cancelled by SIGTERM: nothing to write */
 	Jsonb	   *output;			/* NULL unless succeeded */
 	const char *error;			/* NULL unless failed */
 	TimestampTz started_at;

@@ -33,6 +33,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -44,6 +45,9 @@
 #include "orchestrator.h"
 
 static SPIPlanPtr load_plan = NULL;
+
+/* true while a step's function runs: SIGTERM then cancels it (worker.c) */
+volatile sig_atomic_t orch_step_running = false;
 
 /* set when a write-back found the lease gone, to tell that error apart */
 static bool lease_lost = false;
@@ -58,12 +62,13 @@ typedef struct JobRun
 	int			current_step;
 	int			attempts;
 	char	   *event_type;
+	Oid			run_as;			/* role that defined the sequence */
 } JobRun;
 
 static bool load_job(const OrchClaimedJob *job, JobRun *run);
 static bool run_steps(JobRun *run);
 static void run_one_step(JobRun *run, OrchStepResult *r);
-static Jsonb *dispatch(const char *kind, Jsonb *step, Jsonb *state);
+static Jsonb *dispatch(JobRun *run, const char *kind, Jsonb *step);
 
 /*
  * orch_run_job runs one claimed job as far as it goes in this transaction.
@@ -134,7 +139,7 @@ load_job(const OrchClaimedJob *job, JobRun *run)
 		Oid			types[2] = {UUIDOID, INT8OID};
 
 		load_plan = orch_prepare_kept(
-			"SELECT j.context, d.steps, j.current_step, j.attempts, j.event_type"
+			"SELECT j.context, d.steps, j.current_step, j.attempts, j.event_type, d.created_by"
 			" FROM orchestrator.sequence_jobs j"
 			" LEFT JOIN orchestrator.sequence_definitions d"
 			"        ON d.event_type = j.event_type AND d.version = j.sequence_version"
@@ -168,6 +173,12 @@ load_job(const OrchClaimedJob *job, JobRun *run)
 	run->current_step = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 	run->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 	run->event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
+	run->run_as = get_role_oid(NameStr(*DatumGetName(SPI_getbinval(tup, desc, 6, &isnull))), true);
+	if (!OidIsValid(run->run_as))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the role that defined sequence \"%s\" no longer exists", run->event_type),
+				 errhint("Define the sequence again as an existing role.")));
 	run->nsteps = JB_ROOT_COUNT(run->steps);
 	return true;
 }
@@ -193,6 +204,10 @@ run_steps(JobRun *run)
 		CHECK_FOR_INTERRUPTS();
 
 		run_one_step(run, &r);
+
+		/* SIGTERM cancelled the step: leave the job leased, release hands it back */
+		if (r.interrupted)
+			break;
 
 		state = orch_write_step_result(run->job, &r);
 		if (state == NULL)
@@ -267,7 +282,12 @@ run_one_step(JobRun *run, OrchStepResult *r)
 			/* a step's timeout_ms bounds it like statement_timeout would */
 			if (timeout_ms > 0)
 				enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
-			r->output = dispatch(r->kind, step, run->state);
+			orch_step_running = true;
+			r->output = dispatch(run, r->kind, step);
+			orch_step_running = false;
+			/* a SIGTERM that came as the step ended needs no cancel */
+			if (ShutdownRequestPending)
+				QueryCancelPending = false;
 			disable_timeout(STATEMENT_TIMEOUT, false);
 			if (expect != NULL && !orch_jsonpath_truthy(r->output, expect))
 				ereport(ERROR,
@@ -285,6 +305,7 @@ run_one_step(JobRun *run, OrchStepResult *r)
 	{
 		ErrorData  *edata;
 
+		orch_step_running = false;
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
@@ -294,6 +315,7 @@ run_one_step(JobRun *run, OrchStepResult *r)
 		CurrentResourceOwner = oldowner;
 
 		r->outcome = ORCH_STEP_FAILED;
+		r->interrupted = (ShutdownRequestPending && edata->sqlerrcode == ERRCODE_QUERY_CANCELED);
 		r->output = NULL;
 		r->error = edata->detail
 			? psprintf("%s (%s)", edata->message, edata->detail)
@@ -335,10 +357,10 @@ run_one_step(JobRun *run, OrchStepResult *r)
  * added here.
  */
 static Jsonb *
-dispatch(const char *kind, Jsonb *step, Jsonb *state)
+dispatch(JobRun *run, const char *kind, Jsonb *step)
 {
 	if (strcmp(kind, "sql") == 0)
-		return orch_step_sql_execute(step, state);
+		return orch_step_sql_execute(step, run->state, run->run_as);
 
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -351,7 +373,7 @@ PG_FUNCTION_INFO_V1(orch_run_claimed_job_sql);
 /*
  * orchestrator.run_claimed_job(job_id, fencing_token): run a job claimed
  * with orchestrator.claim_jobs in the calling session, exactly as a worker
- * would.  Returns the job's status afterwards.  For tests and tools.
+ * would.  For tests and tools.
  */
 Datum
 orch_run_claimed_job_sql(PG_FUNCTION_ARGS)

@@ -18,9 +18,11 @@
  *
  * Concurrency: identical submits serialise on a transaction-scoped advisory
  * lock keyed by the dedupe hash, so of two concurrent duplicates the second
- * waits for the first to commit and then sees its log row (READ COMMITTED
- * takes a fresh snapshot for every statement).  The workers are woken when
- * the transaction commits (wake.c).
+ * waits for the first to end and then looks for its log row with a snapshot
+ * taken after the lock, whatever the isolation level.  A follow-up is linked
+ * both ways: parent_job_id on the child, the child's id appended to the
+ * parent's event_chain.children.  The workers are woken when the
+ * transaction commits (wake.c).
  *
  * src/submit.c
  *
@@ -36,6 +38,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/jsonb.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -69,6 +72,7 @@ typedef struct SubmitGate
 	Datum		dedupe_hash;
 	bool		has_parent;
 	int32		depth;
+	bool		parent_same_org;
 } SubmitGate;
 
 /*
@@ -92,7 +96,8 @@ prepare_plans(void)
 			"       pg_catalog.md5(CASE WHEN $5 IS NULL"
 			"                           THEN 'p:' || $3 || ':' || $2::text || ':' || $4::text"
 			"                           ELSE 'k:' || $5 END)::uuid,"
-			"       (SELECT j.chain_depth + 1 FROM orchestrator.sequence_jobs j WHERE j.id = $6)",
+			"       (SELECT j.chain_depth + 1 FROM orchestrator.sequence_jobs j WHERE j.id = $6),"
+			"       (SELECT j.org_id = $1 FROM orchestrator.sequence_jobs j WHERE j.id = $6)",
 			6, types);
 	}
 	if (lock_plan == NULL)
@@ -136,7 +141,11 @@ prepare_plans(void)
 			"       SELECT $1, $2, $3, $4,"
 			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'deferred' ELSE 'accepted' END,"
 			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'quiet_hours' END,"
-			"              j.id, j.run_at, $8, $10 FROM j)"
+			"              j.id, j.run_at, $8, $10 FROM j),"
+			" p AS (UPDATE orchestrator.sequence_jobs pj"
+			"       SET event_chain = pg_catalog.jsonb_set(pj.event_chain, '{children}',"
+			"                         COALESCE(pj.event_chain->'children', '[]') || pg_catalog.to_jsonb(j.id))"
+			"       FROM j WHERE pj.id = $8)"
 			" SELECT id FROM j",
 			10, types);
 	}
@@ -174,6 +183,27 @@ copy_uuid(Datum d)
 }
 
 /*
+ * check_event_type accepts what orch_define_sequence accepts: 1 to 100
+ * letters, digits, "_", ".", ":" or "-".
+ */
+static void
+check_event_type(text *type)
+{
+	const char *p = VARDATA_ANY(type);
+	int			len = VARSIZE_ANY_EXHDR(type);
+	bool		ok = (len >= 1 && len <= 100);
+
+	for (int i = 0; ok && i < len; i++)
+		ok = (!IS_HIGHBIT_SET(p[i]) && isalnum((unsigned char) p[i])) ||
+			p[i] == '_' || p[i] == '.' || p[i] == ':' || p[i] == '-';
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid event type"),
+				 errhint("Use 1 to 100 letters, digits, \"_\", \".\", \":\" or \"-\", as orch_define_sequence does.")));
+}
+
+/*
  * run_gate evaluates every check of Step 1 in one statement.
  */
 static void
@@ -202,6 +232,7 @@ run_gate(Datum *args, char *nulls, SubmitGate *g)
 	g->dedupe_hash = datumCopy(g->dedupe_hash, false, UUID_LEN);
 	g->depth = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
 	g->has_parent = !isnull;
+	g->parent_same_org = g->has_parent && DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 }
 
 /*
@@ -224,8 +255,14 @@ find_duplicate(Datum org_id, Datum hash, Datum *job_id)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "orchestrator dedupe lock failed: %s", SPI_result_code_string(ret));
 
+	/*
+	 * Look with a fresh snapshot taken after the lock: under REPEATABLE READ
+	 * or SERIALIZABLE the transaction's own snapshot predates the commit of
+	 * an identical event we just waited for.
+	 */
 	args[2] = Float8GetDatum((double) orch_dedupe_window_ms);
-	ret = SPI_execute_plan(dedupe_plan, args, NULL, false, 1);
+	ret = SPI_execute_snapshot(dedupe_plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							   true, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "orchestrator dedupe query failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -264,10 +301,7 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	check_not_null(fcinfo, 4, "payload");
 
 	type = PG_GETARG_TEXT_PP(0);
-	if (VARSIZE_ANY_EXHDR(type) == 0 || VARSIZE_ANY_EXHDR(type) > 100)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event type must be between 1 and 100 bytes long")));
+	check_event_type(type);
 	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -319,6 +353,13 @@ orch_submit_event(PG_FUNCTION_ARGS)
 				 errmsg("parent job %s does not exist",
 						DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(5)))),
 				 errhint("Pass parent_job_id only for follow-ups of an existing job.")));
+
+	if (g.has_parent && !g.parent_same_org)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parent job %s belongs to another organisation",
+						DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(5)))),
+				 errhint("A follow-up event stays in the organisation of the job that queued it.")));
 
 	if (!g.org_ok)
 		outcome = "skipped", reason = "unknown_org";
@@ -386,7 +427,6 @@ orch_submit_event(PG_FUNCTION_ARGS)
 		args[8] = g.dedupe_hash;
 		/* keep the payload of an event that created no job: nothing is lost */
 		args[9] = JsonbPGetDatum(payload);
-		nulls[9] = have_job ? 'n' : ' ';
 
 		ret = SPI_execute_plan(log_plan, args, nulls, false, 0);
 		if (ret != SPI_OK_INSERT)

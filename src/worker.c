@@ -11,9 +11,11 @@
  * submit sets the latch (wake.c), so there is no polling and an idle
  * worker uses no CPU.
  *
- * Signals: SIGHUP reloads the configuration; SIGTERM sets a flag (not
- * die()), the worker stops between steps and hands its leases back before
- * exiting; postmaster death ends the wait and the process
+ * Signals: SIGHUP reloads the configuration.  SIGTERM sets a flag (not
+ * die()) and cancels the step in hand, if any: the step's writes roll back
+ * and no result is recorded for it, the worker commits what the batch did
+ * so far and hands its leases back before exiting, so the job resumes at
+ * that step elsewhere.  Postmaster death ends the wait and the process
  * (WL_EXIT_ON_PM_DEATH).  The loop's memory context is reset every pass.
  * No transaction is open while the worker waits.
  *
@@ -47,10 +49,14 @@ static int	worker_index = 0;
 
 static void begin_tx(const char *activity);
 static void end_tx(void);
-static int	claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup);
+static int	claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup, bool *contended);
 static void run_batch(OrchClaimedJob *jobs, int n);
 static void release_on_exit(void);
 static void unregister_worker(int code, Datum arg);
+static void handle_sigterm(SIGNAL_ARGS);
+
+/* A due job locked by another transaction is looked at again this often. */
+#define ORCH_CONTENDED_RETRY_MS 1000
 
 /*
  * orch_worker_register registers orchestrator.workers static workers; they
@@ -88,7 +94,7 @@ orch_worker_main(Datum main_arg)
 	worker_index = DatumGetInt32(main_arg);
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(orch_database, NULL, 0);
@@ -109,6 +115,7 @@ orch_worker_main(Datum main_arg)
 	for (;;)
 	{
 		TimestampTz next_wakeup = 0;
+		bool		contended = false;
 		int			n;
 		long		timeout_ms = -1;
 		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
@@ -128,7 +135,7 @@ orch_worker_main(Datum main_arg)
 		if (ShutdownRequestPending)
 			break;
 
-		n = claim_batch(jobs, &next_wakeup);
+		n = claim_batch(jobs, &next_wakeup, &contended);
 		if (n > 0)
 		{
 			run_batch(jobs, n);
@@ -141,6 +148,12 @@ orch_worker_main(Datum main_arg)
 
 			timeout_ms = (next_wakeup <= now) ? 0 :
 				(long) Min((next_wakeup - now + 999) / 1000, (int64) 24 * 3600 * 1000);
+			events |= WL_TIMEOUT;
+		}
+		if (contended)
+		{
+			/* due rows another transaction holds: look again shortly */
+			timeout_ms = (timeout_ms < 0) ? ORCH_CONTENDED_RETRY_MS : Min(timeout_ms, ORCH_CONTENDED_RETRY_MS);
 			events |= WL_TIMEOUT;
 		}
 
@@ -174,10 +187,12 @@ end_tx(void)
 /*
  * claim_batch reclaims expired leases and claims a batch, in one
  * transaction.  When nothing was claimed it also reads when the next
- * delayed job falls due, so an idle pass costs one transaction.
+ * delayed job falls due, so an idle pass costs one transaction; and whether
+ * some job was due but locked by another transaction (contended), which no
+ * commit of ours will announce.
  */
 static int
-claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup)
+claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup, bool *contended)
 {
 	int			n = 0;
 
@@ -198,7 +213,7 @@ claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup)
 		orch_reclaim_expired();
 		n = orch_claim_jobs(jobs, Min(orch_batch_size, ORCH_MAX_BATCH));
 		if (n == 0)
-			*next_wakeup = orch_next_wakeup();
+			*next_wakeup = orch_next_wakeup(contended);
 		SPI_finish();
 	}
 
@@ -251,4 +266,24 @@ static void
 unregister_worker(int code, Datum arg)
 {
 	orch_shmem_unregister_worker(worker_index);
+}
+
+/*
+ * handle_sigterm asks the loop to stop and, while a step's function runs,
+ * cancels it as pg_cancel_backend would, so shutdown never waits for a
+ * long step.
+ */
+static void
+handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	ShutdownRequestPending = true;
+	if (orch_step_running)
+	{
+		InterruptPending = true;
+		QueryCancelPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
 }
