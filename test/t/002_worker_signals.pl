@@ -4,7 +4,8 @@
 # How the worker reacts to signals:
 #   idle     with nothing to do it sleeps on its latch, outside any transaction
 #   SIGHUP   reloads the configuration; the new batch_size is used at once
-#   SIGTERM  finishes the step in hand, hands its leases back and exits; the
+#   SIGTERM  cancels the step in hand (its writes roll back, no result is
+#            recorded), hands its leases back and exits at once; the
 #            postmaster restarts it and the job completes, no step run twice
 #   postmaster death  ends the worker
 use strict;
@@ -120,8 +121,9 @@ ok($submit_batch->('r2'), 'ten jobs complete after the reload');
 is($batch_split->('r2'), '7,3', 'batch_size 7: the ten ran as a batch of 7 and one of 3');
 
 # ---------------------------------------------------------------------------
-# (a) SIGTERM mid-step: the step finishes, the lease is handed back, the
-#     restarted worker runs the rest
+# (a) SIGTERM mid-step: the step is cancelled at once (shutdown never waits
+#     for a long step), the lease is handed back, the restarted worker runs
+#     the whole job
 # ---------------------------------------------------------------------------
 my $holder = $node->background_psql('postgres');
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
@@ -144,14 +146,18 @@ like($old_pid, qr/^\d+$/, 'found the worker pid');
 $log_offset = -s $node->logfile;
 ok(kill('TERM', $old_pid), 'sent SIGTERM to the worker');
 
-# SIGTERM does not abort the step: releasing the lock lets it finish.
-$holder->query_safe('SELECT pg_advisory_unlock(4242)');
-
+# The step is still blocked on the lock: SIGTERM must cancel it, not wait.
 $node->wait_for_log(qr/orchestrator worker 1 returned 1 job\(s\) to pending/,
 	$log_offset);
-pass('worker logged that it handed its lease back');
+pass('worker handed its lease back while its step was still blocked');
 $node->wait_for_log(qr/orchestrator worker 1 shutting down/, $log_offset);
 pass('worker logged its shutdown');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT count(*) FROM orchestrator.step_history WHERE job_id = '$job' AND worker_pid = $old_pid"),
+	'0',
+	'the cancelled step left no result behind');
+$holder->query_safe('SELECT pg_advisory_unlock(4242)');
 
 ok( $node->poll_query_until(
 		'postgres',
@@ -169,16 +175,16 @@ SELECT string_agg(step_name || ':' || outcome || ':' || attempt || ':' ||
                   CASE worker_pid WHEN $old_pid THEN 'old' WHEN $new_pid THEN 'new' ELSE '?' END,
                   ',' ORDER BY id)
 FROM orchestrator.step_history WHERE job_id = '$job'}),
-	'one:succeeded:1:old,two:succeeded:1:new',
-	'step one finished by the signalled worker, step two by its successor; no lease expiry');
+	'one:succeeded:1:new,two:succeeded:1:new',
+	'the successor ran both steps, step one as its first attempt; no lease expiry');
 
 is( $node->safe_psql(
 		'postgres', qq{
 SELECT string_agg(step || ':' || CASE written_by WHEN $old_pid THEN 'old' WHEN $new_pid THEN 'new' ELSE '?' END,
                   ',' ORDER BY step)
 FROM public.side_effects WHERE n = 't1'}),
-	'one:old,two:new',
-	'each step\'s side effect happened exactly once');
+	'one:new,two:new',
+	'each step\'s side effect happened exactly once: the cancelled write rolled back');
 
 is( $node->safe_psql(
 		'postgres', qq{

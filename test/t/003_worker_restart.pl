@@ -10,8 +10,8 @@
 #   3. a worker killed straight after its claim: the claim commits
 #      asynchronously, so the crash may or may not have lost it; either way
 #      the job runs exactly once and every claim is accounted for
-#   4. SIGTERM with a batch claimed: the running job stops between steps and
-#      the jobs not yet started are handed back with it
+#   4. SIGTERM with a batch claimed: the running step is cancelled and the
+#      jobs not yet started are handed back with it
 use strict;
 use warnings;
 
@@ -261,12 +261,12 @@ SELECT (SELECT count(*) FROM orchestrator.sequence_jobs
 
 my $offset = -s $node->logfile;
 kill('TERM', $pid4) or die "could not signal $pid4";
-$holder->query_safe('SELECT pg_advisory_unlock(4242)');
-$holder->quit;
 
 $node->wait_for_log(qr/orchestrator worker 1 returned 3 job\(s\) to pending/,
 	$offset);
 pass('the worker handed back the running job and the two it had not started');
+$holder->query_safe('SELECT pg_advisory_unlock(4242)');
+$holder->quit;
 
 ok( $node->poll_query_until(
 		'postgres',
@@ -281,8 +281,8 @@ SELECT string_agg(x, ',' ORDER BY x) FROM (
 		SELECT step || ':' || CASE written_by WHEN $pid4 THEN 'old' WHEN $pid5 THEN 'new' ELSE '?' END AS w
 		FROM public.side_effects WHERE n LIKE 'batch%') e
 	GROUP BY w) s}),
-	'one:new:2,one:old:1,two:new:3',
-	'step one ran once per job (one by the old worker), step two three times in the new one');
+	'one:new:3,two:new:3',
+	'every step ran once per job, all in the new worker: the cancelled step left nothing');
 is( $node->safe_psql(
 		'postgres', qq{
 SELECT count(*) FILTER (WHERE outcome = 'succeeded'), count(*) FILTER (WHERE outcome <> 'succeeded'),
