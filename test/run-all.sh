@@ -62,5 +62,7 @@ if [ $rc -ne 0 ]; then
 	for f in "$work"/tmp_check/log/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 40 "$f"; }; done
 fi
 
+# keep the work directory (results, diffs, logs) only when something failed
+[ "$failed" -eq 0 ] && rm -rf "$work" || echo "results kept in $work"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
