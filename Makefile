@@ -11,6 +11,8 @@ OBJS = \
 	src/claim.o \
 	src/step.o \
 	src/step_sql.o \
+	src/step_http.o \
+	src/http.o \
 	src/writeback.o \
 	src/worker.o
 
@@ -20,8 +22,9 @@ PGFILEDESC = "orchestrator - durable workflow orchestrator inside PostgreSQL"
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Werror
+SHLIB_LINK = -lcurl
 
-REGRESS = setup definitions submit run failure operate security
+REGRESS = setup definitions submit run failure operate security http
 REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
 
 ISOLATION = claim dedupe

@@ -203,6 +203,55 @@ COMMENT ON COLUMN orchestrator.sequence_definitions.created_at IS 'When this ver
 COMMENT ON COLUMN orchestrator.sequence_definitions.created_by IS 'Role that defined it; the steps'' functions run as this role';
 
 ------------------------------------------------------------------------------
+-- Endpoints, secrets, notifications
+------------------------------------------------------------------------------
+
+CREATE TABLE orchestrator.endpoints (
+	name text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.:-]{1,100}$'),
+	url text NOT NULL CHECK (url ~* '^https?://[^/?#[:space:]]+[^[:space:]]*$'),
+	timeout_ms integer NOT NULL DEFAULT 10000 CHECK (timeout_ms BETWEEN 1 AND 3600000),
+	headers jsonb NOT NULL DEFAULT '{}',
+	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE orchestrator.endpoints IS 'Where http and notify steps send requests: an edge function, Slack; written by orch_define_endpoint';
+COMMENT ON COLUMN orchestrator.endpoints.name IS 'Name steps refer to in their "endpoint" field';
+COMMENT ON COLUMN orchestrator.endpoints.url IS 'http or https URL the step POSTs to';
+COMMENT ON COLUMN orchestrator.endpoints.timeout_ms IS 'Request timeout unless the step gives its own timeout_ms';
+COMMENT ON COLUMN orchestrator.endpoints.headers IS 'Extra request headers; {{secret:NAME}} in a value is replaced by the secret when the request is sent';
+COMMENT ON COLUMN orchestrator.endpoints.updated_at IS 'Last change';
+
+CREATE TABLE orchestrator.secrets (
+	name text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]{1,100}$'),
+	value text NOT NULL,
+	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE orchestrator.secrets IS 'Secret values referenced by endpoint headers; readable by no role but the extension owner (not dumped: set them again after a restore)';
+COMMENT ON COLUMN orchestrator.secrets.name IS 'Name used as {{secret:NAME}} in endpoint headers';
+COMMENT ON COLUMN orchestrator.secrets.value IS 'The secret itself; never copied into job state, history, logs or errors';
+COMMENT ON COLUMN orchestrator.secrets.updated_at IS 'Last change';
+
+CREATE TABLE orchestrator.notification_log (
+	id bigserial PRIMARY KEY,
+	org_id uuid NOT NULL,
+	user_id uuid NOT NULL,
+	job_id uuid NOT NULL,
+	step_name text NOT NULL,
+	status text NOT NULL DEFAULT 'sending' CHECK (status IN ('sending', 'sent', 'failed')),
+	sent_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	slack_ts text
+);
+CREATE INDEX notification_log_user ON orchestrator.notification_log (user_id, sent_at);
+COMMENT ON TABLE orchestrator.notification_log IS 'Slack messages sent by notify steps, for max_notifications_per_hour';
+COMMENT ON COLUMN orchestrator.notification_log.id IS 'Entry id';
+COMMENT ON COLUMN orchestrator.notification_log.org_id IS 'Organisation';
+COMMENT ON COLUMN orchestrator.notification_log.user_id IS 'User the message was for';
+COMMENT ON COLUMN orchestrator.notification_log.job_id IS 'Job that sent it';
+COMMENT ON COLUMN orchestrator.notification_log.step_name IS 'Notify step that sent it';
+COMMENT ON COLUMN orchestrator.notification_log.status IS 'sending (request under way), sent, failed';
+COMMENT ON COLUMN orchestrator.notification_log.sent_at IS 'When the request was started';
+COMMENT ON COLUMN orchestrator.notification_log.slack_ts IS 'Slack message timestamp (ts) of a sent message';
+
+------------------------------------------------------------------------------
 -- The queue: one row a job.  Kept lean: finished jobs leave the partial
 -- indexes, and per-step updates touch no indexed column (HOT).
 ------------------------------------------------------------------------------
@@ -304,13 +353,14 @@ CREATE TABLE orchestrator.step_history (
 	step_name text,
 	kind text NOT NULL,
 	attempt integer NOT NULL DEFAULT 1,
-	outcome text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'skipped', 'retry_scheduled', 'lease_expired', 'cancelled', 'retry_requested')),
+	outcome text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'skipped', 'retry_scheduled', 'deferred', 'lease_expired', 'cancelled', 'retry_requested')),
 	output jsonb,
 	error text,
 	started_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
 	finished_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
 	worker_pid integer,
-	fencing_token bigint
+	fencing_token bigint,
+	http_status integer
 );
 CREATE INDEX step_history_job ON orchestrator.step_history (job_id, id);
 COMMENT ON TABLE orchestrator.step_history IS 'One row per step attempt, plus operator actions and lease reclaims';
@@ -321,13 +371,14 @@ COMMENT ON COLUMN orchestrator.step_history.step_index IS 'Index of the step in 
 COMMENT ON COLUMN orchestrator.step_history.step_name IS 'Step name';
 COMMENT ON COLUMN orchestrator.step_history.kind IS 'Step kind (sql, http, notify) or operator / engine for actions on the job';
 COMMENT ON COLUMN orchestrator.step_history.attempt IS 'Attempt number of the step, from 1';
-COMMENT ON COLUMN orchestrator.step_history.outcome IS 'succeeded | failed | skipped | retry_scheduled | lease_expired | cancelled | retry_requested';
+COMMENT ON COLUMN orchestrator.step_history.outcome IS 'succeeded | failed | skipped | retry_scheduled | deferred (429, quiet hours, rate limit: not an attempt) | lease_expired | cancelled | retry_requested';
 COMMENT ON COLUMN orchestrator.step_history.output IS 'Step output';
 COMMENT ON COLUMN orchestrator.step_history.error IS 'Error message of a failed attempt (redacted)';
 COMMENT ON COLUMN orchestrator.step_history.started_at IS 'When the attempt started';
 COMMENT ON COLUMN orchestrator.step_history.finished_at IS 'When the attempt ended';
 COMMENT ON COLUMN orchestrator.step_history.worker_pid IS 'PID of the worker (or backend) that wrote the row';
 COMMENT ON COLUMN orchestrator.step_history.fencing_token IS 'Lease token the write carried';
+COMMENT ON COLUMN orchestrator.step_history.http_status IS 'HTTP status of an http or notify step''s response, if one came';
 
 ------------------------------------------------------------------------------
 -- State helpers used by submit and the worker
@@ -411,7 +462,8 @@ COMMENT ON FUNCTION orchestrator.load_tier1(uuid, uuid) IS 'Tier 1 context (org,
 
 /*
  * advance_state folds one step result into the SequenceState and its
- * execution_metadata.  outcome: succeeded | skipped | failed | retry_scheduled.
+ * execution_metadata.  outcome: succeeded | skipped | failed | retry_scheduled
+ * | deferred (a deferral is not an attempt).
  */
 CREATE FUNCTION orchestrator.advance_state(p_state jsonb, p_step_name text, p_outcome text,
 	p_output jsonb, p_duration_ms double precision, p_next_step integer)
@@ -430,7 +482,7 @@ AS $$
 			                        ELSE p_state->'steps_completed' END,
 			'execution_metadata', (p_state->'execution_metadata') || jsonb_build_object(
 				'steps_attempted', (p_state->'execution_metadata'->>'steps_attempted')::int
-					+ CASE WHEN p_outcome = 'skipped' THEN 0 ELSE 1 END,
+					+ CASE WHEN p_outcome IN ('skipped', 'deferred') THEN 0 ELSE 1 END,
 				'steps_completed', (p_state->'execution_metadata'->>'steps_completed')::int
 					+ CASE WHEN p_outcome = 'succeeded' THEN 1 ELSE 0 END,
 				'steps_failed', (p_state->'execution_metadata'->>'steps_failed')::int
@@ -481,6 +533,202 @@ CREATE FUNCTION orchestrator.run_claimed_job(job_id uuid, fencing_token bigint) 
 LANGUAGE C VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'orch_run_claimed_job_sql';
 COMMENT ON FUNCTION orchestrator.run_claimed_job(uuid, bigint) IS 'Runs a job claimed with orchestrator.claim_jobs in the calling session, under its fencing token (for tests and tools)';
+
+/*
+ * http_request builds the request an http (or notify) step sends: the
+ * endpoint's URL, its timeout (the step's timeout_ms wins), its headers with
+ * {{secret:NAME}} replaced, the JSON body (the state's event, context and
+ * outputs, unless p_body is given) and the secret values used, so the
+ * worker can scrub them from whatever comes back.  Errors name secrets,
+ * never their values.
+ */
+CREATE FUNCTION orchestrator.http_request(p_job_id uuid, p_step jsonb, p_state jsonb, p_body jsonb DEFAULT NULL,
+	OUT url text, OUT timeout_ms integer, OUT headers text[], OUT body text, OUT secrets text[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e orchestrator.endpoints;
+	h record;
+	v text;
+	ref text;
+	secret text;
+BEGIN
+	SELECT * INTO e FROM orchestrator.endpoints en WHERE en.name = p_step->>'endpoint';
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'endpoint "%" does not exist', p_step->>'endpoint'
+			USING ERRCODE = 'undefined_object', HINT = 'Define it with orch_define_endpoint.';
+	END IF;
+	headers := '{}';
+	secrets := '{}';
+	FOR h IN SELECT key, value FROM jsonb_each_text(e.headers) LOOP
+		v := h.value;
+		FOR ref IN SELECT DISTINCT m[1] FROM regexp_matches(h.value, '\{\{secret:([A-Za-z0-9_.-]+)\}\}', 'g') AS m LOOP
+			SELECT sc.value INTO secret FROM orchestrator.secrets sc WHERE sc.name = ref;
+			IF NOT FOUND THEN
+				RAISE EXCEPTION 'secret "%" used by endpoint "%" is not set', ref, e.name
+					USING ERRCODE = 'undefined_object', HINT = 'Set it with orch_set_secret.';
+			END IF;
+			v := replace(v, '{{secret:' || ref || '}}', secret);
+			secrets := secrets || secret;
+		END LOOP;
+		headers := headers || (h.key || ': ' || v);
+	END LOOP;
+	url := e.url;
+	timeout_ms := COALESCE((p_step->>'timeout_ms')::integer, e.timeout_ms);
+	body := COALESCE(p_body, jsonb_build_object(
+		'sequence_job_id', p_job_id, 'step', p_step->>'name', 'event', p_state->'event',
+		'context', p_state->'context', 'outputs', p_state->'outputs'))::text;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.http_request(uuid, jsonb, jsonb, jsonb) IS 'Builds an http step''s request (URL, timeout, headers with secrets, body); for the worker only';
+
+/*
+ * notify_request decides whether a notify step may send now: inside the
+ * user's quiet hours, or at max_notifications_per_hour, it returns when to
+ * try again (the job is deferred, never dropped).  Otherwise it records the
+ * message in notification_log and returns a chat.postMessage request to the
+ * user's Slack id, with Block Kit blocks.
+ */
+CREATE FUNCTION orchestrator.notify_request(p_job_id uuid, p_step jsonb, p_state jsonb, p_message jsonb,
+	OUT defer_until timestamptz, OUT defer_reason text,
+	OUT url text, OUT timeout_ms integer, OUT headers text[], OUT body text, OUT secrets text[])
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_user uuid := (p_state->'event'->>'user_id')::uuid;
+	v_org uuid := (p_state->'event'->>'org_id')::uuid;
+	v_max integer;
+	v_sent integer;
+	v_channel text;
+	v_text text;
+	v_blocks jsonb;
+	r record;
+BEGIN
+	defer_until := orchestrator.next_active_time(v_user, clock_timestamp());
+	IF defer_until IS NOT NULL THEN
+		defer_reason := 'quiet_hours';
+		RETURN;
+	END IF;
+	SELECT p.max_notifications_per_hour INTO v_max FROM orchestrator.user_preferences_source p WHERE p.user_id = v_user;
+	v_max := COALESCE(v_max, 10);
+	SELECT count(*) INTO v_sent FROM orchestrator.notification_log l
+	WHERE l.user_id = v_user AND l.sent_at > clock_timestamp() - interval '1 hour' AND l.status <> 'failed';
+	IF v_sent >= v_max THEN
+		-- when the oldest message counted falls out of the hour, one more fits
+		SELECT l.sent_at + interval '1 hour' INTO defer_until FROM orchestrator.notification_log l
+		WHERE l.user_id = v_user AND l.sent_at > clock_timestamp() - interval '1 hour' AND l.status <> 'failed'
+		ORDER BY l.sent_at OFFSET v_sent - v_max LIMIT 1;
+		defer_until := COALESCE(defer_until, clock_timestamp() + interval '1 hour');
+		defer_reason := 'rate_limit';
+		RETURN;
+	END IF;
+	SELECT m.slack_user_id INTO v_channel FROM orchestrator.user_mappings_source m WHERE m.user_id = v_user;
+	IF v_channel IS NULL THEN
+		RAISE EXCEPTION 'user % has no Slack mapping', v_user
+			USING ERRCODE = 'undefined_object', HINT = 'Add the user to orchestrator.slack_user_mappings.';
+	END IF;
+	v_text := COALESCE(p_message->>'text', p_step->>'text');
+	v_blocks := COALESCE(p_message->'blocks',
+		jsonb_build_array(jsonb_build_object('type', 'section',
+			'text', jsonb_build_object('type', 'mrkdwn', 'text', v_text))));
+	INSERT INTO orchestrator.notification_log (org_id, user_id, job_id, step_name)
+	VALUES (v_org, v_user, p_job_id, p_step->>'name');
+	SELECT * INTO r FROM orchestrator.http_request(p_job_id, p_step, p_state,
+		jsonb_strip_nulls(jsonb_build_object('channel', v_channel, 'text', v_text, 'blocks', v_blocks)));
+	url := r.url;
+	timeout_ms := r.timeout_ms;
+	headers := r.headers;
+	body := r.body;
+	secrets := r.secrets;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.notify_request(uuid, jsonb, jsonb, jsonb) IS 'Defers a notify step (quiet hours, rate limit) or builds its chat.postMessage request; for the worker only';
+
+CREATE FUNCTION orchestrator.notify_result(p_job_id uuid, p_step_name text, p_ok boolean, p_ts text) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	UPDATE orchestrator.notification_log l
+	SET status = CASE WHEN p_ok THEN 'sent' ELSE 'failed' END, slack_ts = p_ts
+	WHERE l.id = (SELECT max(l2.id) FROM orchestrator.notification_log l2
+	              WHERE l2.job_id = p_job_id AND l2.step_name = p_step_name AND l2.status = 'sending')
+$$;
+COMMENT ON FUNCTION orchestrator.notify_result(uuid, text, boolean, text) IS 'Records whether Slack took a notify step''s message; for the worker only';
+
+CREATE FUNCTION orch_define_endpoint(name text, url text, timeout_ms integer DEFAULT 10000, headers jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	h record;
+BEGIN
+	IF name IS NULL OR url IS NULL OR timeout_ms IS NULL OR headers IS NULL THEN
+		RAISE EXCEPTION 'name, url, timeout_ms and headers must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF name !~ '^[A-Za-z0-9_.:-]{1,100}$' THEN
+		RAISE EXCEPTION 'invalid endpoint name "%"', name
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use 1 to 100 letters, digits, "_", ".", ":" or "-".';
+	END IF;
+	IF url !~* '^https?://' THEN
+		RAISE EXCEPTION 'endpoint URL must use http or https'
+			USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The URL given was "%s".', url),
+			      HINT = 'Only http:// and https:// URLs can be called.';
+	END IF;
+	IF url !~* '^https?://[^/?#[:space:]]+[^[:space:]]*$' THEN
+		RAISE EXCEPTION 'invalid endpoint URL "%"', url
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Give a full URL with a host, without spaces.';
+	END IF;
+	IF timeout_ms < 1 OR timeout_ms > 3600000 THEN
+		RAISE EXCEPTION 'timeout_ms must be between 1 and 3600000' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF jsonb_typeof(headers) <> 'object' THEN
+		RAISE EXCEPTION 'headers must be a JSON object of header names to string values'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR h IN SELECT key, value FROM jsonb_each(headers) LOOP
+		IF h.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$' THEN
+			RAISE EXCEPTION 'invalid header name "%"', h.key USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF jsonb_typeof(h.value) <> 'string' OR (h.value #>> '{}') ~ '[\r\n]' THEN
+			RAISE EXCEPTION 'header "%" must be a single-line string', h.key USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF (h.value #>> '{}') ~ '\{\{' AND (h.value #>> '{}') !~ '^([^{]|\{[^{]|\{\{secret:[A-Za-z0-9_.-]+\}\})*$' THEN
+			RAISE EXCEPTION 'header "%" has a malformed secret reference', h.key
+				USING ERRCODE = 'invalid_parameter_value', HINT = 'Write {{secret:NAME}}, for example "Bearer {{secret:service_key}}".';
+		END IF;
+		IF lower(h.key) IN ('content-type', 'content-length', 'host', 'idempotency-key', 'transfer-encoding') THEN
+			RAISE EXCEPTION 'header "%" is set by the engine', h.key USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+	END LOOP;
+	INSERT INTO orchestrator.endpoints AS e (name, url, timeout_ms, headers)
+	VALUES (orch_define_endpoint.name, orch_define_endpoint.url, orch_define_endpoint.timeout_ms, orch_define_endpoint.headers)
+	ON CONFLICT ON CONSTRAINT endpoints_pkey DO UPDATE
+	SET url = excluded.url, timeout_ms = excluded.timeout_ms, headers = excluded.headers, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION orch_define_endpoint(text, text, integer, jsonb) IS
+'Defines (or replaces) a named endpoint for http and notify steps: http/https URL, default timeout, headers that may reference secrets as {{secret:NAME}}';
+
+CREATE FUNCTION orch_set_secret(name text, value text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF name IS NULL OR value IS NULL THEN
+		RAISE EXCEPTION 'name and value must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF name !~ '^[A-Za-z0-9_.-]{1,100}$' THEN
+		RAISE EXCEPTION 'invalid secret name'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use 1 to 100 letters, digits, "_", "." or "-".';
+	END IF;
+	INSERT INTO orchestrator.secrets AS sc (name, value) VALUES (orch_set_secret.name, orch_set_secret.value)
+	ON CONFLICT ON CONSTRAINT secrets_pkey DO UPDATE SET value = excluded.value, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION orch_set_secret(text, text) IS 'Stores a secret for endpoint headers; nobody but the extension owner can read it back';
 
 ------------------------------------------------------------------------------
 -- Definitions API
@@ -537,25 +785,56 @@ BEGIN
 	FOR v_key IN SELECT jsonb_object_keys(p_step) LOOP
 		IF v_key NOT IN ('name', 'kind', 'function', 'endpoint', 'condition', 'requires_approval',
 		                 'on_failure', 'retry', 'requires_context', 'ai', 'timeout_ms', 'expect',
-		                 'followups', 'description') THEN
+		                 'followups', 'description', 'text') THEN
 			RAISE EXCEPTION 'invalid step "%": unrecognized field "%"', v_name, v_key
 				USING ERRCODE = 'invalid_parameter_value',
-				      HINT = 'Known fields: name, kind, function, endpoint, condition, requires_approval, on_failure, retry, requires_context, ai, timeout_ms, expect, followups, description.';
+				      HINT = 'Known fields: name, kind, function, endpoint, text, condition, requires_approval, on_failure, retry, requires_context, ai, timeout_ms, expect, followups, description.';
 		END IF;
 	END LOOP;
 
 	v_kind := p_step->>'kind';
 	IF v_kind IS NULL THEN
 		RAISE EXCEPTION 'invalid step "%": field "kind" is required', v_name
-			USING ERRCODE = 'invalid_parameter_value', HINT = 'Supported kinds: sql.';
-	ELSIF v_kind <> 'sql' THEN
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Supported kinds: sql, http, notify.';
+	ELSIF v_kind NOT IN ('sql', 'http', 'notify') THEN
 		RAISE EXCEPTION 'invalid step "%": unrecognized kind "%" in field "kind"', v_name, v_kind
-			USING ERRCODE = 'invalid_parameter_value', HINT = 'Supported kinds: sql.';
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Supported kinds: sql, http, notify.';
 	END IF;
 
-	IF v_kind = 'sql' THEN
+	-- http and notify steps name an endpoint that exists (notify: "slack" by default)
+	IF v_kind IN ('http', 'notify') THEN
+		IF v_kind = 'notify' AND NOT p_step ? 'endpoint' THEN
+			v_out := v_out || jsonb_build_object('endpoint', 'slack');
+		END IF;
+		IF jsonb_typeof(v_out->'endpoint') IS DISTINCT FROM 'string' THEN
+			RAISE EXCEPTION 'invalid step "%": field "endpoint" is required for kind %', v_name, v_kind
+				USING ERRCODE = 'invalid_parameter_value', HINT = 'Name an endpoint defined with orch_define_endpoint.';
+		END IF;
+		IF NOT EXISTS (SELECT 1 FROM orchestrator.endpoints e WHERE e.name = v_out->>'endpoint') THEN
+			RAISE EXCEPTION 'invalid step "%": endpoint "%" in field "endpoint" does not exist', v_name, v_out->>'endpoint'
+				USING ERRCODE = 'undefined_object', HINT = 'Define it first with orch_define_endpoint.';
+		END IF;
+	ELSIF p_step ? 'endpoint' THEN
+		RAISE EXCEPTION 'invalid step "%": field "endpoint" applies to kinds http and notify only', v_name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF p_step ? 'text' AND (v_kind <> 'notify' OR jsonb_typeof(p_step->'text') <> 'string') THEN
+		RAISE EXCEPTION 'invalid step "%": field "text" must be a string, and applies to kind notify only', v_name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF v_kind = 'http' AND p_step ? 'function' THEN
+		RAISE EXCEPTION 'invalid step "%": field "function" does not apply to kind http', v_name
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'An http step posts the state to its endpoint.';
+	END IF;
+	IF v_kind = 'notify' AND NOT p_step ? 'function' AND NOT p_step ? 'text' THEN
+		RAISE EXCEPTION 'invalid step "%": a notify step needs field "text" or field "function"', v_name
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'The function returns the message as {"text": ..., "blocks": [...]}.';
+	END IF;
+
+	IF v_kind = 'sql' OR (v_kind = 'notify' AND p_step ? 'function') THEN
 		IF jsonb_typeof(p_step->'function') IS DISTINCT FROM 'string' THEN
-			RAISE EXCEPTION 'invalid step "%": field "function" is required for kind sql', v_name
+			RAISE EXCEPTION 'invalid step "%": field "function" is required for kind %', v_name, v_kind
 				USING ERRCODE = 'invalid_parameter_value',
 				      HINT = 'Name a function taking the state as jsonb and returning jsonb.';
 		END IF;
@@ -638,7 +917,7 @@ BEGIN
 			USING ERRCODE = 'feature_not_supported',
 			      HINT = 'Budget checks before AI steps are not available yet.';
 	END IF;
-	FOREACH v_key IN ARRAY ARRAY['requires_context', 'followups', 'endpoint'] LOOP
+	FOREACH v_key IN ARRAY ARRAY['requires_context', 'followups'] LOOP
 		IF p_step ? v_key THEN
 			RAISE EXCEPTION 'invalid step "%": field "%" is not supported by this version of orchestrator', v_name, v_key
 				USING ERRCODE = 'feature_not_supported';
@@ -987,6 +1266,12 @@ REVOKE ALL ON FUNCTION orch_retry_job(uuid, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_job_timeline(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_use_table(text, regclass, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_reapply_table_mappings() FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_define_endpoint(text, text, integer, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_set_secret(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_define_endpoint(text, text, integer, jsonb) TO orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orch_set_secret(text, text) TO orchestrator_admin;
+GRANT SELECT ON orchestrator.endpoints, orchestrator.notification_log TO orchestrator_admin;
+-- orchestrator.secrets: no grants at all; the admin role sets secrets, never reads them
 
 GRANT EXECUTE ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text) TO orchestrator_submitter, orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_define_sequence(text, jsonb) TO orchestrator_admin;
@@ -1022,6 +1307,9 @@ SELECT pg_catalog.pg_extension_config_dump('orchestrator.event_log', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.event_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.step_history', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.step_history_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.notification_log', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.notification_log_id_seq', '');
 
 -- Tell the user when no worker will run, then wake the workers that do.
 DO $preload$

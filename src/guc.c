@@ -27,6 +27,8 @@ int			orch_max_payload_bytes = 1024 * 1024;
 int			orch_dedupe_window_ms = 5 * 60 * 1000;
 int			orch_batch_size = 32;
 int			orch_lease_ms = 60 * 1000;
+int			orch_max_inflight = 1000;
+int			orch_max_response_bytes = 1024 * 1024;
 
 /*
  * define_postmaster_gucs defines the parameters that size the worker set.
@@ -101,6 +103,24 @@ orch_guc_init(void)
 							60 * 1000, 100, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.max_inflight",
+							"Most HTTP requests one worker keeps in flight at once.",
+							NULL,
+							&orch_max_inflight,
+							1000, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.max_response_bytes",
+							"Largest HTTP response body a step accepts.",
+							NULL,
+							&orch_max_response_bytes,
+							1024 * 1024, 1024, INT_MAX / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("orchestrator");

@@ -20,6 +20,7 @@
 #include <signal.h>
 
 #include "datatype/timestamp.h"
+#include "lib/ilist.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
@@ -33,6 +34,8 @@ extern int	orch_max_payload_bytes;
 extern int	orch_dedupe_window_ms;
 extern int	orch_batch_size;
 extern int	orch_lease_ms;
+extern int	orch_max_inflight;
+extern int	orch_max_response_bytes;
 extern void orch_guc_init(void);
 
 /* shmem.c */
@@ -62,6 +65,74 @@ typedef struct OrchClaimedJob
 	int64		token;
 } OrchClaimedJob;
 
+/*
+ * One HTTP request of an http or notify step, from the transaction that
+ * prepared it, through curl, to the transaction that writes its result.
+ * Lives in its own memory context under TopMemoryContext.
+ */
+typedef struct OrchHttpRequest
+{
+	dlist_node	node;
+	MemoryContext context;
+
+	/* which step of which job */
+	OrchClaimedJob job;
+	int			step_index;
+	int			attempt;
+	char	   *step_name;
+	char	   *kind;
+	char	   *endpoint;
+
+	/* the request */
+	char	   *url;
+	long		timeout_ms;
+	char	  **headers;		/* "Name: value", secrets substituted */
+	int			nheaders;
+	char	   *body;
+	char	   *idempotency_key;
+	char	  **secrets;		/* values to scrub from whatever comes back */
+	int			nsecrets;
+
+	/* the transfer (curl types kept opaque here) */
+	void	   *easy;
+	void	   *curl_headers;
+	TimestampTz prepared_at;
+	TimestampTz started_at;
+	TimestampTz finished_at;
+
+	/* the response */
+	int			result;			/* CURLcode */
+	long		status;
+	char	   *resp;			/* malloc'ed, NUL-terminated */
+	size_t		resp_len;
+	size_t		resp_cap;
+	bool		too_large;
+	char		retry_after[128];
+	char		location[512];
+	char		errbuf[256];	/* CURL_ERROR_SIZE */
+} OrchHttpRequest;
+
+/* http.c: libcurl multi in the worker's wait */
+extern void orch_http_init(void);
+extern int	orch_http_wait_fd(void);
+extern long orch_http_timeout(void);
+extern int	orch_http_inflight(void);
+extern int	orch_http_max_seen_inflight(void);
+extern OrchHttpRequest *orch_http_new_request(void);
+extern void orch_http_start(OrchHttpRequest *req);
+extern void orch_http_drive(void);
+extern bool orch_http_has_done(void);
+extern OrchHttpRequest *orch_http_take_done(void);
+extern void orch_http_free(OrchHttpRequest *req);
+extern void orch_http_abort_all(void);
+
+/* step_http.c: http and notify steps' requests and responses */
+extern OrchHttpRequest *orch_step_http_prepare(const OrchClaimedJob *job, int step_index, int attempt,
+											   Jsonb *step, Jsonb *state, Jsonb *message,
+											   TimestampTz *defer_until, const char **defer_reason);
+extern Jsonb *orch_step_http_result(OrchHttpRequest *req, TimestampTz *defer_until);
+extern void orch_step_notify_record(OrchHttpRequest *req, bool ok, const char *ts);
+
 /* claim.c: each runs inside a transaction with SPI connected. */
 extern int	orch_reclaim_expired(void);
 extern int	orch_claim_jobs(OrchClaimedJob *jobs, int max);
@@ -69,7 +140,7 @@ extern int	orch_release_leases(void);
 extern TimestampTz orch_next_wakeup(bool *contended);
 
 /* step.c: runs a claimed job's steps inside the current transaction. */
-extern void orch_run_job(const OrchClaimedJob *job);
+extern void orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest **parked);
 extern volatile sig_atomic_t orch_step_running;
 
 /* step_sql.c */
@@ -81,7 +152,9 @@ typedef enum OrchStepOutcome
 	ORCH_STEP_SUCCEEDED,
 	ORCH_STEP_SKIPPED,
 	ORCH_STEP_FAILED,
-	ORCH_STEP_RETRY
+	ORCH_STEP_RETRY,
+	ORCH_STEP_DEFERRED,			/* 429, quiet hours, rate limit: not an attempt */
+	ORCH_STEP_PARKED			/* request sent; the job waits for its response */
 } OrchStepOutcome;
 
 typedef struct OrchStepResult
@@ -92,6 +165,8 @@ typedef struct OrchStepResult
 	int			attempt;
 	OrchStepOutcome outcome;
 	bool		interrupted;	/* cancelled by SIGTERM: nothing to write */
+	long		http_status;	/* 0: no HTTP response */
+	OrchHttpRequest *request;	/* PARKED: the request to send */
 	Jsonb	   *output;			/* NULL unless succeeded */
 	const char *error;			/* NULL unless failed */
 	TimestampTz started_at;
@@ -104,6 +179,7 @@ typedef struct OrchStepResult
 
 extern Jsonb *orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r);
 extern void orch_write_job_failure(const OrchClaimedJob *job, const char *error);
+extern bool orch_write_park(const OrchClaimedJob *job, long lease_ms);
 
 /* worker.c */
 extern void orch_worker_register(void);

@@ -4,12 +4,18 @@
  *	  Running a claimed job's steps: the step dispatcher.
  *
  * orch_run_job locks the job under its fencing token, then runs steps from
- * current_step until the job completes, fails, is deferred for a retry, or
- * the worker is asked to stop.  For each step it evaluates "condition"
- * (false: recorded as skipped), dispatches on "kind" (sql today; http and
- * notify plug in here), checks "expect" on the output, and applies
- * "on_failure": stop, continue, or retry with exponential backoff done
- * through run_at, never by sleeping.
+ * current_step until the job completes, fails, is deferred, parks on an
+ * HTTP request, or the worker is asked to stop.  For each step it evaluates
+ * "condition" (false: recorded as skipped), dispatches on "kind", checks
+ * "expect" on the output, and applies "on_failure": stop, continue, or
+ * retry with exponential backoff done through run_at, never by sleeping.
+ *
+ * Kinds: "sql" runs at once (step_sql.c).  "http" and "notify" prepare a
+ * request (step_http.c) and park the job: its lease is stretched to cover
+ * the request's timeout, the transaction commits, and worker.c sends the
+ * request.  When the response is in, orch_run_job is called again with it
+ * ("resume"), in a new short transaction under the same fencing token, and
+ * the response becomes that step's result; the steps after it run on.
  *
  * Transactions: the caller (worker.c) opens one transaction for a batch of
  * jobs.  Each job runs in a subtransaction, and each step in a nested one,
@@ -63,23 +69,27 @@ typedef struct JobRun
 	int			attempts;
 	char	   *event_type;
 	Oid			run_as;			/* role that defined the sequence */
+	OrchHttpRequest *resume;	/* response for the current step, if any */
+	OrchHttpRequest *parked;	/* request the job now waits for, if any */
 } JobRun;
 
 static bool load_job(const OrchClaimedJob *job, JobRun *run);
 static bool run_steps(JobRun *run);
 static void run_one_step(JobRun *run, OrchStepResult *r);
-static Jsonb *dispatch(JobRun *run, const char *kind, Jsonb *step);
+static Jsonb *run_step_function(JobRun *run, Jsonb *step, int timeout_ms);
 
 /*
  * orch_run_job runs one claimed job as far as it goes in this transaction.
  */
 void
-orch_run_job(const OrchClaimedJob *job)
+orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest **parked)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	JobRun		run;
 
+	*parked = NULL;
+	memset(&run, 0, sizeof(run));
 	SPI_connect();
 
 	BeginInternalSubTransaction(NULL);
@@ -87,10 +97,21 @@ orch_run_job(const OrchClaimedJob *job)
 
 	PG_TRY();
 	{
+		run.resume = resume;
 		if (load_job(job, &run))
-			run_steps(&run);
+		{
+			if (resume && resume->step_index != run.current_step)
+				ereport(LOG,
+						(errmsg("orchestrator discarded the response of step \"%s\" of job %s: the job moved on",
+								resume->step_name,
+								DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->id))))));
+			else
+				run_steps(&run);
+		}
 
 		ReleaseCurrentSubTransaction();
+		/* only now is the parked request the job's: its state is written */
+		*parked = run.parked;
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
 	}
@@ -104,6 +125,8 @@ orch_run_job(const OrchClaimedJob *job)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+		if (run.parked)
+			orch_http_free(run.parked);
 
 		if (!lease_lost)
 		{
@@ -204,10 +227,28 @@ run_steps(JobRun *run)
 		CHECK_FOR_INTERRUPTS();
 
 		run_one_step(run, &r);
+		run->resume = NULL;
 
 		/* SIGTERM cancelled the step: leave the job leased, release hands it back */
 		if (r.interrupted)
 			break;
+
+		/* an http or notify step sent its request: wait, holding the lease */
+		if (r.outcome == ORCH_STEP_PARKED)
+		{
+			long		lease_ms = r.request->timeout_ms + orch_lease_ms;
+
+			if (!orch_write_park(run->job, lease_ms))
+			{
+				orch_http_free(r.request);
+				lease_lost = true;
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("lease lost")));
+			}
+			run->parked = r.request;
+			break;
+		}
 
 		state = orch_write_step_result(run->job, &r);
 		if (state == NULL)
@@ -255,14 +296,18 @@ run_one_step(JobRun *run, OrchStepResult *r)
 	int			backoff_ms = orch_jsonb_get_int(retry, "backoff_ms", 1000);
 	bool		last;
 
+	OrchHttpRequest *resume = run->resume;
+	bool		remote;
+
 	memset(r, 0, sizeof(*r));
 	r->step_index = run->current_step;
 	r->step_name = orch_jsonb_get_text(step, "name");
 	r->kind = orch_jsonb_get_text(step, "kind");
-	r->attempt = run->attempts + 1;
-	r->started_at = GetCurrentTimestamp();
+	r->attempt = resume ? resume->attempt : run->attempts + 1;
+	r->started_at = resume ? resume->prepared_at : GetCurrentTimestamp();
 	if (r->step_name == NULL || r->kind == NULL)
 		elog(ERROR, "step %d of the sequence has no name or kind", run->current_step + 1);
+	remote = (strcmp(r->kind, "http") == 0 || strcmp(r->kind, "notify") == 0);
 
 	if (MyBackendType == B_BG_WORKER)
 		pgstat_report_activity(STATE_RUNNING,
@@ -275,27 +320,61 @@ run_one_step(JobRun *run, OrchStepResult *r)
 
 	PG_TRY();
 	{
-		if (condition != NULL && !orch_jsonpath_truthy(run->state, condition))
+		if (resume)
+		{
+			/* the response of this step's request; its condition held when sent */
+			TimestampTz defer_until;
+
+			r->http_status = resume->status;
+			r->output = orch_step_http_result(resume, &defer_until);
+			if (r->output == NULL)
+			{
+				r->outcome = ORCH_STEP_DEFERRED;
+				r->run_at = defer_until;
+				r->error = psprintf("endpoint \"%s\" answered HTTP 429 (rate limited); deferred until %s",
+									resume->endpoint, timestamptz_to_str(defer_until));
+			}
+			else
+				r->outcome = ORCH_STEP_SUCCEEDED;
+		}
+		else if (condition != NULL && !orch_jsonpath_truthy(run->state, condition))
 			r->outcome = ORCH_STEP_SKIPPED;
+		else if (remote)
+		{
+			Jsonb	   *message = NULL;
+			TimestampTz defer_until;
+			const char *reason;
+
+			/* a notify step's message comes from its function, as its definer */
+			if (orch_jsonb_get_text(step, "function") != NULL)
+				message = run_step_function(run, step, timeout_ms);
+			r->request = orch_step_http_prepare(run->job, run->current_step, r->attempt, step,
+												run->state, message, &defer_until, &reason);
+			if (r->request == NULL)
+			{
+				r->outcome = ORCH_STEP_DEFERRED;
+				r->run_at = defer_until;
+				r->error = psprintf("%s; deferred until %s",
+									strcmp(reason, "quiet_hours") == 0 ? "user is in quiet hours" :
+									strcmp(reason, "rate_limit") == 0 ? "user reached max_notifications_per_hour" :
+									reason,
+									timestamptz_to_str(defer_until));
+			}
+			else
+				r->outcome = ORCH_STEP_PARKED;
+		}
 		else
 		{
-			/* a step's timeout_ms bounds it like statement_timeout would */
-			if (timeout_ms > 0)
-				enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
-			orch_step_running = true;
-			r->output = dispatch(run, r->kind, step);
-			orch_step_running = false;
-			/* a SIGTERM that came as the step ended needs no cancel */
-			if (ShutdownRequestPending)
-				QueryCancelPending = false;
-			disable_timeout(STATEMENT_TIMEOUT, false);
-			if (expect != NULL && !orch_jsonpath_truthy(r->output, expect))
-				ereport(ERROR,
-						(errcode(ERRCODE_DATA_EXCEPTION),
-						 errmsg("output of step \"%s\" does not satisfy its expect path", r->step_name),
-						 errdetail("expect: %s", expect)));
+			r->output = run_step_function(run, step, timeout_ms);
 			r->outcome = ORCH_STEP_SUCCEEDED;
 		}
+
+		if (r->outcome == ORCH_STEP_SUCCEEDED && expect != NULL &&
+			!orch_jsonpath_truthy(r->output, expect))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("output of step \"%s\" does not satisfy its expect path", r->step_name),
+					 errdetail("expect: %s", expect)));
 
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
@@ -317,10 +396,19 @@ run_one_step(JobRun *run, OrchStepResult *r)
 		r->outcome = ORCH_STEP_FAILED;
 		r->interrupted = (ShutdownRequestPending && edata->sqlerrcode == ERRCODE_QUERY_CANCELED);
 		r->output = NULL;
+		if (r->request)
+		{
+			orch_http_free(r->request);
+			r->request = NULL;
+		}
 		r->error = edata->detail
 			? psprintf("%s (%s)", edata->message, edata->detail)
 			: pstrdup(edata->message);
 		FreeErrorData(edata);
+
+		/* a message Slack never took does not count against the user's rate */
+		if (resume && strcmp(r->kind, "notify") == 0)
+			orch_step_notify_record(resume, false, NULL);
 	}
 	PG_END_TRY();
 
@@ -329,7 +417,16 @@ run_one_step(JobRun *run, OrchStepResult *r)
 	r->job_attempts = 0;
 	last = (r->next_step >= run->nsteps);
 
-	if (r->outcome != ORCH_STEP_FAILED)
+	if (r->outcome == ORCH_STEP_PARKED)
+		r->job_status = "in_progress";
+	else if (r->outcome == ORCH_STEP_DEFERRED)
+	{
+		/* not a failure and not an attempt: the same step, later */
+		r->next_step = run->current_step;
+		r->job_attempts = run->attempts;
+		r->job_status = "pending";
+	}
+	else if (r->outcome != ORCH_STEP_FAILED)
 		r->job_status = last ? "completed" : "in_progress";
 	else if (on_failure && strcmp(on_failure, "retry") == 0 && r->attempt < max_attempts)
 	{
@@ -353,19 +450,25 @@ run_one_step(JobRun *run, OrchStepResult *r)
 }
 
 /*
- * dispatch runs a step of the given kind.  New kinds (http, notify) are
- * added here.
+ * run_step_function calls a step's SQL function (an sql step's work, a
+ * notify step's message) as the sequence's definer, bounded by the step's
+ * timeout_ms like statement_timeout, and cancellable by SIGTERM.
  */
 static Jsonb *
-dispatch(JobRun *run, const char *kind, Jsonb *step)
+run_step_function(JobRun *run, Jsonb *step, int timeout_ms)
 {
-	if (strcmp(kind, "sql") == 0)
-		return orch_step_sql_execute(step, run->state, run->run_as);
+	Jsonb	   *out;
 
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("step kind \"%s\" is not supported by this engine", kind)));
-	return NULL;				/* keep compiler quiet */
+	if (timeout_ms > 0)
+		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
+	orch_step_running = true;
+	out = orch_step_sql_execute(step, run->state, run->run_as);
+	orch_step_running = false;
+	/* a SIGTERM that came as the step ended needs no cancel */
+	if (ShutdownRequestPending)
+		QueryCancelPending = false;
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	return out;
 }
 
 PG_FUNCTION_INFO_V1(orch_run_claimed_job_sql);
@@ -379,9 +482,17 @@ Datum
 orch_run_claimed_job_sql(PG_FUNCTION_ARGS)
 {
 	OrchClaimedJob job;
+	OrchHttpRequest *parked;
 
 	memcpy(&job.id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	job.token = PG_GETARG_INT64(1);
-	orch_run_job(&job);
+	orch_run_job(&job, NULL, &parked);
+	if (parked)
+	{
+		/* a session has no curl loop: leave the job for a worker to reclaim */
+		orch_http_free(parked);
+		ereport(NOTICE,
+				(errmsg("job is waiting for an HTTP request that only a worker can send")));
+	}
 	PG_RETURN_VOID();
 }

@@ -4,12 +4,16 @@
  *	  The background worker: registration and the main loop, nothing else.
  *
  * orchestrator.workers identical workers connect to orchestrator.database.
- * Each loop pass is: claim a batch (claim.c) in one short transaction,
- * then run the claimed jobs (step.c) in a second one, and go round again
- * at once while there is work.  With nothing runnable the worker sleeps on
- * its latch until the earliest future run_at or lease expiry; a committed
- * submit sets the latch (wake.c), so there is no polling and an idle
- * worker uses no CPU.
+ * Each loop pass: claim a batch (claim.c) in one short transaction, then
+ * run (step.c), in a second one, the jobs whose HTTP responses came in and
+ * the jobs just claimed; requests that jobs parked on go to curl (http.c)
+ * after that commit.  Then wait, in one WaitEventSet, for the latch (a
+ * committed submit sets it: wake.c), postmaster death and curl's sockets,
+ * with curl's timer or the earliest future run_at as the timeout.  So one
+ * worker keeps up to orchestrator.max_inflight requests going while it
+ * claims and runs other jobs; with nothing to do it sleeps without polling
+ * and uses no CPU.  A claim is only tried when the latch was set, when
+ * something fell due, or after work was done.
  *
  * Signals: SIGHUP reloads the configuration.  SIGTERM sets a flag (not
  * die()) and cancels the step in hand, if any: the step's writes roll back
@@ -34,6 +38,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "lib/ilist.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/guc.h"
@@ -46,10 +51,13 @@
 #define ORCH_MAX_BATCH 1000
 
 static int	worker_index = 0;
+static WaitEventSet *wait_set = NULL;
+static bool need_claim = true;
+static TimestampTz next_claim_at = 0;	/* 0: nothing scheduled */
 
 static void begin_tx(const char *activity);
 static void end_tx(void);
-static int	claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup, bool *contended);
+static int	claim_batch(OrchClaimedJob *jobs, int room, TimestampTz *next_wakeup, bool *contended);
 static void run_batch(OrchClaimedJob *jobs, int n);
 static void release_on_exit(void);
 static void unregister_worker(int code, Datum arg);
@@ -112,13 +120,19 @@ orch_worker_main(Datum main_arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	jobs = MemoryContextAlloc(TopMemoryContext, sizeof(OrchClaimedJob) * ORCH_MAX_BATCH);
 
+	/* one wait for everything: new work, signals, postmaster death, HTTP */
+	orch_http_init();
+	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, orch_http_wait_fd(), NULL, NULL);
+
 	for (;;)
 	{
-		TimestampTz next_wakeup = 0;
-		bool		contended = false;
-		int			n;
+		bool		worked = false;
 		long		timeout_ms = -1;
-		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+		WaitEvent	events[3];
+		int			nevents;
 
 		MemoryContextReset(loop_context);
 		MemoryContextSwitchTo(loop_context);
@@ -135,33 +149,81 @@ orch_worker_main(Datum main_arg)
 		if (ShutdownRequestPending)
 			break;
 
-		n = claim_batch(jobs, &next_wakeup, &contended);
-		if (n > 0)
+		/* claim when told to (latch), when something falls due, or after work */
+		if (next_claim_at != 0 && next_claim_at <= GetCurrentTimestamp())
+			need_claim = true;
+		if (need_claim && orch_http_inflight() < orch_max_inflight)
 		{
-			run_batch(jobs, n);
-			continue;
+			int			room = Min(Min(orch_batch_size, ORCH_MAX_BATCH),
+								   orch_max_inflight - orch_http_inflight());
+			TimestampTz next_wakeup = 0;
+			bool		contended = false;
+			int			n = claim_batch(jobs, room, &next_wakeup, &contended);
+
+			if (n > 0 || orch_http_has_done())
+			{
+				run_batch(jobs, n);
+				worked = true;
+			}
+			else
+			{
+				/* nothing runnable now: sleep until the next due time */
+				need_claim = false;
+				next_claim_at = next_wakeup;
+				if (contended)
+				{
+					/* due rows another transaction holds: look again shortly */
+					TimestampTz soon = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																   ORCH_CONTENDED_RETRY_MS);
+
+					next_claim_at = (next_claim_at == 0) ? soon : Min(next_claim_at, soon);
+				}
+			}
+		}
+		else if (orch_http_has_done())
+		{
+			run_batch(jobs, 0);
+			worked = true;
 		}
 
-		if (next_wakeup != 0)
+		if (worked)
 		{
-			TimestampTz now = GetCurrentTimestamp();
-
-			timeout_ms = (next_wakeup <= now) ? 0 :
-				(long) Min((next_wakeup - now + 999) / 1000, (int64) 24 * 3600 * 1000);
-			events |= WL_TIMEOUT;
+			/* finished work may have made more: look again before sleeping */
+			need_claim = true;
+			timeout_ms = 0;
 		}
-		if (contended)
+		else
 		{
-			/* due rows another transaction holds: look again shortly */
-			timeout_ms = (timeout_ms < 0) ? ORCH_CONTENDED_RETRY_MS : Min(timeout_ms, ORCH_CONTENDED_RETRY_MS);
-			events |= WL_TIMEOUT;
+			if (next_claim_at != 0)
+			{
+				TimestampTz now = GetCurrentTimestamp();
+
+				timeout_ms = (next_claim_at <= now) ? 0 :
+					(long) Min((next_claim_at - now + 999) / 1000, (int64) 24 * 3600 * 1000);
+			}
+			if (orch_http_timeout() >= 0)
+				timeout_ms = (timeout_ms < 0) ? orch_http_timeout() : Min(timeout_ms, orch_http_timeout());
+			if (orch_http_inflight() > 0)
+				pgstat_report_activity(STATE_IDLE,
+									   psprintf("orchestrator: %d HTTP request(s) in flight", orch_http_inflight()));
+			else
+				pgstat_report_activity(STATE_IDLE, NULL);
 		}
 
-		pgstat_report_activity(STATE_IDLE, NULL);
-		(void) WaitLatch(MyLatch, events, timeout_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		nevents = WaitEventSetWait(wait_set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
+		for (int i = 0; i < nevents; i++)
+		{
+			if (events[i].events & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				need_claim = true;
+			}
+		}
+		/* let curl act on ready sockets and its timer; collect finished requests */
+		orch_http_drive();
 	}
 
+	orch_http_abort_all();
 	release_on_exit();
 	ereport(LOG, (errmsg("orchestrator worker %d shutting down", worker_index + 1)));
 	proc_exit(1);
@@ -192,7 +254,7 @@ end_tx(void)
  * commit of ours will announce.
  */
 static int
-claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup, bool *contended)
+claim_batch(OrchClaimedJob *jobs, int room, TimestampTz *next_wakeup, bool *contended)
 {
 	int			n = 0;
 
@@ -211,7 +273,7 @@ claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup, bool *contended)
 	{
 		SPI_connect();
 		orch_reclaim_expired();
-		n = orch_claim_jobs(jobs, Min(orch_batch_size, ORCH_MAX_BATCH));
+		n = orch_claim_jobs(jobs, room);
 		if (n == 0)
 			*next_wakeup = orch_next_wakeup(contended);
 		SPI_finish();
@@ -222,22 +284,48 @@ claim_batch(OrchClaimedJob *jobs, TimestampTz *next_wakeup, bool *contended)
 }
 
 /*
- * run_batch runs the claimed jobs in one transaction, each job in its own
- * subtransaction.  On SIGTERM the remaining jobs are left leased and handed
- * back by release_on_exit.
+ * run_batch runs, in one transaction, the jobs whose HTTP responses are in
+ * and the jobs just claimed, each job in its own subtransaction.  Jobs that
+ * park on a new HTTP request have their request sent after the commit, so
+ * no transaction is open while it travels.  On SIGTERM the rest are left
+ * leased and handed back by release_on_exit.
  */
 static void
 run_batch(OrchClaimedJob *jobs, int n)
 {
+	dlist_head	to_send = DLIST_STATIC_INIT(to_send);
+	OrchHttpRequest *req;
+	OrchHttpRequest *parked;
+
 	begin_tx("orchestrator: running jobs");
-	for (int i = 0; i < n && !ShutdownRequestPending; i++)
+	while (!ShutdownRequestPending && (req = orch_http_take_done()) != NULL)
 	{
 		/* each job sees what the previous ones committed into this batch */
 		PopActiveSnapshot();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		orch_run_job(&jobs[i]);
+		orch_run_job(&req->job, req, &parked);
+		orch_http_free(req);
+		if (parked)
+			dlist_push_tail(&to_send, &parked->node);
+	}
+	for (int i = 0; i < n && !ShutdownRequestPending; i++)
+	{
+		PopActiveSnapshot();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		orch_run_job(&jobs[i], NULL, &parked);
+		if (parked)
+			dlist_push_tail(&to_send, &parked->node);
 	}
 	end_tx();
+
+	while (!dlist_is_empty(&to_send))
+	{
+		req = dlist_container(OrchHttpRequest, node, dlist_pop_head_node(&to_send));
+		if (ShutdownRequestPending)
+			orch_http_free(req);
+		else
+			orch_http_start(req);
+	}
 }
 
 /*

@@ -32,6 +32,7 @@
 
 static SPIPlanPtr step_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
+static SPIPlanPtr park_plan = NULL;
 
 static const char *
 outcome_name(OrchStepOutcome o)
@@ -46,6 +47,10 @@ outcome_name(OrchStepOutcome o)
 			return "failed";
 		case ORCH_STEP_RETRY:
 			return "retry_scheduled";
+		case ORCH_STEP_DEFERRED:
+			return "deferred";
+		case ORCH_STEP_PARKED:
+			break;
 	}
 	return "failed";
 }
@@ -57,17 +62,17 @@ outcome_name(OrchStepOutcome o)
 Jsonb *
 orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 {
-	Datum		args[16];
-	char		nulls[16];
+	Datum		args[17];
+	char		nulls[17];
 	int			ret;
 	bool		isnull;
 	Datum		state;
 
 	if (step_plan == NULL)
 	{
-		Oid			types[16] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, FLOAT8OID,
+		Oid			types[17] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, FLOAT8OID,
 			INT4OID, INT4OID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID, TEXTOID, INT4OID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID};
+		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID};
 
 		step_plan = orch_prepare_kept(
 			"WITH u AS ("
@@ -85,11 +90,11 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 			" h AS ("
 			"  INSERT INTO orchestrator.step_history"
 			"   (job_id, org_id, step_index, step_name, kind, attempt, outcome, output, error,"
-			"    started_at, finished_at, worker_pid, fencing_token)"
+			"    started_at, finished_at, worker_pid, fencing_token, http_status)"
 			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, $5, $12, $15, $16,"
-			"         pg_catalog.pg_backend_pid(), $2 FROM u)"
+			"         pg_catalog.pg_backend_pid(), $2, $17 FROM u)"
 			" SELECT u.context FROM u",
-			16, types);
+			17, types);
 	}
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -112,6 +117,8 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 	args[13] = Int32GetDatum(r->attempt);
 	args[14] = TimestampTzGetDatum(r->started_at);
 	args[15] = TimestampTzGetDatum(r->finished_at);
+	args[16] = Int32GetDatum((int32) r->http_status);
+	nulls[16] = r->http_status ? ' ' : 'n';
 
 	ret = SPI_execute_plan(step_plan, args, nulls, false, 0);
 	if (ret != SPI_OK_SELECT)
@@ -157,4 +164,36 @@ orch_write_job_failure(const OrchClaimedJob *job, const char *error)
 	ret = SPI_execute_plan(fail_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "orchestrator job failure write-back failed: %s", SPI_result_code_string(ret));
+}
+
+/*
+ * orch_write_park stretches a job's lease to cover an HTTP request about to
+ * be sent (its timeout plus orchestrator.lease_duration), so no other worker
+ * reclaims it meanwhile; a worker that dies mid-request leaves a lease that
+ * lapses.  Returns false when the lease was already lost.
+ */
+bool
+orch_write_park(const OrchClaimedJob *job, long lease_ms)
+{
+	Datum		args[3];
+	int			ret;
+
+	if (park_plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, INT8OID, FLOAT8OID};
+
+		park_plan = orch_prepare_kept(
+			"UPDATE orchestrator.sequence_jobs j"
+			" SET lease_expires_at = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3 / 1000.0),"
+			"     updated_at = pg_catalog.clock_timestamp()"
+			" WHERE j.id = $1 AND j.fencing_token = $2 AND j.status = 'in_progress'",
+			3, types);
+	}
+	args[0] = UUIDPGetDatum(&job->id);
+	args[1] = Int64GetDatum(job->token);
+	args[2] = Float8GetDatum((double) lease_ms);
+	ret = SPI_execute_plan(park_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "orchestrator park write-back failed: %s", SPI_result_code_string(ret));
+	return SPI_processed == 1;
 }

@@ -29,8 +29,12 @@ count_regress() {
 	failed=$((failed + bad))
 }
 
+orch_start_standin "$work" "$work"
+trap orch_stop_standin EXIT
+echo "stand-in server on port $ORCH_STANDIN_PORT"
+
 echo "== pg_regress"
-(cd "$work" && orch_as_postgres "$pgxs/src/test/regress/pg_regress" \
+(cd "$work" && orch_as_postgres env ORCH_STANDIN_PORT="$ORCH_STANDIN_PORT" "$pgxs/src/test/regress/pg_regress" \
 	--temp-instance="$work/tmp_regress" --temp-config="$work/test/orchestrator.conf" \
 	--inputdir="$work" --outputdir="$work" --bindir="$bindir" --dbname=contrib_regression \
 	$(sed -n 's/^REGRESS = //p' "$work/Makefile")) 2>&1 | tee "$work/regress.log"
@@ -49,7 +53,7 @@ count_regress "$work/isolation.log" $rc
 [ $rc -ne 0 ] && [ -f "$work/output_iso/regression.diffs" ] && cat "$work/output_iso/regression.diffs"
 
 echo "== TAP"
-(cd "$work" && orch_as_postgres env TESTDIR="$work" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
+(cd "$work" && orch_as_postgres env ORCH_STANDIN="$work/test/standin.py" TESTDIR="$work" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
 	PATH="$bindir:$PATH" prove -v -I "$pgxs/src/test/perl" -I "$work/test" test/t/*.pl) 2>&1 | tee "$work/tap.log"
 rc=${PIPESTATUS[0]}
 tap_ok=$(grep -cE '^ok [0-9]+' "$work/tap.log")

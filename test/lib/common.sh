@@ -4,7 +4,7 @@
 # Source it; it defines functions only.
 
 ORCH_PG_MAJOR=15
-ORCH_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev libipc-run-perl make gcc"
+ORCH_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev libipc-run-perl make gcc curl python3"
 
 orch_die() { echo "error: $*" >&2; exit 1; }
 
@@ -72,5 +72,28 @@ CONF
 orch_stop_cluster() {
 	local dir=$1
 	[ -f "$dir/data/postmaster.pid" ] && orch_as_postgres pg_ctl -D "$dir/data" -m fast -w stop >/dev/null 2>&1
+	return 0
+}
+
+# orch_start_standin DIR: starts test/standin.py on a free loopback port as
+# the postgres user, exports ORCH_STANDIN_PORT and ORCH_STANDIN_PID.
+orch_start_standin() {
+	local dir=$1 src=$2 i
+	rm -f "$dir/standin.port"
+	runuser -u postgres -- python3 "$src/test/standin.py" --port 0 --port-file "$dir/standin.port" \
+		>"$dir/standin.log" 2>&1 &
+	ORCH_STANDIN_PID=$!
+	for i in $(seq 1 100); do  # wait (bounded) until it has bound its port
+		[ -s "$dir/standin.port" ] && break
+		sleep 0.1
+	done
+	[ -s "$dir/standin.port" ] || orch_die "the stand-in server did not start: $(cat "$dir/standin.log")"
+	ORCH_STANDIN_PORT=$(cat "$dir/standin.port")
+	export ORCH_STANDIN_PORT ORCH_STANDIN_PID
+}
+
+orch_stop_standin() {
+	[ -n "${ORCH_STANDIN_PID:-}" ] && kill "$ORCH_STANDIN_PID" 2>/dev/null
+	[ -n "${ORCH_STANDIN_PORT:-}" ] && pkill -f "standin.py --port 0 --port-file .*standin.port" 2>/dev/null
 	return 0
 }

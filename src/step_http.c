@@ -1,0 +1,310 @@
+/*-------------------------------------------------------------------------
+ *
+ * step_http.c
+ *	  Steps of kind "http" and "notify": their requests and responses.
+ *
+ * Preparing (inside the step's subtransaction, in the run transaction):
+ * orchestrator.http_request builds the URL, timeout, headers (secrets
+ * substituted) and the JSON body from the state; for a notify step
+ * orchestrator.notify_request first applies the user's quiet hours and
+ * max_notifications_per_hour, which defer the step, never drop it, then
+ * addresses a chat.postMessage through slack_user_mappings.  The request
+ * gets an Idempotency-Key made of the job id and the step index, the same
+ * on every retry of the step and after a crash.  It is copied out of the
+ * transaction into its own memory context; worker.c hands it to curl after
+ * the transaction commits, so no transaction is open while it travels.
+ *
+ * Reading the response (in the job's next short transaction, under its
+ * fencing token): secret values are scrubbed from the body first; a 2xx
+ * JSON body is the step's output; 429 defers the job to Retry-After (in
+ * seconds or as an HTTP date) or 5 minutes, which is neither a failure nor
+ * an attempt; every other outcome (timeout, refused connection, 3xx, 4xx,
+ * 5xx, a body that is not JSON or is too large) raises an ERROR that the
+ * caller records as the step's failure, for its on_failure to decide.
+ *
+ * src/step_http.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "catalog/pg_type.h"
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "orchestrator.h"
+
+/* 429 without a usable Retry-After: the seed's five minutes */
+#define ORCH_DEFAULT_RETRY_AFTER_S 300
+/* a Retry-After further out than this is cut to it */
+#define ORCH_MAX_RETRY_AFTER_S (24 * 3600)
+
+static SPIPlanPtr http_plan = NULL;
+static SPIPlanPtr notify_plan = NULL;
+static SPIPlanPtr notify_result_plan = NULL;
+
+static char **
+copy_text_array(Datum d, bool isnull, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	char	  **out;
+
+	*n = 0;
+	if (isnull)
+		return NULL;
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, n);
+	out = palloc(sizeof(char *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+		out[i] = nulls[i] ? pstrdup("") : TextDatumGetCString(elems[i]);
+	return out;
+}
+
+/*
+ * orch_step_http_prepare builds the request of an http or notify step.
+ * Returns NULL with *defer_until set when a notify step must wait.
+ */
+OrchHttpRequest *
+orch_step_http_prepare(const OrchClaimedJob *job, int step_index, int attempt,
+					   Jsonb *step, Jsonb *state, Jsonb *message,
+					   TimestampTz *defer_until, const char **defer_reason)
+{
+	bool		notify = strcmp(orch_jsonb_get_text(step, "kind"), "notify") == 0;
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int			ret;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	OrchHttpRequest *req;
+	MemoryContext old;
+
+	if (http_plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, JSONBOID, JSONBOID};
+
+		http_plan = orch_prepare_kept(
+			"SELECT NULL::timestamptz, NULL::text, r.url, r.timeout_ms, r.headers, r.body, r.secrets"
+			" FROM orchestrator.http_request($1, $2, $3) r", 3, types);
+	}
+	if (notify_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, JSONBOID, JSONBOID, JSONBOID};
+
+		notify_plan = orch_prepare_kept(
+			"SELECT r.defer_until, r.defer_reason, r.url, r.timeout_ms, r.headers, r.body, r.secrets"
+			" FROM orchestrator.notify_request($1, $2, $3, $4) r", 4, types);
+	}
+
+	args[0] = UUIDPGetDatum(&job->id);
+	args[1] = JsonbPGetDatum(step);
+	args[2] = JsonbPGetDatum(state);
+	args[3] = message ? JsonbPGetDatum(message) : (Datum) 0;
+	nulls[3] = message ? ' ' : 'n';
+	ret = SPI_execute_plan(notify ? notify_plan : http_plan, args, nulls, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "orchestrator could not prepare the request: %s", SPI_result_code_string(ret));
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	*defer_until = DatumGetTimestampTz(SPI_getbinval(tup, desc, 1, &isnull));
+	if (!isnull)
+	{
+		*defer_reason = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		return NULL;
+	}
+	*defer_until = 0;
+
+	req = orch_http_new_request();
+	old = MemoryContextSwitchTo(req->context);
+	req->job = *job;
+	req->step_index = step_index;
+	req->attempt = attempt;
+	req->step_name = orch_jsonb_get_text(step, "name");
+	req->kind = pstrdup(notify ? "notify" : "http");
+	req->endpoint = orch_jsonb_get_text(step, "endpoint");
+	req->url = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+	req->timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	{
+		Datum		d = SPI_getbinval(tup, desc, 5, &isnull);
+
+		req->headers = copy_text_array(d, isnull, &req->nheaders);
+		req->body = TextDatumGetCString(SPI_getbinval(tup, desc, 6, &isnull));
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		req->secrets = copy_text_array(d, isnull, &req->nsecrets);
+	}
+	req->idempotency_key = psprintf("orch-%s-%d",
+									DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->id))),
+									step_index);
+	req->prepared_at = GetCurrentTimestamp();
+	MemoryContextSwitchTo(old);
+	return req;
+}
+
+/*
+ * scrub_secrets overwrites every secret value the request carried wherever
+ * it appears in the response body, so an endpoint that echoes its headers
+ * cannot leak one into the job's state.
+ */
+static void
+scrub_secrets(OrchHttpRequest *req)
+{
+	if (req->resp == NULL)
+		return;
+	for (int i = 0; i < req->nsecrets; i++)
+	{
+		size_t		len = strlen(req->secrets[i]);
+		char	   *p;
+
+		if (len == 0)
+			continue;
+		while ((p = strstr(req->resp, req->secrets[i])) != NULL)
+			memset(p, '*', len);
+	}
+}
+
+/*
+ * parse_retry_after reads Retry-After (delay-seconds or an HTTP date).
+ */
+static TimestampTz
+parse_retry_after(const char *value, TimestampTz now)
+{
+	long		secs = ORCH_DEFAULT_RETRY_AFTER_S;
+
+	if (value[0] != '\0')
+	{
+		char	   *end;
+		long		n = strtol(value, &end, 10);
+
+		if (end != value && *end == '\0' && n >= 0)
+			secs = n;
+		else
+		{
+			time_t		t = curl_getdate(value, NULL);
+
+			if (t != (time_t) -1)
+			{
+				TimestampTz at = time_t_to_timestamptz((pg_time_t) t);
+
+				secs = (at > now) ? (long) ((at - now + 999999) / 1000000) : 0;
+			}
+		}
+	}
+	secs = Min(secs, ORCH_MAX_RETRY_AFTER_S);
+	return TimestampTzPlusMilliseconds(now, (int64) secs * 1000);
+}
+
+/*
+ * orch_step_http_result turns a finished request into the step's output.
+ * A 429 returns NULL with *defer_until set; a failure raises an ERROR.
+ */
+Jsonb *
+orch_step_http_result(OrchHttpRequest *req, TimestampTz *defer_until)
+{
+	Jsonb	   *out;
+
+	*defer_until = 0;
+	scrub_secrets(req);
+
+	if (req->result != CURLE_OK)
+	{
+		if (req->too_large)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("response of endpoint \"%s\" is larger than orchestrator.max_response_bytes (%d bytes)",
+							req->endpoint, orch_max_response_bytes)));
+		if (req->result == CURLE_OPERATION_TIMEDOUT)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("request to endpoint \"%s\" timed out after %ld ms", req->endpoint, req->timeout_ms)));
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("request to endpoint \"%s\" failed: %s", req->endpoint,
+						req->errbuf[0] ? req->errbuf : curl_easy_strerror((CURLcode) req->result))));
+	}
+
+	if (req->status == 429)
+	{
+		*defer_until = parse_retry_after(req->retry_after, req->finished_at);
+		return NULL;
+	}
+	if (req->status >= 300 && req->status < 400)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("endpoint \"%s\" answered with a redirect (HTTP %ld), which is not followed",
+						req->endpoint, req->status),
+				 req->location[0] ? errdetail("Location: %s", req->location) : 0));
+	if (req->status < 200 || req->status >= 300)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("endpoint \"%s\" answered HTTP %ld", req->endpoint, req->status)));
+
+	if (req->resp == NULL || req->resp_len == 0)
+		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+
+	/* check the syntax without throwing, to say which endpoint sent garbage */
+	if (strlen(req->resp) != req->resp_len ||
+		pg_parse_json(makeJsonLexContextCstringLen(req->resp, (int) req->resp_len,
+												   GetDatabaseEncoding(), false),
+					  &nullSemAction) != JSON_SUCCESS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("endpoint \"%s\" returned a body that is not JSON", req->endpoint)));
+	out = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(req->resp)));
+
+	/* Slack answers 200 with {"ok": false, "error": ...} when it refuses */
+	if (strcmp(req->kind, "notify") == 0)
+	{
+		char	   *ok = orch_jsonb_get_text(out, "ok");
+
+		if (ok == NULL || strcmp(ok, "true") != 0)
+		{
+			char	   *why = orch_jsonb_get_text(out, "error");
+
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("Slack did not accept the message: %s", why ? why : "no reason given")));
+		}
+		orch_step_notify_record(req, true, orch_jsonb_get_text(out, "ts"));
+	}
+	return out;
+}
+
+/*
+ * orch_step_notify_record marks a notify step's message sent or failed in
+ * orchestrator.notification_log.
+ */
+void
+orch_step_notify_record(OrchHttpRequest *req, bool ok, const char *ts)
+{
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int			ret;
+
+	if (notify_result_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, TEXTOID, BOOLOID, TEXTOID};
+
+		notify_result_plan = orch_prepare_kept(
+			"SELECT orchestrator.notify_result($1, $2, $3, $4)", 4, types);
+	}
+	args[0] = UUIDPGetDatum(&req->job.id);
+	args[1] = CStringGetTextDatum(req->step_name);
+	args[2] = BoolGetDatum(ok);
+	args[3] = ts ? CStringGetTextDatum(ts) : (Datum) 0;
+	nulls[3] = ts ? ' ' : 'n';
+	ret = SPI_execute_plan(notify_result_plan, args, nulls, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "orchestrator could not record the notification: %s", SPI_result_code_string(ret));
+}
