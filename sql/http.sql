@@ -6,7 +6,9 @@
 \set org_a '00000000-0000-0000-0000-00000000000a'
 \set ada '00000000-0000-0000-0000-0000000000a1'
 \getenv standin_port ORCH_STANDIN_PORT
+-- this session and the later test files find the stand-in through test.standin
 SELECT set_config('test.standin', 'http://127.0.0.1:' || :'standin_port', false) IS NOT NULL AS standin_configured;
+DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET test.standin = %L', current_database(), current_setting('test.standin')); END $$;
 
 -- standin() talks to the stand-in's control API (curl, run by the server)
 CREATE TABLE standin_out (line text);
