@@ -27,7 +27,7 @@ SHLIB_LINK = -lcurl
 REGRESS = setup definitions submit run failure operate security http http_failure
 REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
 
-ISOLATION = claim dedupe
+ISOLATION = claim dedupe reclaim
 ISOLATION_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)/test
 
 TAP_TESTS = 1

@@ -117,3 +117,69 @@ SELECT step_name, outcome, error FROM orchestrator.step_history WHERE job_id = :
 SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker' AND datname = current_database();
 SELECT job_id AS j_after FROM orch_submit_event('f_continue', 'test:failure', :'org_a', :'ada', '{"meeting_id": "m-after"}') \gset
 SELECT test_wait_job(:'j_after');
+
+-- a job whose sequence version was deleted under it fails cleanly
+CREATE FUNCTION public.plain(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"plain": true}'::jsonb $$;
+SELECT orch_define_sequence('f_gone_version', '[{"name": "a", "kind": "sql", "function": "plain"}]');
+BEGIN;
+SELECT job_id AS j_gonever FROM orch_submit_event('f_gone_version', 'test:failure', :'org_a', :'ada', '{}') \gset
+DELETE FROM orchestrator.sequence_definitions WHERE event_type = 'f_gone_version';
+COMMIT;
+SELECT test_wait_job(:'j_gonever');
+SELECT status, last_error FROM orchestrator.sequence_jobs WHERE id = :'j_gonever';
+
+-- a step function replaced by one that returns something else fails its step
+CREATE FUNCTION public.shape_shifter(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
+SELECT orch_define_sequence('f_shifted', '[{"name": "a", "kind": "sql", "function": "shape_shifter"}]');
+DROP FUNCTION public.shape_shifter(jsonb);
+CREATE FUNCTION public.shape_shifter(state jsonb) RETURNS integer LANGUAGE sql AS $$ SELECT 42 $$;
+SELECT job_id AS j_shift FROM orch_submit_event('f_shifted', 'test:failure', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'j_shift');
+SELECT status, last_error FROM orchestrator.sequence_jobs WHERE id = :'j_shift';
+
+-- what a step does to its session does not outlive it: settings are undone,
+-- temp tables are refused
+CREATE FUNCTION public.meddle(state jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM set_config('search_path', 'pg_temp, pg_catalog', false);
+	PERFORM set_config('synchronous_commit', 'off', false);
+	RETURN jsonb_build_object('inside', current_setting('search_path'));
+END $$;
+CREATE FUNCTION public.observe(state jsonb) RETURNS jsonb LANGUAGE sql
+AS $$ SELECT jsonb_build_object('search_path', current_setting('search_path'), 'synchronous_commit', current_setting('synchronous_commit')) $$;
+CREATE FUNCTION public.make_temp(state jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	CREATE TEMP TABLE sneaky (x int);
+	RETURN '{}';
+END $$;
+SELECT orch_define_sequence('f_meddle', '[
+  {"name": "meddle", "kind": "sql", "function": "meddle"},
+  {"name": "observe", "kind": "sql", "function": "observe"},
+  {"name": "temp", "kind": "sql", "function": "make_temp", "on_failure": "continue"}]');
+SELECT job_id AS j_med FROM orch_submit_event('f_meddle', 'test:failure', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'j_med');
+SELECT context->'outputs' AS outputs, last_error FROM orchestrator.sequence_jobs WHERE id = :'j_med';
+
+-- a step that cancels its own job ends it; it does not loop
+CREATE FUNCTION public.cancel_myself(state jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM orch_cancel_job((state->'execution_metadata'->>'sequence_job_id')::uuid);
+	RETURN '{}';
+END $$;
+SELECT orch_define_sequence('f_self_cancel', '[
+  {"name": "cancel", "kind": "sql", "function": "cancel_myself"},
+  {"name": "never", "kind": "sql", "function": "plain"}]');
+SELECT job_id AS j_self FROM orch_submit_event('f_self_cancel', 'test:failure', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'j_self', '{cancelled,completed,failed}');
+SELECT status, reclaims, lease_owner, last_error FROM orchestrator.sequence_jobs WHERE id = :'j_self';
+SELECT kind, outcome FROM orchestrator.step_history WHERE job_id = :'j_self' ORDER BY id;
+
+-- emails and bearer tokens in errors are masked before they are stored
+CREATE FUNCTION public.leaky(state jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'CRM refused contact jane.doe@example.com with Authorization: Bearer eyJhbGciOi.abc-123';
+END $$;
+SELECT orch_define_sequence('f_leaky', '[{"name": "crm", "kind": "sql", "function": "leaky"}]');
+SELECT job_id AS j_leak FROM orch_submit_event('f_leaky', 'test:failure', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'j_leak');
+SELECT j.last_error, h.error FROM orchestrator.sequence_jobs j JOIN orchestrator.step_history h ON h.job_id = j.id WHERE j.id = :'j_leak';

@@ -192,7 +192,7 @@ CREATE TABLE orchestrator.sequence_definitions (
 	version integer NOT NULL,
 	steps jsonb NOT NULL,
 	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	created_by name NOT NULL DEFAULT CURRENT_USER,
+	created_by regrole NOT NULL,
 	PRIMARY KEY (event_type, version)
 );
 COMMENT ON TABLE orchestrator.sequence_definitions IS 'Versioned sequences: event type -> ordered steps; a job keeps the version it started with';
@@ -200,7 +200,7 @@ COMMENT ON COLUMN orchestrator.sequence_definitions.event_type IS 'Event type th
 COMMENT ON COLUMN orchestrator.sequence_definitions.version IS 'Version, 1 upwards; submit picks the highest';
 COMMENT ON COLUMN orchestrator.sequence_definitions.steps IS 'Validated step array (see orch_define_sequence)';
 COMMENT ON COLUMN orchestrator.sequence_definitions.created_at IS 'When this version was defined';
-COMMENT ON COLUMN orchestrator.sequence_definitions.created_by IS 'Role that defined it; the steps'' functions run as this role';
+COMMENT ON COLUMN orchestrator.sequence_definitions.created_by IS 'Role that defined it (recorded by the engine, not the caller); the steps'' functions run as this role';
 
 ------------------------------------------------------------------------------
 -- Endpoints, secrets, notifications
@@ -268,6 +268,7 @@ CREATE TABLE orchestrator.sequence_jobs (
 	run_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	current_step integer NOT NULL DEFAULT 0,
 	attempts integer NOT NULL DEFAULT 0,
+	reclaims integer NOT NULL DEFAULT 0,
 	lease_owner integer,
 	lease_expires_at timestamptz,
 	fencing_token bigint NOT NULL DEFAULT 0,
@@ -298,6 +299,7 @@ COMMENT ON COLUMN orchestrator.sequence_jobs.status IS 'pending | in_progress | 
 COMMENT ON COLUMN orchestrator.sequence_jobs.run_at IS 'Earliest time a worker may claim the job (deferrals and retry backoff)';
 COMMENT ON COLUMN orchestrator.sequence_jobs.current_step IS 'Index of the next step to run (0-based)';
 COMMENT ON COLUMN orchestrator.sequence_jobs.attempts IS 'Failed attempts of the current step so far';
+COMMENT ON COLUMN orchestrator.sequence_jobs.reclaims IS 'Times the job was taken back from a worker that died holding it; past orchestrator.max_reclaims the job fails';
 COMMENT ON COLUMN orchestrator.sequence_jobs.lease_owner IS 'PID of the worker holding the lease';
 COMMENT ON COLUMN orchestrator.sequence_jobs.lease_expires_at IS 'When the lease lapses and another worker may reclaim the job';
 COMMENT ON COLUMN orchestrator.sequence_jobs.fencing_token IS 'Incremented on every claim; a write carrying an older token is discarded';
@@ -416,6 +418,16 @@ AS $$
 		FROM orchestrator.cost_budgets b WHERE b.org_id = p_org_id), false)
 $$;
 COMMENT ON FUNCTION orchestrator.budget_exceeded(uuid) IS 'True when the org has spent its budget for the current billing period (calendar month, UTC)';
+
+CREATE FUNCTION orchestrator.redact(p_text text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT regexp_replace(regexp_replace(p_text,
+		'[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}', '[email]', 'g'),
+		'([Bb]earer|[Tt]oken)[[:space:]]+[A-Za-z0-9._~+/=-]+', '\1 [redacted]', 'g')
+$$;
+COMMENT ON FUNCTION orchestrator.redact(text) IS 'Masks email addresses and bearer tokens in text stored as an error';
 
 CREATE FUNCTION orchestrator.initial_state(p_job_id uuid, p_type text, p_source text, p_org_id uuid,
 	p_user_id uuid, p_payload jsonb, p_parent_job_id uuid, p_chain_depth integer)
@@ -946,6 +958,63 @@ END
 $$;
 COMMENT ON FUNCTION orchestrator.validate_step(jsonb, integer) IS 'Validates one step definition and returns it with defaults filled in; errors name the step and field';
 
+CREATE FUNCTION orchestrator.calling_role() RETURNS regrole
+LANGUAGE C STABLE
+AS 'MODULE_PATHNAME', 'orch_calling_role';
+COMMENT ON FUNCTION orchestrator.calling_role() IS 'The role the session acts as outside any SECURITY DEFINER function (the real caller)';
+
+/*
+ * store_sequence validates steps again (names already schema-qualified, so
+ * this does not depend on anyone's search_path) and stores them as the next
+ * version, recording the real caller as the role the steps run as.  It is
+ * the only way into sequence_definitions: nobody can pick another role.
+ */
+CREATE FUNCTION orchestrator.store_sequence(p_event_type text, p_steps jsonb) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_steps jsonb := '[]';
+	v_step jsonb;
+	v_idx integer := 0;
+	v_names text[] := '{}';
+	v_version integer;
+BEGIN
+	IF p_event_type IS NULL OR p_steps IS NULL THEN
+		RAISE EXCEPTION 'event_type and steps must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF p_event_type !~ '^[A-Za-z0-9_.:-]{1,100}$' THEN
+		RAISE EXCEPTION 'invalid event type "%"', p_event_type
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Use 1 to 100 letters, digits, "_", ".", ":" or "-".';
+	END IF;
+	IF jsonb_typeof(p_steps) <> 'array' OR jsonb_array_length(p_steps) = 0 THEN
+		RAISE EXCEPTION 'steps must be a non-empty JSON array'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR v_step IN SELECT value FROM jsonb_array_elements(p_steps) LOOP
+		v_step := orchestrator.validate_step(v_step, v_idx);
+		IF (v_step->>'name') = ANY (v_names) THEN
+			RAISE EXCEPTION 'invalid step "%": field "name" is not unique in the sequence', v_step->>'name'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_names := v_names || (v_step->>'name');
+		v_steps := v_steps || jsonb_build_array(v_step);
+		v_idx := v_idx + 1;
+	END LOOP;
+
+	-- serialise concurrent definitions of one event type
+	PERFORM pg_advisory_xact_lock(1330795347, hashtext(p_event_type));
+	SELECT COALESCE(max(d.version), 0) + 1 INTO v_version
+	FROM orchestrator.sequence_definitions d WHERE d.event_type = p_event_type;
+	INSERT INTO orchestrator.sequence_definitions (event_type, version, steps, created_by)
+	VALUES (p_event_type, v_version, v_steps, orchestrator.calling_role());
+	RETURN v_version;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.store_sequence(text, jsonb) IS 'Validates and stores a sequence version as the calling role (used by orch_define_sequence)';
+
 /*
  * orch_define_sequence runs as its caller (SECURITY INVOKER, no pinned
  * search_path) so step function names resolve in the caller's search_path,
@@ -959,41 +1028,17 @@ DECLARE
 	v_steps jsonb := '[]';
 	v_step jsonb;
 	v_idx integer := 0;
-	v_names text[] := '{}';
-	v_version integer;
 BEGIN
-	IF event_type IS NULL OR steps IS NULL THEN
-		RAISE EXCEPTION 'event_type and steps must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed';
+	IF jsonb_typeof(steps) = 'array' THEN
+		-- resolve function names here, in the caller's search_path
+		FOR v_step IN SELECT value FROM jsonb_array_elements(steps) LOOP
+			v_steps := v_steps || jsonb_build_array(orchestrator.validate_step(v_step, v_idx));
+			v_idx := v_idx + 1;
+		END LOOP;
+	ELSE
+		v_steps := steps;
 	END IF;
-	IF event_type !~ '^[A-Za-z0-9_.:-]{1,100}$' THEN
-		RAISE EXCEPTION 'invalid event type "%"', event_type
-			USING ERRCODE = 'invalid_parameter_value',
-			      HINT = 'Use 1 to 100 letters, digits, "_", ".", ":" or "-".';
-	END IF;
-	IF jsonb_typeof(steps) <> 'array' OR jsonb_array_length(steps) = 0 THEN
-		RAISE EXCEPTION 'steps must be a non-empty JSON array'
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	FOR v_step IN SELECT value FROM jsonb_array_elements(steps) LOOP
-		v_step := orchestrator.validate_step(v_step, v_idx);
-		IF (v_step->>'name') = ANY (v_names) THEN
-			RAISE EXCEPTION 'invalid step "%": field "name" is not unique in the sequence', v_step->>'name'
-				USING ERRCODE = 'invalid_parameter_value';
-		END IF;
-		v_names := v_names || (v_step->>'name');
-		v_steps := v_steps || jsonb_build_array(v_step);
-		v_idx := v_idx + 1;
-	END LOOP;
-
-	-- serialise concurrent definitions of one event type
-	PERFORM pg_catalog.pg_advisory_xact_lock(1330795347, pg_catalog.hashtext(orch_define_sequence.event_type));
-	SELECT COALESCE(max(d.version), 0) + 1 INTO v_version
-	FROM orchestrator.sequence_definitions d
-	WHERE d.event_type = orch_define_sequence.event_type;
-	INSERT INTO orchestrator.sequence_definitions (event_type, version, steps)
-	VALUES (orch_define_sequence.event_type, v_version, v_steps);
-	RETURN v_version;
+	RETURN orchestrator.store_sequence(event_type, v_steps);
 END
 $$;
 COMMENT ON FUNCTION orch_define_sequence(text, jsonb) IS 'Validates and stores a new version of the sequence for an event type; returns the version';
@@ -1282,7 +1327,8 @@ GRANT EXECUTE ON FUNCTION orch_job_timeline(uuid) TO orchestrator_admin;
 -- decide which tables the extension's owner reads.
 GRANT SELECT ON orchestrator.jobs, orchestrator.steps, orchestrator.events, orchestrator.job_counts
 	TO orchestrator_admin;
-GRANT SELECT, INSERT ON orchestrator.sequence_definitions TO orchestrator_admin;
+GRANT SELECT ON orchestrator.sequence_definitions TO orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orchestrator.store_sequence(text, jsonb) TO orchestrator_admin;
 GRANT SELECT ON orchestrator.cost_ledger TO orchestrator_admin;
 -- CHECK constraints call it with the privileges of whoever writes preferences
 GRANT EXECUTE ON FUNCTION orchestrator.is_valid_timezone(text) TO PUBLIC;

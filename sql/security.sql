@@ -27,6 +27,10 @@ SELECT orch_define_sequence('sec_private', '[{"name": "p", "kind": "sql", "funct
 INSERT INTO orchestrator.slack_user_preferences (user_id, org_id, timezone)
 VALUES ('00000000-0000-0000-0000-0000000000a3', :'org_a', 'Europe/Berlin');
 DELETE FROM orchestrator.slack_user_preferences WHERE user_id = '00000000-0000-0000-0000-0000000000a3';
+-- nor write definitions directly, nor choose the role they run as
+SELECT test_error($$INSERT INTO orchestrator.sequence_definitions (event_type, version, steps, created_by) VALUES ('evil', 1, '[]', 'postgres')$$);
+SELECT orchestrator.store_sequence('sec_direct', '[{"name": "who", "kind": "sql", "function": "public.whoami"}]');
+SELECT created_by FROM orchestrator.sequence_definitions WHERE event_type = 'sec_direct';
 -- but cannot repoint the engine at other tables
 SELECT test_error($$SELECT orch_use_table('orgs', 'pg_catalog.pg_authid', '{"id": "oid"}')$$);
 RESET ROLE;

@@ -64,6 +64,15 @@ VALUES (:'quincy', :'org_a', 'Asia/Tokyo',
 SELECT outcome, reason, run_at > now() + interval '119 minutes' AND run_at <= now() + interval '2 hours' AS waits_for_window_end
 FROM orch_submit_event('ping', 'test:sql', :'org_a', :'quincy', '{"n": 20}');
 SELECT status, run_at > now() AS in_future FROM orchestrator.sequence_jobs WHERE trigger_payload = '{"n": 20}';
+-- quiet hours come before the budget: an org over budget still has its events deferred, not dropped
+INSERT INTO orchestrator.cost_ledger (org_id, cost_usd, step_name) VALUES (:'org_b', 5.00, 'quiet-test');
+UPDATE orchestrator.users SET org_id = :'org_b' WHERE id = :'quincy';
+UPDATE orchestrator.slack_user_preferences SET org_id = :'org_b' WHERE user_id = :'quincy';
+SELECT orchestrator.budget_exceeded(:'org_b') AS org_b_over_budget;
+SELECT outcome, reason FROM orch_submit_event('ping', 'test:sql', :'org_b', :'quincy', '{"n": 21}');
+UPDATE orchestrator.users SET org_id = :'org_a' WHERE id = :'quincy';
+UPDATE orchestrator.slack_user_preferences SET org_id = :'org_a' WHERE user_id = :'quincy';
+DELETE FROM orchestrator.cost_ledger WHERE step_name = 'quiet-test';
 -- the quiet-hours rule, piece by piece (overnight windows wrap past midnight)
 UPDATE orchestrator.slack_user_preferences SET timezone = 'UTC', quiet_hours_start = '22:00', quiet_hours_end = '07:00' WHERE user_id = :'quincy';
 SELECT orchestrator.next_active_time(:'quincy', '2026-03-02 23:30+00') AS at_2330,

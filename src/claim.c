@@ -47,31 +47,41 @@ static SPIPlanPtr wakeup_plan = NULL;
 int
 orch_reclaim_expired(void)
 {
-	Datum		args[1];
+	Datum		args[2];
 	int			ret;
 
 	if (reclaim_plan == NULL)
 	{
-		Oid			types[1] = {INT4OID};
+		Oid			types[2] = {INT4OID, INT4OID};
 
+		/* a job whose workers keep dying while running it is failed, not retried forever */
 		reclaim_plan = orch_prepare_kept(
 			"WITH r AS (SELECT j.id, j.lease_owner FROM orchestrator.sequence_jobs j"
 			"           WHERE j.status = 'in_progress' AND j.lease_expires_at < pg_catalog.now()"
 			"           ORDER BY j.lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED),"
 			" u AS (UPDATE orchestrator.sequence_jobs j"
-			"       SET status = 'pending', run_at = pg_catalog.now(), lease_owner = NULL,"
+			"       SET status = CASE WHEN j.reclaims >= $2 THEN 'failed' ELSE 'pending' END,"
+			"           reclaims = j.reclaims + 1,"
+			"           last_error = CASE WHEN j.reclaims >= $2"
+			"                        THEN 'given up: its worker died while running it ' || (j.reclaims + 1) || ' times'"
+			"                        ELSE j.last_error END,"
+			"           finished_at = CASE WHEN j.reclaims >= $2 THEN pg_catalog.clock_timestamp() END,"
+			"           run_at = pg_catalog.now(), lease_owner = NULL,"
 			"           lease_expires_at = NULL, updated_at = pg_catalog.clock_timestamp()"
 			"       FROM r WHERE j.id = r.id"
-			"       RETURNING j.id, j.org_id, j.current_step, j.fencing_token, r.lease_owner)"
+			"       RETURNING j.id, j.org_id, j.current_step, j.fencing_token, j.status, j.last_error, r.lease_owner)"
 			" INSERT INTO orchestrator.step_history"
 			"  (job_id, org_id, step_index, kind, outcome, error, worker_pid, fencing_token)"
-			" SELECT u.id, u.org_id, u.current_step, 'engine', 'lease_expired',"
-			"        'lease of worker pid ' || COALESCE(u.lease_owner::text, '?') || ' expired; job returned to the queue',"
+			" SELECT u.id, u.org_id, u.current_step, 'engine',"
+			"        CASE u.status WHEN 'failed' THEN 'failed' ELSE 'lease_expired' END,"
+			"        CASE u.status WHEN 'failed' THEN u.last_error"
+			"             ELSE 'lease of worker pid ' || COALESCE(u.lease_owner::text, '?') || ' expired; job returned to the queue' END,"
 			"        $1, u.fencing_token FROM u",
-			1, types);
+			2, types);
 	}
 
 	args[0] = Int32GetDatum(MyProcPid);
+	args[1] = Int32GetDatum(orch_max_reclaims);
 	ret = SPI_execute_plan(reclaim_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "orchestrator reclaim failed: %s", SPI_result_code_string(ret));

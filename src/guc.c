@@ -28,6 +28,7 @@ int			orch_dedupe_window_ms = 5 * 60 * 1000;
 int			orch_batch_size = 32;
 int			orch_lease_ms = 60 * 1000;
 int			orch_max_inflight = 1000;
+int			orch_max_reclaims = 3;
 int			orch_max_response_bytes = 1024 * 1024;
 
 /*
@@ -103,6 +104,15 @@ orch_guc_init(void)
 							60 * 1000, 100, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.max_reclaims",
+							"Times a job is taken back from a dead worker before it is failed.",
+							NULL,
+							&orch_max_reclaims,
+							3, 0, 1000,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("orchestrator.max_inflight",

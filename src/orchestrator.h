@@ -35,6 +35,7 @@ extern int	orch_dedupe_window_ms;
 extern int	orch_batch_size;
 extern int	orch_lease_ms;
 extern int	orch_max_inflight;
+extern int	orch_max_reclaims;
 extern int	orch_max_response_bytes;
 extern void orch_guc_init(void);
 

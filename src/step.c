@@ -44,6 +44,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -55,8 +56,6 @@ static SPIPlanPtr load_plan = NULL;
 /* true while a step's function runs: SIGTERM then cancels it (worker.c) */
 volatile sig_atomic_t orch_step_running = false;
 
-/* set when a write-back found the lease gone, to tell that error apart */
-static bool lease_lost = false;
 
 /* What the engine needs of a job to run it. */
 typedef struct JobRun
@@ -128,15 +127,11 @@ orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest
 		if (run.parked)
 			orch_http_free(run.parked);
 
-		if (!lease_lost)
-		{
-			ereport(WARNING,
-					(errmsg("orchestrator job %s failed outside a step: %s",
-							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->id))),
-							edata->message)));
-			orch_write_job_failure(job, edata->message);
-		}
-		lease_lost = false;
+		ereport(WARNING,
+				(errmsg("orchestrator job %s failed outside a step: %s",
+						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->id))),
+						edata->message)));
+		orch_write_job_failure(job, edata->message);
 	}
 	PG_END_TRY();
 
@@ -188,16 +183,20 @@ load_job(const OrchClaimedJob *job, JobRun *run)
 	desc = SPI_tuptable->tupdesc;
 	run->job = job;
 	run->state = DatumGetJsonbP(SPI_getbinval(tup, desc, 1, &isnull));
-	run->steps = DatumGetJsonbP(SPI_getbinval(tup, desc, 2, &isnull));
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the sequence version this job was started with no longer exists")));
+	{
+		Datum		steps = SPI_getbinval(tup, desc, 2, &isnull);
+
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("the sequence version this job was started with no longer exists")));
+		run->steps = DatumGetJsonbP(steps);
+	}
 	run->current_step = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 	run->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 	run->event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
-	run->run_as = get_role_oid(NameStr(*DatumGetName(SPI_getbinval(tup, desc, 6, &isnull))), true);
-	if (!OidIsValid(run->run_as))
+	run->run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
+	if (isnull || !SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(run->run_as)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("the role that defined sequence \"%s\" no longer exists", run->event_type),
@@ -240,11 +239,9 @@ run_steps(JobRun *run)
 
 			if (!orch_write_park(run->job, lease_ms))
 			{
+				/* as above: the step moved its own job on; send nothing */
 				orch_http_free(r.request);
-				lease_lost = true;
-				ereport(ERROR,
-						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						 errmsg("lease lost")));
+				break;
 			}
 			run->parked = r.request;
 			break;
@@ -253,15 +250,16 @@ run_steps(JobRun *run)
 		state = orch_write_step_result(run->job, &r);
 		if (state == NULL)
 		{
+			/*
+			 * The row is locked by this transaction since load_job, so only
+			 * the step itself can have moved the job on (cancelled or
+			 * retried it): its action stands, and the job is left alone.
+			 */
 			ereport(LOG,
-					(errmsg("orchestrator worker lost the lease on job %s; step \"%s\" discarded",
+					(errmsg("orchestrator job %s was cancelled or retried by its own step \"%s\"; the step's result is not recorded",
 							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&run->job->id))),
 							r.step_name)));
-			/* discard whatever the step wrote along with it */
-			lease_lost = true;
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("lease lost")));
+			break;
 		}
 		run->state = state;
 
@@ -464,10 +462,10 @@ run_step_function(JobRun *run, Jsonb *step, int timeout_ms)
 	orch_step_running = true;
 	out = orch_step_sql_execute(step, run->state, run->run_as);
 	orch_step_running = false;
-	/* a SIGTERM that came as the step ended needs no cancel */
-	if (ShutdownRequestPending)
-		QueryCancelPending = false;
 	disable_timeout(STATEMENT_TIMEOUT, false);
+	/* a SIGTERM or timeout that came as the step ended needs no cancel */
+	if (ShutdownRequestPending || get_timeout_indicator(STATEMENT_TIMEOUT, true))
+		QueryCancelPending = false;
 	return out;
 }
 

@@ -11,7 +11,10 @@
  *
  * Privileges: the function runs as the role that defined the sequence, not
  * as the worker (a superuser), and that role must hold EXECUTE on it; so
- * defining sequences grants nothing the definer did not already have.
+ * defining sequences grants nothing the definer did not already have.  It
+ * runs as a security-restricted operation with its own GUC nest level, so
+ * it can neither leave settings (a search_path, synchronous_commit) nor
+ * session state (temp tables) behind for the engine's own queries.
  *
  * src/step_sql.c
  *
@@ -19,6 +22,8 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -26,7 +31,9 @@
 #include "nodes/pg_list.h"
 #include "parser/parse_func.h"
 #include "utils/jsonb.h"
+#include "utils/guc.h"
 #include "utils/regproc.h"
+#include "utils/syscache.h"
 
 #include "orchestrator.h"
 
@@ -40,6 +47,7 @@ orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as)
 {
 	Oid			save_userid;
 	int			save_sec_context;
+	int			save_nestlevel;
 	char	   *fname = orch_jsonb_get_text(step, "function");
 	Oid			argtype = JSONBOID;
 	Oid			fnoid;
@@ -60,6 +68,24 @@ orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as)
 				 errmsg("function %s(jsonb) does not exist", fname),
 				 errhint("The function was dropped after the sequence was defined.")));
 
+	/* the function may have been replaced since the sequence was defined */
+	{
+		HeapTuple	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fnoid));
+		Form_pg_proc proc;
+		bool		ok;
+
+		if (!HeapTupleIsValid(proctup))
+			elog(ERROR, "cache lookup failed for function %u", fnoid);
+		proc = (Form_pg_proc) GETSTRUCT(proctup);
+		ok = (proc->prorettype == JSONBOID && !proc->proretset && proc->prokind == PROKIND_FUNCTION);
+		ReleaseSysCache(proctup);
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("function %s(jsonb) no longer returns a single jsonb value", fname),
+					 errhint("A step function must return jsonb; define the sequence again after fixing it.")));
+	}
+
 	if (pg_proc_aclcheck(fnoid, run_as, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -72,10 +98,19 @@ orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as)
 	fcinfo->args[0].value = JsonbPGetDatum(state);
 	fcinfo->args[0].isnull = false;
 
-	/* an error restores the user along with the subtransaction */
+	/*
+	 * Run as the definer, in a restricted operation (no temp tables, no
+	 * session-level state), and undo any setting the function changes so
+	 * nothing it does outlives the step in the worker's session.  An error
+	 * restores both along with the subtransaction.
+	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(run_as, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	save_nestlevel = NewGUCNestLevel();
+	SetUserIdAndSecContext(run_as, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 	result = FunctionCallInvoke(fcinfo);
+	/* as on abort: every setting made inside, SET or SET LOCAL, is undone */
+	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	if (fcinfo->isnull)
 		ereport(ERROR,

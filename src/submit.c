@@ -367,7 +367,8 @@ orch_submit_event(PG_FUNCTION_ARGS)
 		outcome = "skipped", reason = "unknown_user";
 	else if (!g.enabled)
 		outcome = "skipped", reason = "feature_disabled";
-	else if (g.over_budget)
+	/* the seed's order: a user in quiet hours is deferred before any budget check */
+	else if (g.over_budget && !g.deferred)
 		outcome = "skipped", reason = "budget";
 	else if (g.has_parent && g.depth > ORCH_MAX_CHAIN_DEPTH)
 	{

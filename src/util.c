@@ -19,8 +19,22 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "miscadmin.h"
 
 #include "orchestrator.h"
+
+PG_FUNCTION_INFO_V1(orch_calling_role);
+
+/*
+ * orchestrator.calling_role(): the role the session acts as outside any
+ * SECURITY DEFINER function, i.e. who really called.  Recorded as the role
+ * a sequence's steps run as.
+ */
+Datum
+orch_calling_role(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(GetOuterUserId());
+}
 
 /*
  * orch_prepare_kept prepares a statement and keeps it for the life of the

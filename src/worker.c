@@ -51,6 +51,7 @@
 #define ORCH_MAX_BATCH 1000
 
 static int	worker_index = 0;
+static MemoryContext loop_context = NULL;
 static WaitEventSet *wait_set = NULL;
 static bool need_claim = true;
 static TimestampTz next_claim_at = 0;	/* 0: nothing scheduled */
@@ -96,7 +97,6 @@ orch_worker_register(void)
 void
 orch_worker_main(Datum main_arg)
 {
-	MemoryContext loop_context;
 	OrchClaimedJob *jobs;
 
 	worker_index = DatumGetInt32(main_arg);
@@ -107,6 +107,16 @@ orch_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(orch_database, NULL, 0);
 	pgstat_report_appname("orchestrator worker");
+
+	/*
+	 * The engine's own queries run under known settings, whatever the
+	 * database's defaults say: the default search_path (pg_catalog first),
+	 * READ COMMITTED (claims and dedupe rely on per-statement snapshots),
+	 * read-write.
+	 */
+	SetConfigOption("search_path", "\"$user\", public", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_SESSION);
 
 	orch_shmem_register_worker(worker_index);
 	before_shmem_exit(unregister_worker, (Datum) 0);
@@ -243,6 +253,8 @@ end_tx(void)
 {
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* commit leaves us in TopMemoryContext: the loop allocates in its own */
+	MemoryContextSwitchTo(loop_context);
 	pgstat_report_stat(false);
 }
 

@@ -8,8 +8,10 @@
  * the step_history row, in the transaction that ran the step, so the
  * output, the state, the history and the step function's own writes
  * commit together.  The update carries the fencing token the job was
- * claimed with: if the lease was lost (the token moved on or the job was
- * cancelled) nothing is written and the caller discards the step.
+ * claimed with.  The job's row is locked by this transaction from the moment
+ * it was loaded, so the only thing that can make that check fail is the
+ * step itself (a step function that cancels or retries its own job): then
+ * nothing is written and the caller stops running the job.
  *
  * While a job stays in_progress the update leaves every indexed column
  * alone, so per-step writes are HOT updates; only the final transition
@@ -82,7 +84,7 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 			"    run_at = COALESCE($10, j.run_at),"
 			"    lease_owner = CASE WHEN $9 = 'in_progress' THEN j.lease_owner END,"
 			"    lease_expires_at = CASE WHEN $9 = 'in_progress' THEN j.lease_expires_at END,"
-			"    last_error = COALESCE($12, j.last_error),"
+			"    last_error = COALESCE(orchestrator.redact($12), j.last_error),"
 			"    finished_at = CASE WHEN $9 IN ('completed', 'failed') THEN pg_catalog.clock_timestamp() END,"
 			"    updated_at = pg_catalog.clock_timestamp()"
 			"  WHERE j.id = $1 AND j.fencing_token = $2 AND j.status = 'in_progress'"
@@ -91,7 +93,7 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 			"  INSERT INTO orchestrator.step_history"
 			"   (job_id, org_id, step_index, step_name, kind, attempt, outcome, output, error,"
 			"    started_at, finished_at, worker_pid, fencing_token, http_status)"
-			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, $5, $12, $15, $16,"
+			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, $5, orchestrator.redact($12), $15, $16,"
 			"         pg_catalog.pg_backend_pid(), $2, $17 FROM u)"
 			" SELECT u.context FROM u",
 			17, types);
@@ -146,14 +148,14 @@ orch_write_job_failure(const OrchClaimedJob *job, const char *error)
 
 		fail_plan = orch_prepare_kept(
 			"WITH u AS ("
-			"  UPDATE orchestrator.sequence_jobs j SET status = 'failed', last_error = $3,"
+			"  UPDATE orchestrator.sequence_jobs j SET status = 'failed', last_error = orchestrator.redact($3),"
 			"    lease_owner = NULL, lease_expires_at = NULL,"
 			"    finished_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp()"
 			"  WHERE j.id = $1 AND j.fencing_token = $2 AND j.status = 'in_progress'"
 			"  RETURNING j.id, j.org_id, j.current_step)"
 			" INSERT INTO orchestrator.step_history"
 			"  (job_id, org_id, step_index, kind, outcome, error, worker_pid, fencing_token)"
-			" SELECT u.id, u.org_id, u.current_step, 'engine', 'failed', $3,"
+			" SELECT u.id, u.org_id, u.current_step, 'engine', 'failed', orchestrator.redact($3),"
 			"        pg_catalog.pg_backend_pid(), $2 FROM u",
 			3, types);
 	}
