@@ -2,8 +2,9 @@
 # examples/demo.sh: the README's demo.  Run as root on a fresh Debian 12
 # machine.  It installs what is missing (apt-get), builds and installs the
 # extension, starts a throwaway cluster as "postgres" (pg_cron and
-# orchestrator preloaded), runs the seed's meeting_ended flow through a
-# two-step sql sequence and prints what happened.  The cluster and its temp
+# orchestrator preloaded) and a stand-in for the edge functions and Slack
+# (test/standin.py), runs the seed's meeting_ended flow (three edge functions
+# over HTTP, a SQL step, a Slack recap) and prints what happened.  The cluster and its temp
 # directory are removed on exit.
 #
 # Environment: DEMO_PORT (default 5433; the cluster listens on a Unix socket
@@ -31,6 +32,7 @@ cleanup() {
 		echo "--- last lines of the server log" >&2
 		tail -n 30 "$work/server.log" >&2
 	fi
+	orch_stop_standin
 	orch_stop_cluster "$work"
 	rm -rf "$work" "$build"
 	exit $rc
@@ -93,11 +95,28 @@ until [ "$(psql_demo -At -c "SELECT count(*) FROM pg_stat_activity WHERE backend
 done
 psql_demo -c "SELECT pid, backend_type, datname, wait_event FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'"
 
-heading "The sequence for meeting_ended: two sql steps"
-psql_demo <<'SQL'
+heading "The outside world: a stand-in for the edge functions and Slack, on loopback"
+orch_start_standin "$work" "$build"
+echo "stand-in on port $ORCH_STANDIN_PORT (test/standin.py)"
+
+heading "Endpoints, secrets, and the sequence for meeting_ended: three edge functions, SQL, Slack"
+psql_demo -v base="http://127.0.0.1:$ORCH_STANDIN_PORT" <<'SQL'
+-- The service key and the Slack bot token live in orchestrator.secrets, which
+-- no ordinary role can read; endpoint headers refer to them by name.
+SELECT orch_set_secret('service_key', 'demo-service-key-do-not-print');
+SELECT orch_set_secret('slack_bot_token', 'xoxb-demo-token-do-not-print');
+SELECT orch_define_endpoint(fn, :'base' || '/functions/v1/' || fn, 5000,
+                            '{"Authorization": "Bearer {{secret:service_key}}"}')
+FROM unnest(ARRAY['extract-action-items', 'detect-intents', 'suggest-next-actions']) AS fn;
+SELECT orch_define_endpoint('slack', :'base' || '/api/chat.postMessage', 5000,
+                            '{"Authorization": "Bearer {{secret:slack_bot_token}}"}');
+INSERT INTO orchestrator.slack_user_mappings (user_id, org_id, slack_user_id, slack_team_id)
+VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 'U0ADA', 'T0ACME');
+SELECT name, url, timeout_ms, headers FROM orchestrator.endpoints ORDER BY name;
+
 CREATE SCHEMA app;
 
--- The application's own table: the first step writes into it, in the same
+-- The application's own table: a sql step writes into it, in the same
 -- transaction as the step's state.
 CREATE TABLE app.action_items (
 	meeting_id text NOT NULL,
@@ -105,65 +124,54 @@ CREATE TABLE app.action_items (
 	item text NOT NULL
 );
 
--- Step 1, "extract-action-items": reads the event payload from the state and
--- returns the action items it finds (lines that promise something).
-CREATE FUNCTION app.extract_action_items(state jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
-DECLARE
-	v_items jsonb;
-BEGIN
-	SELECT COALESCE(jsonb_agg(jsonb_build_object('owner', h->>'speaker', 'item', h->>'text')), '[]')
-	INTO v_items
-	FROM jsonb_array_elements(state->'event'->'payload'->'highlights') AS h
-	WHERE h->>'text' ~* '\m(i''ll|we''ll|will|need to)\M';
-
+-- "record-action-items": stores what the extract-action-items edge function
+-- returned (state.outputs holds every earlier step's output).
+CREATE FUNCTION app.record_action_items(state jsonb) RETURNS jsonb
+LANGUAGE sql AS $$
 	INSERT INTO app.action_items (meeting_id, owner, item)
 	SELECT state->'event'->'payload'->>'meeting_id', i->>'owner', i->>'item'
-	FROM jsonb_array_elements(v_items) AS i;
-
-	RETURN jsonb_build_object('meeting_id', state->'event'->'payload'->>'meeting_id',
-	                          'action_items', v_items,
-	                          'count', jsonb_array_length(v_items));
-END
+	FROM jsonb_array_elements(state->'outputs'->'extract-action-items'->'action_items') AS i;
+	SELECT jsonb_build_object('recorded', jsonb_array_length(state->'outputs'->'extract-action-items'->'action_items'))
 $$;
 
--- Step 2, "detect-intents": reads the previous step's output from
--- state.outputs and classifies commitments.
-CREATE FUNCTION app.detect_intents(state jsonb) RETURNS jsonb
+-- "slack-post-meeting": the Block Kit message the rep gets in Slack.
+CREATE FUNCTION app.post_meeting_message(state jsonb) RETURNS jsonb
 LANGUAGE sql AS $$
-	SELECT jsonb_build_object('commitments', COALESCE(jsonb_agg(jsonb_build_object(
-		'speaker', i->>'owner',
-		'intent', CASE WHEN i->>'item' ~* 'proposal' THEN 'send_proposal'
-		               WHEN i->>'item' ~* 'meeting|call|demo' THEN 'book_meeting'
-		               ELSE 'other' END,
-		'confidence', CASE WHEN i->>'item' ~* 'proposal' THEN 0.92 ELSE 0.6 END,
-		'phrase', i->>'item')), '[]'))
-	FROM jsonb_array_elements(state->'outputs'->'extract-action-items'->'action_items') AS i
+	SELECT jsonb_build_object(
+		'text', format('Recap of %s', state->'event'->'payload'->>'title'),
+		'blocks', jsonb_build_array(
+			jsonb_build_object('type', 'header', 'text',
+				jsonb_build_object('type', 'plain_text', 'text', 'Meeting recap: ' || (state->'event'->'payload'->>'title'))),
+			jsonb_build_object('type', 'section', 'text', jsonb_build_object('type', 'mrkdwn', 'text',
+				format('*%s action items*, %s commitment(s) to send a proposal',
+				       jsonb_array_length(state->'outputs'->'extract-action-items'->'action_items'),
+				       jsonb_array_length(jsonb_path_query_array(state,
+				           '$.outputs."detect-intents".commitments[*] ? (@.intent == "send_proposal")')))))))
 $$;
 
 SELECT orch_define_sequence('meeting_ended', $json$[
-  {"name": "extract-action-items", "kind": "sql",
-   "function": "app.extract_action_items",
+  {"name": "extract-action-items", "kind": "http", "endpoint": "extract-action-items",
    "on_failure": "retry", "retry": {"attempts": 3, "backoff_ms": 500},
-   "description": "Action items from the meeting highlights"},
-  {"name": "detect-intents", "kind": "sql",
-   "function": "app.detect_intents",
-   "condition": "$.outputs.\"extract-action-items\".count > 0",
-   "expect": "$.commitments.type() == \"array\"",
-   "on_failure": "stop",
-   "description": "Commitments and signals in the action items"}
+   "expect": "$.action_items.type() == \"array\"",
+   "description": "The extract-action-items edge function"},
+  {"name": "detect-intents", "kind": "http", "endpoint": "detect-intents",
+   "condition": "$.outputs.\"extract-action-items\".action_items.size() > 0",
+   "description": "Commitments and signals (the detect-intents skill)"},
+  {"name": "record-action-items", "kind": "sql", "function": "app.record_action_items",
+   "description": "Store the action items in the application's table"},
+  {"name": "suggest-next-actions", "kind": "http", "endpoint": "suggest-next-actions",
+   "on_failure": "continue",
+   "description": "Enrichment: skipped, not fatal, if the function is down"},
+  {"name": "slack-post-meeting", "kind": "notify", "function": "app.post_meeting_message",
+   "description": "Inform-only Slack recap, bound by quiet hours and rate"}
 ]$json$) AS version;
-
-\x on
-SELECT event_type, version, jsonb_pretty(steps) AS steps
-FROM orchestrator.sequence_definitions WHERE event_type = 'meeting_ended';
 SQL
 
 payload='{"meeting_id": "mtg_4711", "contact_id": "c_42", "title": "Acme x Globex discovery call",
-  "highlights": [
-    {"speaker": "rep", "text": "I will send you a proposal by Friday"},
-    {"speaker": "prospect", "text": "We need to check SSO support with IT"},
-    {"speaker": "prospect", "text": "Budget is approved for Q3"}
+  "action_items": [
+    "I will send you a proposal by Friday",
+    "prospect: We need to check SSO support with IT",
+    "Book a follow-up demo with their CTO"
   ]}'
 
 submit() {
@@ -229,8 +237,24 @@ psql_demo -At -c "SELECT jsonb_pretty(context->'outputs') FROM orchestrator.sequ
 heading "context->'execution_metadata': the seed's audit record"
 psql_demo -At -c "SELECT jsonb_pretty(context->'execution_metadata') FROM orchestrator.sequence_jobs WHERE id = '$job'"
 
-heading "Rows the first step wrote into the application's table (committed with the step)"
+heading "Rows the sql step wrote into the application's table (committed with the step)"
 psql_demo -c "SELECT * FROM app.action_items"
+
+heading "What the outside world received (from the stand-in's request log)"
+curl -s "http://127.0.0.1:$ORCH_STANDIN_PORT/_control/requests" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin):
+    b = r["body"] if isinstance(r["body"], dict) else {}
+    what = b.get("step") or ("chat.postMessage to " + str(b.get("channel")) + ": " + str(b.get("text")))
+    print("%-34s HTTP %s  Idempotency-Key %s  (%s)" % (r["path"], r["status"], r["headers"].get("idempotency-key"), what))
+'
+
+heading "The secrets are nowhere in the stored state, history or event log"
+psql_demo -c "SELECT count(*) AS rows_mentioning_a_secret FROM (
+	SELECT context::text AS t FROM orchestrator.sequence_jobs
+	UNION ALL SELECT COALESCE(output::text, '') || COALESCE(error, '') FROM orchestrator.step_history
+	UNION ALL SELECT COALESCE(payload::text, '') FROM orchestrator.event_log) s
+	WHERE t LIKE '%do-not-print%'"
 
 heading "orchestrator.events: every submit and what became of it"
 psql_demo -c "SELECT id, event_type, event_source, outcome, reason, job_id, run_at::timestamptz(0) AS run_at

@@ -235,7 +235,10 @@ orch_worker_main(Datum main_arg)
 
 	orch_http_abort_all();
 	release_on_exit();
-	ereport(LOG, (errmsg("orchestrator worker %d shutting down", worker_index + 1)));
+	ereport(LOG,
+			(errmsg("orchestrator worker %d shutting down", worker_index + 1),
+			 errdetail("The most HTTP requests it had in flight at once was %d.",
+					   orch_http_max_seen_inflight())));
 	proc_exit(1);
 }
 

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# bench/http_throughput.sh [JOBS]: HTTP steps per second, next to wrk.
+#
+# Serves a static JSON answer from nginx on loopback, then, on the same
+# machine and endpoint:
+#   wrk     : wrk -t2 -c200 -d5s with a POST of a body of the same size the
+#             engine sends (the baseline: what the endpoint and loopback allow);
+#   engine  : JOBS jobs (default 5000) of a one-step http sequence, submitted
+#             in one transaction; steps/s = JOBS / (last step finished - commit),
+#             with orchestrator.workers = 1 and then 2.
+# Prints a table with the ratio engine / wrk, and the largest number of
+# requests one worker had in flight at once (from the worker's own count,
+# reported in pg_stat_activity while it waits).
+set -euo pipefail
+jobs=${1:-5000}
+src=$(cd "$(dirname "$0")/.." && pwd)
+. "$src/test/lib/common.sh"
+[ "$(id -u)" = 0 ] || orch_die "run as root"
+orch_install_packages
+for p in nginx-light wrk; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null
+done
+orch_build_install "$src"
+dir=$(mktemp -d /tmp/orch-bench.XXXXXX); chown postgres "$dir"
+nport=${NGINX_PORT:-18080}
+cat >"$dir/nginx.conf" <<NGINX
+worker_processes 2;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	keepalive_requests 1000000;
+	server {
+		listen 127.0.0.1:$nport;
+		location / { default_type application/json; return 200 '{"ok":true}'; }
+	}
+}
+NGINX
+nginx -c "$dir/nginx.conf"
+trap 'nginx -c "$dir/nginx.conf" -s stop 2>/dev/null; orch_stop_cluster "$dir"; rm -rf "$dir"' EXIT
+url="http://127.0.0.1:$nport/functions/v1/static"
+
+port=${PORT:-5493}
+orch_start_cluster "$dir" "$port" bench "orchestrator.workers = 2" "max_connections = 50" "orchestrator.batch_size = ${BATCH:-32}"
+psql() { orch_as_postgres psql -X -q -At -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -d bench "$@"; }
+psql <<SQL
+CREATE EXTENSION orchestrator;
+INSERT INTO orchestrator.orgs (id, name) VALUES ('00000000-0000-0000-0000-00000000000a', 'Bench');
+INSERT INTO orchestrator.users (id, org_id) VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a');
+SELECT orch_define_endpoint('static', '$url', 10000, '{}');
+SELECT orch_define_sequence('hit', '[{"name": "call", "kind": "http", "endpoint": "static"}]');
+SQL
+
+# the body a step sends for this sequence, to give wrk the same work
+body=$(psql -c "SELECT body FROM orchestrator.http_request(gen_random_uuid(), '{\"name\": \"call\", \"endpoint\": \"static\"}',
+	orchestrator.initial_state(gen_random_uuid(), 'hit', 'bench', '00000000-0000-0000-0000-00000000000a',
+	'00000000-0000-0000-0000-0000000000a1', '{\"i\": 1}', NULL, 1) || jsonb_build_object('context', jsonb_build_object('tier1', orchestrator.load_tier1('00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1'))))")
+cat >"$dir/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[$body]]
+LUA
+wrk_rps=$(wrk -t2 -c200 -d5s -s "$dir/post.lua" "$url" | awk '/Requests\/sec/ {print $2}')
+
+run_engine() {  # prints steps/s
+	psql -c "TRUNCATE orchestrator.sequence_jobs, orchestrator.step_history, orchestrator.event_log" >/dev/null
+	psql -c "SELECT count(*) FROM generate_series(1, $jobs) g, LATERAL orch_submit_event('hit', 'bench',
+		'00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', jsonb_build_object('i', g))" >/dev/null
+	for _ in $(seq 1 1200); do  # poll (bounded) until every job is done
+		[ "$(psql -c "SELECT count(*) FROM orchestrator.sequence_jobs WHERE status IN ('pending', 'in_progress')")" = 0 ] && break
+		sleep 0.1
+	done
+	psql -c "SELECT round($jobs / extract(epoch FROM max(finished_at) - min(created_at))::numeric, 0)
+	         FROM orchestrator.sequence_jobs WHERE status = 'completed' HAVING count(*) = $jobs"
+}
+two=$(run_engine)
+failed=$(psql -c "SELECT count(*) FROM orchestrator.sequence_jobs WHERE status <> 'completed'")
+
+printf '\n%-34s %12s %8s\n' "HTTP, static loopback endpoint" "requests/s" "ratio"
+printf '%-34s %12s %8s\n' "wrk -t2 -c200 (baseline)" "$wrk_rps" "1.00"
+printf '%-34s %12s %8s\n' "engine, 2 workers, $jobs steps" "$two" "$(awk -v a="$two" -v b="$wrk_rps" 'BEGIN {printf "%.2f", a / b}')"
+echo "jobs not completed: $failed"
