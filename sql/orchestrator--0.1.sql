@@ -62,7 +62,6 @@ COMMENT ON COLUMN orchestrator.users.created_at IS 'When the row was created';
 
 CREATE FUNCTION orchestrator.is_valid_timezone(tz text) RETURNS boolean
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM pg_catalog.now() AT TIME ZONE tz;
@@ -388,40 +387,53 @@ COMMENT ON COLUMN orchestrator.step_history.http_status IS 'HTTP status of an ht
 
 CREATE FUNCTION orchestrator.next_active_time(p_user_id uuid, p_at timestamptz DEFAULT pg_catalog.now())
 RETURNS timestamptz
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE
 AS $$
-	SELECT CASE
-		WHEN q.s IS NULL OR q.e IS NULL OR q.s = q.e THEN NULL
-		WHEN q.s < q.e AND q.lt >= q.s AND q.lt < q.e THEN (q.ld + q.e) AT TIME ZONE q.tz
-		WHEN q.s > q.e AND q.lt >= q.s THEN (q.ld + 1 + q.e) AT TIME ZONE q.tz
-		WHEN q.s > q.e AND q.lt < q.e THEN (q.ld + q.e) AT TIME ZONE q.tz
-		ELSE NULL
-	END
-	FROM (SELECT p.quiet_hours_start AS s, p.quiet_hours_end AS e, p.timezone AS tz,
-	             (p_at AT TIME ZONE p.timezone)::time AS lt,
-	             (p_at AT TIME ZONE p.timezone)::date AS ld
-	      FROM orchestrator.user_preferences_source p
-	      WHERE p.user_id = p_user_id) q
+DECLARE
+	s time;
+	e time;
+	tz text;
+	lt time;
+	ld date;
+BEGIN
+	SELECT p.quiet_hours_start, p.quiet_hours_end, p.timezone INTO s, e, tz
+	FROM orchestrator.user_preferences_source p WHERE p.user_id = p_user_id;
+	IF s IS NULL OR e IS NULL OR s = e THEN
+		RETURN NULL;
+	END IF;
+	lt := (p_at AT TIME ZONE tz)::time;
+	ld := (p_at AT TIME ZONE tz)::date;
+	IF s < e AND lt >= s AND lt < e THEN
+		RETURN (ld + e) AT TIME ZONE tz;
+	ELSIF s > e AND lt >= s THEN
+		RETURN (ld + 1 + e) AT TIME ZONE tz;
+	ELSIF s > e AND lt < e THEN
+		RETURN (ld + e) AT TIME ZONE tz;
+	END IF;
+	RETURN NULL;
+END
 $$;
 COMMENT ON FUNCTION orchestrator.next_active_time(uuid, timestamptz) IS 'NULL when the user is inside active hours at the given time, else the start of the next active window';
 
 CREATE FUNCTION orchestrator.budget_exceeded(p_org_id uuid) RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE
 AS $$
-	SELECT COALESCE((
-		SELECT (SELECT COALESCE(sum(l.cost_usd), 0)
-		        FROM orchestrator.cost_ledger l
-		        WHERE l.org_id = p_org_id
-		          AND l.created_at >= date_trunc('month', pg_catalog.now(), 'UTC')) >= b.monthly_budget_usd
-		FROM orchestrator.cost_budgets b WHERE b.org_id = p_org_id), false)
+DECLARE
+	v_budget numeric;
+BEGIN
+	SELECT b.monthly_budget_usd INTO v_budget FROM orchestrator.cost_budgets b WHERE b.org_id = p_org_id;
+	IF v_budget IS NULL THEN
+		RETURN false;
+	END IF;
+	RETURN (SELECT COALESCE(sum(l.cost_usd), 0) FROM orchestrator.cost_ledger l
+	        WHERE l.org_id = p_org_id
+	          AND l.created_at >= date_trunc('month', pg_catalog.now(), 'UTC')) >= v_budget;
+END
 $$;
 COMMENT ON FUNCTION orchestrator.budget_exceeded(uuid) IS 'True when the org has spent its budget for the current billing period (calendar month, UTC)';
 
 CREATE FUNCTION orchestrator.redact(p_text text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT regexp_replace(regexp_replace(p_text,
 		'[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}', '[email]', 'g'),
@@ -433,7 +445,6 @@ CREATE FUNCTION orchestrator.initial_state(p_job_id uuid, p_type text, p_source 
 	p_user_id uuid, p_payload jsonb, p_parent_job_id uuid, p_chain_depth integer)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT jsonb_build_object(
 		'event', jsonb_build_object('type', p_type, 'source', p_source, 'org_id', p_org_id,
@@ -456,10 +467,10 @@ $$;
 COMMENT ON FUNCTION orchestrator.initial_state(uuid, text, text, uuid, uuid, jsonb, uuid, integer) IS 'The SequenceState a new job starts with';
 
 CREATE FUNCTION orchestrator.load_tier1(p_org_id uuid, p_user_id uuid) RETURNS jsonb
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE
 AS $$
-	SELECT jsonb_build_object(
+BEGIN
+	RETURN jsonb_build_object(
 		'org', (SELECT to_jsonb(o) FROM orchestrator.org_source o WHERE o.id = p_org_id),
 		'user', (SELECT jsonb_build_object('id', u.id, 'display_name', u.display_name)
 		         FROM orchestrator.user_source u WHERE u.id = p_user_id),
@@ -468,7 +479,8 @@ AS $$
 		'features', COALESCE((SELECT jsonb_object_agg(f.feature_key, f.is_enabled)
 		                      FROM orchestrator.feature_settings_source f WHERE f.org_id = p_org_id), '{}'),
 		'cost_budget', (SELECT jsonb_build_object('monthly_budget_usd', b.monthly_budget_usd)
-		                FROM orchestrator.cost_budgets b WHERE b.org_id = p_org_id))
+		                FROM orchestrator.cost_budgets b WHERE b.org_id = p_org_id));
+END
 $$;
 COMMENT ON FUNCTION orchestrator.load_tier1(uuid, uuid) IS 'Tier 1 context (org, user preferences, feature settings, budget), loaded when a job first starts';
 
@@ -481,7 +493,6 @@ CREATE FUNCTION orchestrator.advance_state(p_state jsonb, p_step_name text, p_ou
 	p_output jsonb, p_duration_ms double precision, p_next_step integer)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT p_state
 		|| jsonb_build_object(
@@ -557,7 +568,6 @@ COMMENT ON FUNCTION orchestrator.run_claimed_job(uuid, bigint) IS 'Runs a job cl
 CREATE FUNCTION orchestrator.http_request(p_job_id uuid, p_step jsonb, p_state jsonb, p_body jsonb DEFAULT NULL,
 	OUT url text, OUT timeout_ms integer, OUT headers text[], OUT body text, OUT secrets text[])
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	e orchestrator.endpoints;
@@ -606,7 +616,6 @@ CREATE FUNCTION orchestrator.notify_request(p_job_id uuid, p_step jsonb, p_state
 	OUT defer_until timestamptz, OUT defer_reason text,
 	OUT url text, OUT timeout_ms integer, OUT headers text[], OUT body text, OUT secrets text[])
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_user uuid := (p_state->'event'->>'user_id')::uuid;
@@ -660,7 +669,6 @@ COMMENT ON FUNCTION orchestrator.notify_request(uuid, jsonb, jsonb, jsonb) IS 'D
 
 CREATE FUNCTION orchestrator.notify_result(p_job_id uuid, p_step_name text, p_ok boolean, p_ts text) RETURNS void
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	UPDATE orchestrator.notification_log l
 	SET status = CASE WHEN p_ok THEN 'sent' ELSE 'failed' END, slack_ts = p_ts
@@ -748,7 +756,6 @@ COMMENT ON FUNCTION orch_set_secret(text, text) IS 'Stores a secret for endpoint
 
 CREATE FUNCTION orchestrator.validate_jsonpath(p_step text, p_field text, p_path jsonb) RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF p_path IS NULL THEN
