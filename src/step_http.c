@@ -154,23 +154,31 @@ orch_step_http_prepare(const OrchClaimedJob *job, int step_index, int attempt,
 
 /*
  * scrub_secrets overwrites every secret value the request carried wherever
- * it appears in the response body, so an endpoint that echoes its headers
- * cannot leak one into the job's state.
+ * it appears in what came back (body, Location, Retry-After, curl's error
+ * text), so an endpoint that echoes its headers cannot leak one into the
+ * job's state or a stored error.
  */
+static void
+scrub_one(char *text, const char *secret)
+{
+	size_t		len = strlen(secret);
+	char	   *p;
+
+	if (text == NULL || len == 0)
+		return;
+	while ((p = strstr(text, secret)) != NULL)
+		memset(p, '*', len);
+}
+
 static void
 scrub_secrets(OrchHttpRequest *req)
 {
-	if (req->resp == NULL)
-		return;
 	for (int i = 0; i < req->nsecrets; i++)
 	{
-		size_t		len = strlen(req->secrets[i]);
-		char	   *p;
-
-		if (len == 0)
-			continue;
-		while ((p = strstr(req->resp, req->secrets[i])) != NULL)
-			memset(p, '*', len);
+		scrub_one(req->resp, req->secrets[i]);
+		scrub_one(req->location, req->secrets[i]);
+		scrub_one(req->retry_after, req->secrets[i]);
+		scrub_one(req->errbuf, req->secrets[i]);
 	}
 }
 

@@ -8,9 +8,7 @@
 # secret.  The admin role can set secrets but never read them back.
 #
 # Then a redirect whose Location header carries the secret: the engine puts
-# the Location into the step's error, unscrubbed (src/step_http.c,
-# orch_step_http_result; scrub_secrets only scrubs the body).  Those checks
-# are TODO until the engine scrubs the Location too.
+# the Location into the step's error, so it must scrub it there too.
 use strict;
 use warnings;
 
@@ -304,9 +302,7 @@ like( $node->safe_psql(
 	qr/^failed 302$/, 'the redirect was not followed: the step failed');
 is(scalar(@{ control('GET', '/_control/requests?path=/functions/v1/sec-redirect') }), 1,
 	'the redirect endpoint got one request');
-TODO:
 {
-	local $TODO = 'engine bug: the Location header is put into the step error unscrubbed (src/step_http.c:247)';
 	unlike( $node->safe_psql(
 			'postgres',
 			"SELECT h.error FROM public.sec_jobs s JOIN orchestrator.step_history h ON h.job_id = s.job_id WHERE s.c = 'redirect'"),
