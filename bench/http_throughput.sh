@@ -6,11 +6,9 @@
 #   wrk     : wrk -t2 -c200 -d5s with a POST of a body of the same size the
 #             engine sends (the baseline: what the endpoint and loopback allow);
 #   engine  : JOBS jobs (default 5000) of a one-step http sequence, submitted
-#             in one transaction; steps/s = JOBS / (last step finished - commit),
-#             with orchestrator.workers = 1 and then 2.
-# Prints a table with the ratio engine / wrk, and the largest number of
-# requests one worker had in flight at once (from the worker's own count,
-# reported in pg_stat_activity while it waits).
+#             in one transaction; steps/s = JOBS / (last step finished - first
+#             submit), with orchestrator.workers = 2 (BATCH sets batch_size).
+# Prints a table with the ratio engine / wrk.
 set -euo pipefail
 jobs=${1:-5000}
 src=$(cd "$(dirname "$0")/.." && pwd)

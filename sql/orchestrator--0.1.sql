@@ -1124,7 +1124,7 @@ BEGIN
 		END IF;
 	END IF;
 	UPDATE orchestrator.sequence_jobs j
-	SET status = 'pending', current_step = v_idx, attempts = 0, run_at = clock_timestamp(),
+	SET status = 'pending', current_step = v_idx, attempts = 0, reclaims = 0, run_at = clock_timestamp(),
 	    fencing_token = j.fencing_token + 1, lease_owner = NULL, lease_expires_at = NULL,
 	    finished_at = NULL, last_error = NULL, updated_at = clock_timestamp(),
 	    context = j.context || jsonb_build_object('current_step', v_idx)

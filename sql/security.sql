@@ -56,6 +56,21 @@ SELECT job_id AS s FROM orch_submit_event('sec_super', 'test:security', :'org_a'
 SELECT test_wait_job(:'s');
 SELECT context->'outputs'->'who'->>'current_user' = current_user AS ran_as_superuser_definer FROM orchestrator.sequence_jobs WHERE id = :'s';
 
+-- a step cannot define sequences: inside the worker the outer role is not its caller
+CREATE FUNCTION public.define_from_step(state jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM orch_define_sequence('sec_smuggled', '[{"name": "who", "kind": "sql", "function": "public.whoami"}]');
+	RETURN '{}';
+END $$;
+ALTER FUNCTION public.define_from_step(jsonb) OWNER TO test_definer;
+SET ROLE test_definer;
+SELECT orch_define_sequence('sec_define_in_step', '[{"name": "d", "kind": "sql", "function": "define_from_step"}]');
+RESET ROLE;
+SELECT job_id AS ds FROM orch_submit_event('sec_define_in_step', 'test:security', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'ds');
+SELECT status, last_error FROM orchestrator.sequence_jobs WHERE id = :'ds';
+SELECT count(*) AS smuggled FROM orchestrator.sequence_definitions WHERE event_type = 'sec_smuggled';
+
 -- a definer that no longer exists fails the job with a clear error
 CREATE ROLE test_gone IN ROLE orchestrator_admin;
 GRANT EXECUTE ON FUNCTION public.whoami(jsonb) TO test_gone;

@@ -327,6 +327,9 @@ run_one_step(JobRun *run, OrchStepResult *r)
 			r->output = orch_step_http_result(resume, &defer_until);
 			if (r->output == NULL)
 			{
+				/* a message Slack rate-limited was not delivered */
+				if (strcmp(r->kind, "notify") == 0)
+					orch_step_notify_record(resume, false, NULL);
 				r->outcome = ORCH_STEP_DEFERRED;
 				r->run_at = defer_until;
 				r->error = psprintf("endpoint \"%s\" answered HTTP 429 (rate limited); deferred until %s",
