@@ -30,12 +30,14 @@
 #include "postgres.h"
 
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "lib/ilist.h"
 #include "miscadmin.h"
+#include "storage/fd.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -48,6 +50,7 @@ static dlist_head inflight = DLIST_STATIC_INIT(inflight);
 static dlist_head done = DLIST_STATIC_INIT(done);
 static int	n_inflight = 0;
 static int	max_seen_inflight = 0;
+static int	fd_budget = INT_MAX;	/* sockets the open-file limit leaves us */
 
 static int	socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp);
 static int	timer_cb(CURLM *m, long timeout_ms, void *userp);
@@ -76,6 +79,34 @@ orch_http_init(void)
 				(errcode_for_socket_access(),
 				 errmsg("could not create epoll set for HTTP transfers: %m")));
 
+	/*
+	 * Every request in flight holds a socket.  Raise the soft open-file
+	 * limit to the hard one, and keep what PostgreSQL's own file cache may
+	 * use (max_files_per_process) plus a margin out of the sockets' share,
+	 * so a burst of requests never fails on EMFILE.
+	 */
+	{
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		{
+			if (rl.rlim_cur < rl.rlim_max)
+			{
+				rl.rlim_cur = Min(rl.rlim_max, (rlim_t) 1048576);
+				(void) setrlimit(RLIMIT_NOFILE, &rl);
+				(void) getrlimit(RLIMIT_NOFILE, &rl);
+			}
+			if (rl.rlim_cur != RLIM_INFINITY)
+				fd_budget = Max(1, (int) Min(rl.rlim_cur - (rlim_t) max_files_per_process - 64, (rlim_t) INT_MAX));
+		}
+		if (fd_budget < orch_max_inflight)
+			ereport(LOG,
+					(errmsg("orchestrator worker keeps at most %d HTTP requests in flight, fewer than orchestrator.max_inflight (%d)",
+							fd_budget, orch_max_inflight),
+					 errdetail("Each request needs a socket, and the process may open only so many files."),
+					 errhint("Raise the open-file limit of the server (ulimit -n) to allow more.")));
+	}
+
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) orch_max_inflight);
@@ -92,6 +123,13 @@ int
 orch_http_inflight(void)
 {
 	return n_inflight;
+}
+
+/* How many more requests may start now: orchestrator.max_inflight and fds. */
+int
+orch_http_room(void)
+{
+	return Max(0, Min(orch_max_inflight, fd_budget) - n_inflight);
 }
 
 int

@@ -118,6 +118,7 @@ extern void orch_http_init(void);
 extern int	orch_http_wait_fd(void);
 extern long orch_http_timeout(void);
 extern int	orch_http_inflight(void);
+extern int	orch_http_room(void);
 extern int	orch_http_max_seen_inflight(void);
 extern OrchHttpRequest *orch_http_new_request(void);
 extern void orch_http_start(OrchHttpRequest *req);

@@ -162,10 +162,9 @@ orch_worker_main(Datum main_arg)
 		/* claim when told to (latch), when something falls due, or after work */
 		if (next_claim_at != 0 && next_claim_at <= GetCurrentTimestamp())
 			need_claim = true;
-		if (need_claim && orch_http_inflight() < orch_max_inflight)
+		if (need_claim && orch_http_room() > 0)
 		{
-			int			room = Min(Min(orch_batch_size, ORCH_MAX_BATCH),
-								   orch_max_inflight - orch_http_inflight());
+			int			room = Min(Min(orch_batch_size, ORCH_MAX_BATCH), orch_http_room());
 			TimestampTz next_wakeup = 0;
 			bool		contended = false;
 			int			n = claim_batch(jobs, room, &next_wakeup, &contended);
