@@ -24,7 +24,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Werror
 SHLIB_LINK = -lcurl
 
-REGRESS = setup definitions submit run failure operate security http http_failure notify
+REGRESS = setup definitions submit run failure operate security http http_failure notify entry
 REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
 
 ISOLATION = claim dedupe reclaim
