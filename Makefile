@@ -12,6 +12,7 @@ OBJS = \
 	src/step.o \
 	src/step_sql.o \
 	src/step_http.o \
+	src/followup.o \
 	src/http.o \
 	src/writeback.o \
 	src/worker.o
@@ -24,7 +25,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Werror
 SHLIB_LINK = -lcurl
 
-REGRESS = setup definitions submit run failure operate security http http_failure notify entry
+REGRESS = setup definitions submit run failure operate security http http_failure notify entry followup
 REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
 
 ISOLATION = claim dedupe reclaim

@@ -49,7 +49,11 @@ SELECT max(version) FROM orchestrator.sequence_definitions WHERE event_type = 'd
 -- fields whose machinery is not built yet are refused, not silently ignored
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "requires_approval": true}]')$$);
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "ai": true}]')$$);
-SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "followups": []}]')$$);
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "followups": {}}]')$$);
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "followups": [{"for_each": "$.x"}]}]')$$);
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "followups": [{"type": "x", "for_each": "$.x ?("}]}]')$$);
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "followups": [{"type": "x", "payload": {"p": "@.x ==="}}]}]')$$);
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "followups": [{"type": "x", "when": "now"}]}]')$$);
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "requires_context": ["apollo"]}]')$$);
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "description": 7}]')$$);
 -- false is the default and allowed

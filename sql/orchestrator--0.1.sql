@@ -490,13 +490,14 @@ COMMENT ON FUNCTION orchestrator.load_tier1(uuid, uuid) IS 'Tier 1 context (org,
  * | deferred (a deferral is not an attempt).
  */
 CREATE FUNCTION orchestrator.advance_state(p_state jsonb, p_step_name text, p_outcome text,
-	p_output jsonb, p_duration_ms double precision, p_next_step integer)
+	p_output jsonb, p_duration_ms double precision, p_next_step integer, p_followups jsonb DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 AS $$
 	SELECT p_state
 		|| jsonb_build_object(
 			'current_step', p_next_step,
+			'queued_followups', (p_state->'queued_followups') || COALESCE(p_followups, '[]'),
 			'outputs', CASE WHEN p_outcome = 'succeeded'
 			                THEN p_state->'outputs' || jsonb_build_object(p_step_name, p_output)
 			                ELSE p_state->'outputs' END,
@@ -510,10 +511,63 @@ AS $$
 					+ CASE WHEN p_outcome = 'succeeded' THEN 1 ELSE 0 END,
 				'steps_failed', (p_state->'execution_metadata'->>'steps_failed')::int
 					+ CASE WHEN p_outcome = 'failed' THEN 1 ELSE 0 END,
+				'followups_queued', (p_state->'execution_metadata'->>'followups_queued')::int
+					+ COALESCE((SELECT count(*)::int FROM jsonb_array_elements(p_followups) f
+					            WHERE f->>'outcome' IN ('accepted', 'deferred')), 0),
 				'total_duration_ms', round(((p_state->'execution_metadata'->>'total_duration_ms')::numeric
 					+ p_duration_ms::numeric), 3)))
 $$;
-COMMENT ON FUNCTION orchestrator.advance_state(jsonb, text, text, jsonb, double precision, integer) IS 'Folds one step result into a SequenceState (outputs, steps_completed, execution_metadata)';
+COMMENT ON FUNCTION orchestrator.advance_state(jsonb, text, text, jsonb, double precision, integer, jsonb) IS 'Folds one step result into a SequenceState (outputs, steps_completed, execution_metadata)';
+
+/*
+ * queue_followups turns a finished step's "followups" into events: for each
+ * item its jsonpath for_each selects in the state (once when absent), one
+ * event of the follow-up's type for the job's org and user, with a payload
+ * whose string values starting "$" are read from the state and "@" from the
+ * item.  Each goes through orch_submit_event with the job as parent, in the
+ * step's transaction: chain depth (at most 3), dedupe and quiet hours apply,
+ * and a refused one is logged and creates nothing.  Returns what happened.
+ */
+CREATE FUNCTION orchestrator.queue_followups(p_job_id uuid, p_step jsonb, p_state jsonb, p_output jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_fu jsonb;
+	v_item jsonb;
+	v_payload jsonb;
+	v_kv record;
+	v_val jsonb;
+	r record;
+	v_out jsonb := '[]';
+BEGIN
+	-- selectors see the state with this step's output in it
+	p_state := jsonb_set(p_state, '{outputs}', (p_state->'outputs') || jsonb_build_object(p_step->>'name', p_output));
+	FOR v_fu IN SELECT value FROM jsonb_array_elements(COALESCE(p_step->'followups', '[]')) LOOP
+		FOR v_item IN
+			SELECT i FROM jsonb_path_query(p_state, (v_fu->>'for_each')::jsonpath, '{}', true) AS i WHERE v_fu ? 'for_each'
+			UNION ALL SELECT 'null'::jsonb WHERE NOT v_fu ? 'for_each'
+		LOOP
+			v_payload := '{}';
+			FOR v_kv IN SELECT key, value FROM jsonb_each(COALESCE(v_fu->'payload', '{}')) LOOP
+				v_val := v_kv.value;
+				IF jsonb_typeof(v_val) = 'string' AND (v_val #>> '{}') ~ '^\$' THEN
+					v_val := jsonb_path_query_first(p_state, (v_val #>> '{}')::jsonpath, '{}', true);
+				ELSIF jsonb_typeof(v_val) = 'string' AND (v_val #>> '{}') ~ '^@' THEN
+					v_val := jsonb_path_query_first(v_item, ('$' || substr(v_val #>> '{}', 2))::jsonpath, '{}', true);
+				END IF;
+				v_payload := v_payload || jsonb_build_object(v_kv.key, COALESCE(v_val, 'null'::jsonb));
+			END LOOP;
+			SELECT * INTO r FROM @extschema@.orch_submit_event(v_fu->>'type', 'orchestrator:chain',
+				(p_state->'event'->>'org_id')::uuid, (p_state->'event'->>'user_id')::uuid, v_payload, p_job_id);
+			v_out := v_out || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+				'type', v_fu->>'type', 'source', 'orchestrator:chain', 'payload', v_payload,
+				'parent_job_id', p_job_id, 'outcome', r.outcome, 'job_id', r.job_id, 'reason', r.reason)));
+		END LOOP;
+	END LOOP;
+	RETURN v_out;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.queue_followups(uuid, jsonb, jsonb, jsonb) IS 'Queues a step''s follow-up events (chain depth at most 3); for the worker only';
 
 ------------------------------------------------------------------------------
 -- C functions
@@ -790,6 +844,7 @@ DECLARE
 	v_on_failure text;
 	v_attempts numeric;
 	v_backoff numeric;
+	v_fu jsonb;
 	v_out jsonb := p_step;
 BEGIN
 	IF jsonb_typeof(p_step) IS DISTINCT FROM 'object' THEN
@@ -936,7 +991,34 @@ BEGIN
 			USING ERRCODE = 'feature_not_supported',
 			      HINT = 'Budget checks before AI steps are not available yet.';
 	END IF;
-	FOREACH v_key IN ARRAY ARRAY['requires_context', 'followups'] LOOP
+	IF p_step ? 'followups' THEN
+		IF jsonb_typeof(p_step->'followups') <> 'array' THEN
+			RAISE EXCEPTION 'invalid step "%": field "followups" must be an array', v_name
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		FOR v_fu IN SELECT value FROM jsonb_array_elements(p_step->'followups') LOOP
+			IF jsonb_typeof(v_fu) <> 'object' OR jsonb_typeof(v_fu->'type') IS DISTINCT FROM 'string'
+			   OR (v_fu->>'type') !~ '^[A-Za-z0-9_.:-]{1,100}$' THEN
+				RAISE EXCEPTION 'invalid step "%": each entry of field "followups" needs a valid "type"', v_name
+					USING ERRCODE = 'invalid_parameter_value',
+					      HINT = 'For example {"type": "proposal_generation", "for_each": "$.outputs.x[*]", "payload": {"phrase": "@.phrase"}}.';
+			END IF;
+			IF v_fu - 'type' - 'for_each' - 'payload' <> '{}'::jsonb THEN
+				RAISE EXCEPTION 'invalid step "%": a follow-up accepts only type, for_each and payload', v_name
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			PERFORM orchestrator.validate_jsonpath(v_name, 'followups.for_each', v_fu->'for_each');
+			IF v_fu ? 'payload' AND jsonb_typeof(v_fu->'payload') <> 'object' THEN
+				RAISE EXCEPTION 'invalid step "%": field "followups.payload" must be an object', v_name
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			FOR v_key IN SELECT value #>> '{}' FROM jsonb_each(COALESCE(v_fu->'payload', '{}')) WHERE jsonb_typeof(value) = 'string'
+			                                                                                 AND value #>> '{}' ~ '^[$@]' LOOP
+				PERFORM orchestrator.validate_jsonpath(v_name, 'followups.payload', to_jsonb('$' || substr(v_key, 2)));
+			END LOOP;
+		END LOOP;
+	END IF;
+	FOREACH v_key IN ARRAY ARRAY['requires_context'] LOOP
 		IF p_step ? v_key THEN
 			RAISE EXCEPTION 'invalid step "%": field "%" is not supported by this version of orchestrator', v_name, v_key
 				USING ERRCODE = 'feature_not_supported';

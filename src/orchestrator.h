@@ -145,6 +145,9 @@ extern TimestampTz orch_next_wakeup(bool *contended);
 extern void orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest **parked);
 extern volatile sig_atomic_t orch_step_running;
 
+/* followup.c */
+extern Jsonb *orch_queue_followups(const OrchClaimedJob *job, Jsonb *step, Jsonb *state, Jsonb *output);
+
 /* step_sql.c */
 extern Jsonb *orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as);
 
@@ -168,6 +171,7 @@ typedef struct OrchStepResult
 	OrchStepOutcome outcome;
 	bool		interrupted;	/* cancelled by SIGTERM: nothing to write */
 	long		http_status;	/* 0: no HTTP response */
+	Jsonb	   *followups;		/* follow-ups the step queued, or NULL */
 	OrchHttpRequest *request;	/* PARKED: the request to send */
 	Jsonb	   *output;			/* NULL unless succeeded */
 	const char *error;			/* NULL unless failed */

@@ -377,6 +377,10 @@ run_one_step(JobRun *run, OrchStepResult *r)
 					 errmsg("output of step \"%s\" does not satisfy its expect path", r->step_name),
 					 errdetail("expect: %s", expect)));
 
+		/* follow-up events commit with the step, or not at all */
+		if (r->outcome == ORCH_STEP_SUCCEEDED)
+			r->followups = orch_queue_followups(run->job, step, run->state, r->output);
+
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;

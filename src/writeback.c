@@ -64,22 +64,22 @@ outcome_name(OrchStepOutcome o)
 Jsonb *
 orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 {
-	Datum		args[17];
-	char		nulls[17];
+	Datum		args[18];
+	char		nulls[18];
 	int			ret;
 	bool		isnull;
 	Datum		state;
 
 	if (step_plan == NULL)
 	{
-		Oid			types[17] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, FLOAT8OID,
+		Oid			types[18] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, FLOAT8OID,
 			INT4OID, INT4OID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID, TEXTOID, INT4OID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID};
+		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, JSONBOID};
 
 		step_plan = orch_prepare_kept(
 			"WITH u AS ("
 			"  UPDATE orchestrator.sequence_jobs j SET"
-			"    context = orchestrator.advance_state(j.context, $3, $4, $5, $6, $7),"
+			"    context = orchestrator.advance_state(j.context, $3, $4, $5, $6, $7, $18),"
 			"    current_step = $7, attempts = $8, status = $9,"
 			"    run_at = COALESCE($10, j.run_at),"
 			"    lease_owner = CASE WHEN $9 = 'in_progress' THEN j.lease_owner END,"
@@ -96,7 +96,7 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, $5, orchestrator.redact($12), $15, $16,"
 			"         pg_catalog.pg_backend_pid(), $2, $17 FROM u)"
 			" SELECT u.context FROM u",
-			17, types);
+			18, types);
 	}
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -121,6 +121,8 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 	args[15] = TimestampTzGetDatum(r->finished_at);
 	args[16] = Int32GetDatum((int32) r->http_status);
 	nulls[16] = r->http_status ? ' ' : 'n';
+	args[17] = r->followups ? JsonbPGetDatum(r->followups) : (Datum) 0;
+	nulls[17] = r->followups ? ' ' : 'n';
 
 	ret = SPI_execute_plan(step_plan, args, nulls, false, 0);
 	if (ret != SPI_OK_SELECT)

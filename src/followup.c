@@ -1,0 +1,60 @@
+/*-------------------------------------------------------------------------
+ *
+ * followup.c
+ *	  Follow-up events a step queues ("followups"): the seed's chaining.
+ *
+ * After a step succeeds, inside its subtransaction (so the follow-ups commit
+ * with the step or not at all), orchestrator.queue_followups selects items
+ * from the state with each follow-up's jsonpath for_each and submits one
+ * event per item through orch_submit_event with this job as parent:
+ * chain depth (at most 3), dedupe and quiet hours apply, and the child is
+ * linked both ways (parent_job_id, event_chain.children).  What happened
+ * is returned for the state's queued_followups and the audit counters.
+ *
+ * src/followup.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+#include "orchestrator.h"
+
+static SPIPlanPtr followup_plan = NULL;
+
+/*
+ * orch_queue_followups queues the step's follow-ups and returns them as a
+ * jsonb array (NULL when the step declares none).
+ */
+Jsonb *
+orch_queue_followups(const OrchClaimedJob *job, Jsonb *step, Jsonb *state, Jsonb *output)
+{
+	Datum		args[4];
+	int			ret;
+	bool		isnull;
+	Datum		d;
+
+	if (orch_jsonb_get(step, "followups") == NULL)
+		return NULL;
+
+	if (followup_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, JSONBOID, JSONBOID, JSONBOID};
+
+		followup_plan = orch_prepare_kept(
+			"SELECT orchestrator.queue_followups($1, $2, $3, $4)", 4, types);
+	}
+	args[0] = UUIDPGetDatum(&job->id);
+	args[1] = JsonbPGetDatum(step);
+	args[2] = JsonbPGetDatum(state);
+	args[3] = JsonbPGetDatum(output);
+	ret = SPI_execute_plan(followup_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "orchestrator could not queue follow-ups: %s", SPI_result_code_string(ret));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? NULL : DatumGetJsonbP(d);
+}
