@@ -11,16 +11,8 @@
 # Prints a table with the ratio engine / wrk.
 set -euo pipefail
 jobs=${1:-5000}
-src=$(cd "$(dirname "$0")/.." && pwd)
-. "$src/test/lib/common.sh"
-[ "$(id -u)" = 0 ] || orch_die "run as root"
-orch_install_packages
-for p in nginx-light wrk; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null
-done
-orch_build_install "$src"
-dir=$(mktemp -d /tmp/orch-bench.XXXXXX); chown postgres "$dir"
+. "$(dirname "$0")/lib.sh"
+bench_prepare nginx-light wrk
 nport=${NGINX_PORT:-18080}
 cat >"$dir/nginx.conf" <<NGINX
 worker_processes 2;
@@ -37,16 +29,11 @@ http {
 }
 NGINX
 nginx -c "$dir/nginx.conf"
-trap 'nginx -c "$dir/nginx.conf" -s stop 2>/dev/null; orch_stop_cluster "$dir"; rm -rf "$dir"' EXIT
+trap 'nginx -c "$dir/nginx.conf" -s stop 2>/dev/null; bench_cleanup' EXIT
 url="http://127.0.0.1:$nport/functions/v1/static"
 
-port=${PORT:-5493}
-orch_start_cluster "$dir" "$port" bench "orchestrator.workers = 2" "max_connections = 50" "orchestrator.batch_size = ${BATCH:-32}"
-psql() { orch_as_postgres psql -X -q -At -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -d bench "$@"; }
+bench_start_cluster "${PORT:-5493}" "orchestrator.workers = 2" "max_connections = 50" "orchestrator.batch_size = ${BATCH:-32}"
 psql <<SQL
-CREATE EXTENSION orchestrator;
-INSERT INTO orchestrator.orgs (id, name) VALUES ('00000000-0000-0000-0000-00000000000a', 'Bench');
-INSERT INTO orchestrator.users (id, org_id) VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a');
 SELECT orch_define_endpoint('static', '$url', 10000, '{}');
 SELECT orch_define_sequence('hit', '[{"name": "call", "kind": "http", "endpoint": "static"}]');
 SQL

@@ -9,23 +9,12 @@
 # process that PostgreSQL itself keeps idle.
 set -euo pipefail
 secs=${1:-60}
-src=$(cd "$(dirname "$0")/.." && pwd)
-. "$src/test/lib/common.sh"
-[ "$(id -u)" = 0 ] || orch_die "run as root"
-orch_install_packages
-orch_build_install "$src"
-dir=$(mktemp -d /tmp/orch-bench.XXXXXX); chown postgres "$dir"
-trap 'orch_stop_cluster "$dir"; rm -rf "$dir"' EXIT
-port=${PORT:-5492}
-orch_start_cluster "$dir" "$port" bench "orchestrator.workers = 2"
-psql() { orch_as_postgres psql -X -q -At -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -d bench "$@"; }
+. "$(dirname "$0")/lib.sh"
+bench_prepare
+bench_start_cluster "${PORT:-5492}" "orchestrator.workers = 2"
+bench_define_ping
 
 psql <<'SQL'
-CREATE EXTENSION orchestrator;
-INSERT INTO orchestrator.orgs (id, name) VALUES ('00000000-0000-0000-0000-00000000000a', 'Bench');
-INSERT INTO orchestrator.users (id, org_id) VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a');
-CREATE FUNCTION noop(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
-SELECT orch_define_sequence('ping', '[{"name": "noop", "kind": "sql", "function": "noop"}]');
 SELECT outcome FROM orch_submit_event('ping', 'bench', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{}');
 SQL
 for _ in $(seq 1 300); do  # poll until the job is done (bounded)

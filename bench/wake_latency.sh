@@ -11,23 +11,12 @@
 # says what the engine adds on top of one client round trip.
 set -euo pipefail
 n=${1:-200}
-src=$(cd "$(dirname "$0")/.." && pwd)
-. "$src/test/lib/common.sh"
-[ "$(id -u)" = 0 ] || orch_die "run as root"
-orch_install_packages
-orch_build_install "$src"
-dir=$(mktemp -d /tmp/orch-bench.XXXXXX); chown postgres "$dir"
-trap 'orch_stop_cluster "$dir"; rm -rf "$dir"' EXIT
-port=${PORT:-5491}
-orch_start_cluster "$dir" "$port" bench "orchestrator.workers = 1"
-psql() { orch_as_postgres psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -d bench "$@"; }
+. "$(dirname "$0")/lib.sh"
+bench_prepare
+bench_start_cluster "${PORT:-5491}" "orchestrator.workers = 1"
+bench_define_ping
 
-psql <<'SQL'
-CREATE EXTENSION orchestrator;
-INSERT INTO orchestrator.orgs (id, name) VALUES ('00000000-0000-0000-0000-00000000000a', 'Bench');
-INSERT INTO orchestrator.users (id, org_id) VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a');
-CREATE FUNCTION noop(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
-SELECT orch_define_sequence('ping', '[{"name": "noop", "kind": "sql", "function": "noop"}]');
+bench_psql <<'SQL'
 CREATE TABLE rt (i int, t0 timestamptz, t1 timestamptz);
 CREATE FUNCTION wait_done(i int) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE deadline timestamptz := clock_timestamp() + interval '30 seconds';
@@ -42,7 +31,7 @@ END $$;
 SQL
 # wait (bounded) until the worker sleeps on its latch
 for _ in $(seq 1 100); do
-	[ "$(psql -At -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker' AND wait_event_type = 'Extension'")" = 1 ] && break
+	[ "$(psql -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker' AND wait_event_type = 'Extension'")" = 1 ] && break
 	sleep 0.1
 done
 {
@@ -52,9 +41,9 @@ done
 		echo "INSERT INTO rt (i, t0) VALUES ($i, clock_timestamp());"
 		echo "UPDATE rt SET t1 = clock_timestamp() WHERE i = $i;"
 	done
-} | psql >/dev/null
+} | bench_psql >/dev/null
 
-psql -P pager=off <<'SQL'
+bench_psql -P pager=off <<'SQL'
 WITH engine AS (
 	SELECT extract(epoch FROM h.started_at - (j.trigger_payload->>'t0')::timestamptz) * 1000 AS ms
 	FROM orchestrator.sequence_jobs j JOIN orchestrator.step_history h ON h.job_id = j.id),

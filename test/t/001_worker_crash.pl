@@ -8,29 +8,23 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::Bin/..";
+
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OrchTest;
 
-my $node = PostgreSQL::Test::Cluster->new('crash');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'orchestrator'
-orchestrator.database = 'postgres'
-orchestrator.workers = 1
-orchestrator.lease_duration = '3s'
-restart_after_crash = on
-});
-$node->start;
+my $node = start_node(
+	'crash',
+	workers => 1,
+	lease_duration => '3s',
+	conf => "restart_after_crash = on\n");
+install_extension($node);
 
 $node->safe_psql(
 	'postgres', q{
-CREATE EXTENSION orchestrator;
-INSERT INTO orchestrator.orgs (id, name)
-	VALUES ('00000000-0000-0000-0000-00000000000a', 'Acme');
-INSERT INTO orchestrator.users (id, org_id, display_name)
-	VALUES ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-00000000000a', 'Ann');
 CREATE TABLE public.side_effects (n text, written_by integer);
 CREATE TABLE public.finished (n text);
 -- writes first, then blocks while the test holds advisory lock 4242, so a
@@ -51,32 +45,19 @@ SELECT orch_define_sequence('crash_test', '[
 	{"name": "finish", "kind": "sql", "function": "finish_step"}]');
 });
 
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'",
-		'1'),
-	'one orchestrator worker is running');
+ok(wait_for_workers($node, 1), 'one orchestrator worker is running');
 
 # The test holds the lock the step waits for.
 my $holder = $node->background_psql('postgres', on_error_stop => 0);
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
 
-my $job = $node->safe_psql(
-	'postgres', q{
-SELECT job_id FROM orch_submit_event('crash_test', 'test', '00000000-0000-0000-0000-00000000000a',
-	'00000000-0000-0000-0000-0000000000b1', '{"n": "one"}')});
+my $job = submit_job($node, 'crash_test', '{"n": "one"}');
 like($job, qr/^[0-9a-f-]{36}$/, 'event accepted with a job id');
 
-ok( $node->poll_query_until(
-		'postgres', qq{
-SELECT (SELECT status FROM orchestrator.sequence_jobs WHERE id = '$job') = 'in_progress'
-   AND EXISTS (SELECT 1 FROM pg_stat_activity
-               WHERE backend_type = 'orchestrator worker'
-                 AND wait_event_type = 'Lock' AND wait_event = 'advisory')}),
+ok(wait_step_blocked($node, $job),
 	'job is in progress and the worker waits on the advisory lock');
 
-my $worker_pid = $node->safe_psql('postgres',
-	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'");
+my $worker_pid = worker_pid($node);
 like($worker_pid, qr/^\d+$/, 'found the worker pid');
 is( $node->safe_psql(
 		'postgres',
@@ -111,11 +92,7 @@ pass('postmaster reinitialised after the crash');
 # The lock holder's connection died with the crash.
 $holder->quit;
 
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT status FROM orchestrator.sequence_jobs WHERE id = '$job'",
-		'completed'),
-	'job completes after the crash');
+ok(wait_job_status($node, $job, 'completed'), 'job completes after the crash');
 
 # the reclaim is logged before the job is claimed again, so it is there now
 like(
@@ -123,8 +100,7 @@ like(
 	qr/orchestrator worker reclaimed 1 job\(s\) whose lease expired/,
 	'server log shows the expired lease was reclaimed');
 
-my $new_worker_pid = $node->safe_psql('postgres',
-	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'");
+my $new_worker_pid = worker_pid($node);
 like($new_worker_pid, qr/^\d+$/, 'a worker runs again after the crash');
 isnt($new_worker_pid, $worker_pid, 'it is a new process');
 

@@ -11,30 +11,22 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::Bin/..";
+
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
+use OrchTest;
 
-my $org = '00000000-0000-0000-0000-00000000000a';
-my $user = '00000000-0000-0000-0000-0000000000b1';
+my ($org, $user) = ($ORG, $USER);
 
-my $node = PostgreSQL::Test::Cluster->new('signals');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'orchestrator'
-orchestrator.database = 'postgres'
-orchestrator.workers = 1
-orchestrator.lease_duration = '30s'
-});
-$node->start;
+my $node = start_node('signals', workers => 1, lease_duration => '30s');
+install_extension($node);
 
 $node->safe_psql(
 	'postgres', qq{
-CREATE EXTENSION orchestrator;
-INSERT INTO orchestrator.orgs (id, name) VALUES ('$org', 'Acme');
-INSERT INTO orchestrator.users (id, org_id, display_name) VALUES ('$user', '$org', 'Ann');
 CREATE TABLE public.side_effects (n text, step text, written_by integer);
 CREATE FUNCTION public.blocking_step(s jsonb) RETURNS jsonb LANGUAGE plpgsql AS \$\$
 BEGIN
@@ -61,17 +53,10 @@ END \$\$;
 SELECT orch_define_sequence('batch_test', '[{"name": "record", "kind": "sql", "function": "record_tx"}]');
 });
 
-my $worker_q =
-  "SELECT pid FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'";
-
 # ---------------------------------------------------------------------------
 # (c) idle: sleeping on its latch with the Extension wait event, no xact open
 # ---------------------------------------------------------------------------
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT state FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'",
-		'idle'),
-	'idle worker reports state idle');
+ok(wait_idle_worker($node), 'idle worker reports state idle');
 is( $node->safe_psql(
 		'postgres', q{
 SELECT count(*), min(wait_event_type), min(wait_event),
@@ -128,19 +113,12 @@ is($batch_split->('r2'), '7,3', 'batch_size 7: the ten ran as a batch of 7 and o
 my $holder = $node->background_psql('postgres');
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
 
-my $job = $node->safe_psql('postgres',
-	"SELECT job_id FROM orch_submit_event('term_test', 'test', '$org', '$user', '{\"n\": \"t1\"}')");
+my $job = submit_job($node, 'term_test', '{"n": "t1"}');
 like($job, qr/^[0-9a-f-]{36}$/, 'SIGTERM job accepted');
 
-ok( $node->poll_query_until(
-		'postgres', qq{
-SELECT (SELECT status FROM orchestrator.sequence_jobs WHERE id = '$job') = 'in_progress'
-   AND EXISTS (SELECT 1 FROM pg_stat_activity
-               WHERE backend_type = 'orchestrator worker'
-                 AND wait_event_type = 'Lock' AND wait_event = 'advisory')}),
-	'step one is running and blocked on the advisory lock');
+ok(wait_step_blocked($node, $job), 'step one is running and blocked on the advisory lock');
 
-my $old_pid = $node->safe_psql('postgres', $worker_q);
+my $old_pid = worker_pid($node);
 like($old_pid, qr/^\d+$/, 'found the worker pid');
 
 $log_offset = -s $node->logfile;
@@ -159,13 +137,9 @@ is( $node->safe_psql(
 	'the cancelled step left no result behind');
 $holder->query_safe('SELECT pg_advisory_unlock(4242)');
 
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT status FROM orchestrator.sequence_jobs WHERE id = '$job'",
-		'completed'),
-	'job completes after the worker restarts');
+ok(wait_job_status($node, $job, 'completed'), 'job completes after the worker restarts');
 
-my $new_pid = $node->safe_psql('postgres', $worker_q);
+my $new_pid = worker_pid($node);
 like($new_pid, qr/^\d+$/, 'a worker runs again');
 isnt($new_pid, $old_pid, 'the worker was restarted as a new process');
 
@@ -251,7 +225,7 @@ sub wait_gone
 	return 0;
 }
 
-my $worker_pid = $node->safe_psql('postgres', $worker_q);
+my $worker_pid = worker_pid($node);
 like($worker_pid, qr/^\d+$/, 'found the worker pid before killing the postmaster');
 my $pm_pid = $node->{_pid};
 my $procs = proc_table();
@@ -286,13 +260,8 @@ $node->start;
 $node->wait_for_log(qr/orchestrator worker 1 started/, $log_offset);
 pass('node restarts and its worker starts again');
 
-my $after = $node->safe_psql('postgres',
-	"SELECT job_id FROM orch_submit_event('batch_test', 'test', '$org', '$user', '{\"round\": \"r3\", \"n\": 1}')");
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT status FROM orchestrator.sequence_jobs WHERE id = '$after'",
-		'completed'),
-	'a job submitted after the restart completes');
+my $after = submit_job($node, 'batch_test', '{"round": "r3", "n": 1}');
+ok(wait_job_status($node, $after, 'completed'), 'a job submitted after the restart completes');
 
 $node->stop;
 

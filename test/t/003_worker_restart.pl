@@ -15,35 +15,31 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::Bin/..";
+
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OrchTest;
 
-my $org = '00000000-0000-0000-0000-00000000000a';
-my $user = '00000000-0000-0000-0000-0000000000b1';
+my ($org, $user) = ($ORG, $USER);
 
-my $node = PostgreSQL::Test::Cluster->new('restart');
-$node->init;
 # autovacuum off and a slow WAL writer: nothing else flushes WAL behind the
 # test's back, so in case 3 the asynchronous claim is usually still
 # unflushed when the worker dies (the test passes either way)
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'orchestrator'
-orchestrator.database = 'postgres'
-orchestrator.workers = 1
-orchestrator.lease_duration = '2s'
-restart_after_crash = on
+my $node = start_node(
+	'restart',
+	workers => 1,
+	lease_duration => '2s',
+	conf => q{restart_after_crash = on
 autovacuum = off
 wal_writer_delay = '10s'
 });
-$node->start;
+install_extension($node);
 
 $node->safe_psql(
 	'postgres', qq{
-CREATE EXTENSION orchestrator;
-INSERT INTO orchestrator.orgs (id, name) VALUES ('$org', 'Acme');
-INSERT INTO orchestrator.users (id, org_id, display_name) VALUES ('$user', '$org', 'Ann');
 CREATE TABLE public.side_effects (n text, step text, written_by integer);
 CREATE FUNCTION public.quick_step(s jsonb) RETURNS jsonb LANGUAGE plpgsql AS \$\$
 BEGIN
@@ -82,32 +78,12 @@ SELECT orch_define_sequence('blocking', '[
 	{"name": "two", "kind": "sql", "function": "second_step"}]');
 });
 
-my $worker_q =
-  "SELECT pid FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'";
-
 sub submit
 {
 	my ($type, $n) = @_;
-	my $job = $node->safe_psql('postgres',
-		"SELECT job_id FROM orch_submit_event('$type', 'test', '$org', '$user', '{\"n\": \"$n\"}')"
-	);
+	my $job = submit_job($node, $type, qq{{"n": "$n"}});
 	die "submit of $type/$n returned no job" unless $job =~ /^[0-9a-f-]{36}$/;
 	return $job;
-}
-
-sub wait_status
-{
-	my ($job, $status) = @_;
-	return $node->poll_query_until('postgres',
-		"SELECT status FROM orchestrator.sequence_jobs WHERE id = '$job'",
-		$status);
-}
-
-sub wait_idle_worker
-{
-	return $node->poll_query_until('postgres',
-		"SELECT state FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'",
-		'idle');
 }
 
 # kill -9 the worker and wait until the crash restart is through and a new
@@ -117,29 +93,22 @@ sub crash_worker
 	my ($pid) = @_;
 	my $offset = -s $node->logfile;
 	kill('KILL', $pid) or die "could not kill $pid";
-	$node->wait_for_log(
-		qr/background worker "orchestrator worker" \(PID $pid\) was terminated by signal 9/,
-		$offset);
-	$node->wait_for_log(qr/all server processes terminated; reinitializing/,
-		$offset);
-	$node->poll_query_until('postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker' AND pid <> $pid",
-		'1')
-	  or die "no worker after the crash restart";
-	return $node->safe_psql('postgres', $worker_q);
+	wait_for_crash_restart($node, $pid, $offset);
+	wait_for_new_worker($node, $pid) or die "no worker after the crash restart";
+	return worker_pid($node);
 }
 
 # ---------------------------------------------------------------------------
 # 1. idle worker killed; a job submitted after the crash restart runs
 # ---------------------------------------------------------------------------
-ok(wait_idle_worker(), 'worker is idle');
-my $pid1 = $node->safe_psql('postgres', $worker_q);
+ok(wait_idle_worker($node), 'worker is idle');
+my $pid1 = worker_pid($node);
 my $pid2 = crash_worker($pid1);
 isnt($pid2, $pid1, 'crash restart brought up a new worker');
-ok(wait_idle_worker(), 'the new worker is idle, sleeping until woken');
+ok(wait_idle_worker($node), 'the new worker is idle, sleeping until woken');
 
 my $job1 = submit('quick', 'after-idle-crash');
-ok(wait_status($job1, 'completed'),
+ok(wait_job_status($node, $job1, 'completed'),
 	'a job submitted after the crash wakes the new worker and completes');
 is( $node->safe_psql(
 		'postgres',
@@ -158,7 +127,7 @@ SELECT j.status = 'pending' AND j.run_at > now()
                WHERE h.job_id = j.id AND h.outcome = 'retry_scheduled')
 FROM orchestrator.sequence_jobs j WHERE j.id = '$job2'}),
 	'first attempt failed and a retry is scheduled in the future');
-ok(wait_idle_worker(), 'worker sleeps until the retry is due');
+ok(wait_idle_worker($node), 'worker sleeps until the retry is due');
 
 my $pid3 = crash_worker($pid2);
 is( $node->safe_psql(
@@ -170,7 +139,7 @@ WHERE a.pid = $pid3 AND j.id = '$job2'}),
 	'the new worker started before the retry was due, with the job still pending');
 
 # nothing wakes the worker now: it has to wake up by itself at run_at
-ok(wait_status($job2, 'completed'), 'the retry ran after the crash');
+ok(wait_job_status($node, $job2, 'completed'), 'the retry ran after the crash');
 is( $node->safe_psql(
 		'postgres', qq{
 SELECT string_agg(h.outcome || ':' || h.attempt, ',' ORDER BY h.id),
@@ -197,18 +166,12 @@ my $holder = $node->background_psql('postgres', on_error_stop => 0);
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
 
 my $job3 = submit('blocking', 'claim');
-ok( $node->poll_query_until(
-		'postgres', qq{
-SELECT (SELECT status FROM orchestrator.sequence_jobs WHERE id = '$job3') = 'in_progress'
-   AND EXISTS (SELECT 1 FROM pg_stat_activity
-               WHERE backend_type = 'orchestrator worker'
-                 AND wait_event_type = 'Lock' AND wait_event = 'advisory')}),
-	'job claimed, worker blocked in step one');
+ok(wait_step_blocked($node, $job3), 'job claimed, worker blocked in step one');
 
 my $pid4 = crash_worker($pid3);
 $holder->quit;
 
-ok(wait_status($job3, 'completed'), 'job completes after the crash');
+ok(wait_job_status($node, $job3, 'completed'), 'job completes after the crash');
 my ($token, $expired) = split /\|/,
   $node->safe_psql(
 	'postgres', qq{
@@ -237,7 +200,7 @@ FROM orchestrator.step_history WHERE job_id = '$job3' AND kind = 'sql'}),
 # ---------------------------------------------------------------------------
 # 4. SIGTERM with a batch of three claimed: all three handed back
 # ---------------------------------------------------------------------------
-ok(wait_idle_worker(), 'worker idle before the batch');
+ok(wait_idle_worker($node), 'worker idle before the batch');
 $holder = $node->background_psql('postgres');
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
 
@@ -273,7 +236,7 @@ ok( $node->poll_query_until(
 		"SELECT count(*) FROM orchestrator.sequence_jobs WHERE id IN ($batch_in) AND status = 'completed'",
 		'3'),
 	'all three complete after the worker restarts');
-my $pid5 = $node->safe_psql('postgres', $worker_q);
+my $pid5 = worker_pid($node);
 is( $node->safe_psql(
 		'postgres', qq{
 SELECT string_agg(x, ',' ORDER BY x) FROM (

@@ -4,23 +4,16 @@
 # second to look again) instead of looping on an expiry in the past.
 use strict;
 use warnings;
+use FindBin;
+use lib "$FindBin::Bin/..";
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OrchTest;
 
-my $node = PostgreSQL::Test::Cluster->new('contended');
-$node->init;
-$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'orchestrator'
-orchestrator.database = 'postgres'
-orchestrator.workers = 2
-orchestrator.lease_duration = '1s'
-});
-$node->start;
+my $node = start_node('contended', workers => 2, lease_duration => '1s');
+install_extension($node, user => '00000000-0000-0000-0000-0000000000a1', display_name => undef);
 $node->safe_psql('postgres', q{
-	CREATE EXTENSION orchestrator;
-	INSERT INTO orchestrator.orgs (id, name) VALUES ('00000000-0000-0000-0000-00000000000a', 'Acme');
-	INSERT INTO orchestrator.users (id, org_id) VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a');
 	CREATE FUNCTION blocked(s jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 	BEGIN PERFORM pg_advisory_xact_lock(77); RETURN '{}'; END $$;
 	SELECT orch_define_sequence('slow', '[{"name": "wait", "kind": "sql", "function": "blocked"}]');

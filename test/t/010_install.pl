@@ -2,9 +2,15 @@
 # keep definitions, settings and job state.
 use strict;
 use warnings;
+use FindBin;
+use lib "$FindBin::Bin/..";
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OrchTest;
+
+# the user these tests submit as
+my %a1 = (user => '00000000-0000-0000-0000-0000000000a1', display_name => undef);
 
 # --- without shared_preload_libraries: a WARNING with a hint, SQL still works
 my $plain = PostgreSQL::Test::Cluster->new('plain');
@@ -15,9 +21,8 @@ is($ret, 0, 'CREATE EXTENSION succeeds without the preload');
 like($stderr, qr/WARNING:  orchestrator is not loaded through shared_preload_libraries, so no worker will run jobs/,
 	'it warns that no worker will run');
 like($stderr, qr/HINT:  Add orchestrator to shared_preload_libraries/, 'with a hint saying what to do');
+add_org_user($plain, %a1);
 $plain->safe_psql('postgres', q{
-	INSERT INTO orchestrator.orgs (id, name) VALUES ('00000000-0000-0000-0000-00000000000a', 'Acme');
-	INSERT INTO orchestrator.users (id, org_id) VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a');
 	CREATE FUNCTION noop(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
 	SELECT orch_define_sequence('ping', '[{"name": "noop", "kind": "sql", "function": "noop"}]');
 });
@@ -30,18 +35,11 @@ is($plain->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE b
 $plain->stop;
 
 # --- pg_dump and restore keep definitions, settings and jobs
-my $node = PostgreSQL::Test::Cluster->new('dump');
-$node->init;
-$node->append_conf('postgresql.conf', qq{shared_preload_libraries = 'orchestrator'
-orchestrator.database = 'src'
-});
-$node->start;
+my $node = start_node('dump', database => 'src');
 $node->safe_psql('postgres', 'CREATE DATABASE src');
 $node->safe_psql('postgres', 'CREATE DATABASE dst');
+install_extension($node, db => 'src', %a1);
 $node->safe_psql('src', q{
-	CREATE EXTENSION orchestrator;
-	INSERT INTO orchestrator.orgs (id, name) VALUES ('00000000-0000-0000-0000-00000000000a', 'Acme');
-	INSERT INTO orchestrator.users (id, org_id) VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a');
 	INSERT INTO orchestrator.slack_user_preferences (user_id, org_id, timezone, quiet_hours_start, quiet_hours_end)
 		VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 'Europe/Paris', '22:00', '07:00');
 	INSERT INTO orchestrator.notification_feature_settings (org_id, feature_key, is_enabled)

@@ -11,87 +11,43 @@
 use strict;
 use warnings;
 
-use File::Basename qw(dirname);
-use HTTP::Tiny;
-use IPC::Run;
+use FindBin;
+use lib "$FindBin::Bin/..";
+
 use JSON::PP;
 use Time::HiRes qw(time usleep);
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OrchTest;
 
-my $org = '00000000-0000-0000-0000-00000000000a';
-my $user = '00000000-0000-0000-0000-0000000000b1';
+my ($org, $user) = ($ORG, $USER);
 my $njobs = 50;
 my $path = '/functions/v1/slow';
 
 # ---------------------------------------------------------------------------
 # the stand-in server (test/standin.py) on a free loopback port
 # ---------------------------------------------------------------------------
-my $standin_py = $ENV{ORCH_STANDIN} || dirname(__FILE__) . '/../standin.py';
-my $tmp = PostgreSQL::Test::Utils::tempdir;
-my ($standin_out, $standin_err) = ('', '');
-my $standin = IPC::Run::start(
-	[ 'python3', $standin_py, '--port', '0', '--port-file', "$tmp/port" ],
-	'<', \undef, '>', \$standin_out, '2>', \$standin_err);
-my $port;
-my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
-while (time() < $deadline)
-{
-	if (-s "$tmp/port")
-	{
-		($port) = slurp_file("$tmp/port") =~ /^(\d+)$/m;
-		last if $port;
-	}
-	$standin->pump_nb;
-	BAIL_OUT("stand-in exited: $standin_err") unless $standin->pumpable;
-	usleep(20_000);
-}
-BAIL_OUT("stand-in did not write its port file: $standin_err") unless $port;
-# never leave the stand-in behind, whatever happens to the test
-END { local $?; $standin->kill_kill(grace => 5) if $standin && $standin->pumpable; }
-my $base = "http://127.0.0.1:$port";
-my $http = HTTP::Tiny->new(timeout => 30);
+my ($base, $port) = start_standin();
 my $json = JSON::PP->new->canonical;
 
-# control: one call to the stand-in's control API, decoded
-sub control
-{
-	my ($method, $what, $body) = @_;
-	my %opt;
-	%opt = (headers => { 'content-type' => 'application/json' }, content => $json->encode($body))
-	  if defined $body;
-	my $r = $http->request($method, "$base$what", \%opt);
-	die "stand-in $method $what: $r->{status} $r->{content}" unless $r->{success};
-	return $json->decode($r->{content});
-}
-
-control('POST', '/_control/reset');
-ok(control('GET', '/_control/stats')->{requests} == 0, "stand-in listens on port $port");
+standin_reset();
+ok(standin_stats()->{requests} == 0, "stand-in listens on port $port");
 
 # ---------------------------------------------------------------------------
 # the node
 # ---------------------------------------------------------------------------
-my $node = PostgreSQL::Test::Cluster->new('http_crash');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'orchestrator'
-orchestrator.database = 'postgres'
-orchestrator.workers = 1
-orchestrator.lease_duration = '2s'
-orchestrator.max_reclaims = 5
-restart_after_crash = on
-});
-$node->start;
+my $node = start_node(
+	'http_crash',
+	workers => 1,
+	lease_duration => '2s',
+	conf => "orchestrator.max_reclaims = 5\nrestart_after_crash = on\n");
+install_extension($node);
 
 # one http step, then an sql step that records that the job went on past it
 $node->safe_psql(
 	'postgres', qq{
-CREATE EXTENSION orchestrator;
-INSERT INTO orchestrator.orgs (id, name) VALUES ('$org', 'Acme');
-INSERT INTO orchestrator.users (id, org_id, display_name) VALUES ('$user', '$org', 'Ann');
 CREATE TABLE public.after_call (job_id uuid, written_by integer, got jsonb);
 CREATE FUNCTION public.after_call(s jsonb) RETURNS jsonb LANGUAGE plpgsql AS \$\$
 BEGIN
@@ -105,18 +61,13 @@ SELECT orch_define_sequence('http_crash', '[
 	{"name": "after", "kind": "sql", "function": "after_call"}]');
 });
 
-my $worker_q = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'";
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'",
-		'1'),
-	'one orchestrator worker is running');
-my $worker_pid = $node->safe_psql('postgres', $worker_q);
+ok(wait_for_workers($node, 1), 'one orchestrator worker is running');
+my $worker_pid = worker_pid($node);
 like($worker_pid, qr/^\d+$/, 'found the worker pid');
 
 # Every request answers after 3 s (well inside the 5 s timeout), so the
 # worker is killed long before any response is back.
-control('POST', '/_control/behave', { path => $path, mode => 'ok', delay_ms => 3000 });
+standin_behave($path, mode => 'ok', delay_ms => 3000);
 
 # 50 events in one transaction
 $node->safe_psql(
@@ -129,10 +80,10 @@ is($node->safe_psql('postgres', 'SELECT count(job_id), count(DISTINCT job_id) FR
 
 # wait (bounded) until all 50 requests are being handled by the stand-in
 my $stats;
-$deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
 while (time() < $deadline)
 {
-	$stats = control('GET', '/_control/stats');
+	$stats = standin_stats();
 	last if $stats->{in_flight} >= $njobs;
 	usleep(20_000);
 }
@@ -150,7 +101,7 @@ FROM public.crash_jobs c JOIN orchestrator.sequence_jobs j ON j.id = c.job_id}),
 # The stand-in fixes a request's behaviour when its headers are read: the
 # 50 in flight keep their 3 s delay, and every request from now on (the
 # re-sends) is answered at once.
-control('POST', '/_control/behave', { path => $path, mode => 'ok' });
+standin_behave($path, mode => 'ok');
 
 # Kill the worker with its 50 requests in flight.  The park (lease stretch)
 # was committed synchronously before the requests were sent, so the crash
@@ -158,18 +109,11 @@ control('POST', '/_control/behave', { path => $path, mode => 'ok' });
 my $log_offset = -s $node->logfile;
 my $killed_at = time();
 ok(kill('KILL', $worker_pid), 'sent SIGKILL to the worker');
-$node->wait_for_log(
-	qr/background worker "orchestrator worker" \(PID $worker_pid\) was terminated by signal 9/,
-	$log_offset);
-$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
+wait_for_crash_restart($node, $worker_pid, $log_offset);
 pass('postmaster reinitialised after the crash');
 
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker' AND pid <> $worker_pid",
-		'1'),
-	'a new worker runs after the crash restart');
-my $new_pid = $node->safe_psql('postgres', $worker_q);
+ok(wait_for_new_worker($node, $worker_pid), 'a new worker runs after the crash restart');
+my $new_pid = worker_pid($node);
 
 ok( $node->poll_query_until(
 		'postgres', qq{
@@ -241,7 +185,7 @@ is($reclaimed, $njobs, "server log shows $njobs expired leases reclaimed");
 # ---------------------------------------------------------------------------
 # the endpoint's side: what the stand-in received
 # ---------------------------------------------------------------------------
-my $records = control('GET', "/_control/requests?path=$path");
+my $records = standin_requests($path);
 my %jobs = map { $_ => 1 } split /\n/,
   $node->safe_psql('postgres', 'SELECT job_id FROM public.crash_jobs');
 my %by_job;
@@ -280,8 +224,6 @@ diag(sprintf('%d requests in all; %d in flight when the worker was killed; jobs 
 		scalar(@$records), $stats->{in_flight}, $done_at - $killed_at));
 
 $node->stop;
-$standin->signal('TERM');
-$standin->finish;
-is($standin->full_result(0), 0, 'stand-in exited cleanly');
+is(stop_standin(), 0, 'stand-in exited cleanly');
 
 done_testing();

@@ -12,61 +12,23 @@
 use strict;
 use warnings;
 
-use File::Basename qw(dirname);
-use HTTP::Tiny;
-use IPC::Run;
-use JSON::PP;
+use FindBin;
+use lib "$FindBin::Bin/..";
+
 use List::Util qw(min max);
-use Time::HiRes qw(time usleep);
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OrchTest;
 
-my $org = '00000000-0000-0000-0000-00000000000a';
-my $user = '00000000-0000-0000-0000-0000000000b1';
+my ($org, $user) = ($ORG, $USER);
 my $path = '/functions/v1/half-second';
 
 # ---------------------------------------------------------------------------
 # the stand-in server (test/standin.py) on a free loopback port
 # ---------------------------------------------------------------------------
-my $standin_py = $ENV{ORCH_STANDIN} || dirname(__FILE__) . '/../standin.py';
-my $tmp = PostgreSQL::Test::Utils::tempdir;
-my ($standin_out, $standin_err) = ('', '');
-my $standin = IPC::Run::start(
-	[ 'python3', $standin_py, '--port', '0', '--port-file', "$tmp/port" ],
-	'<', \undef, '>', \$standin_out, '2>', \$standin_err);
-my $port;
-my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
-while (time() < $deadline)
-{
-	if (-s "$tmp/port")
-	{
-		($port) = slurp_file("$tmp/port") =~ /^(\d+)$/m;
-		last if $port;
-	}
-	$standin->pump_nb;
-	BAIL_OUT("stand-in exited: $standin_err") unless $standin->pumpable;
-	usleep(20_000);
-}
-BAIL_OUT("stand-in did not write its port file: $standin_err") unless $port;
-# never leave the stand-in behind, whatever happens to the test
-END { local $?; $standin->kill_kill(grace => 5) if $standin && $standin->pumpable; }
-my $base = "http://127.0.0.1:$port";
-my $http = HTTP::Tiny->new(timeout => 30);
-my $json = JSON::PP->new->canonical;
-
-# control: one call to the stand-in's control API, decoded
-sub control
-{
-	my ($method, $what, $body) = @_;
-	my %opt;
-	%opt = (headers => { 'content-type' => 'application/json' }, content => $json->encode($body))
-	  if defined $body;
-	my $r = $http->request($method, "$base$what", \%opt);
-	die "stand-in $method $what: $r->{status} $r->{content}" unless $r->{success};
-	return $json->decode($r->{content});
-}
+my ($base, $port) = start_standin();
 
 # max_overlap: the most requests whose [started, finished] intervals overlap
 # (sweep line).  "finished" is set just before the response is written, so a
@@ -90,39 +52,25 @@ sub max_overlap
 	return $best;
 }
 
-control('POST', '/_control/reset');
-control('POST', '/_control/behave', { path => $path, mode => 'ok', delay_ms => 500 });
+standin_reset();
+standin_behave($path, mode => 'ok', delay_ms => 500);
 pass("stand-in listens on port $port; $path answers after 0.5 s");
 
 # ---------------------------------------------------------------------------
 # the node: one worker, default max_inflight (1000)
 # ---------------------------------------------------------------------------
-my $node = PostgreSQL::Test::Cluster->new('http_inflight');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'orchestrator'
-orchestrator.database = 'postgres'
-orchestrator.workers = 1
-});
-$node->start;
+my $node = start_node('http_inflight', workers => 1);
+install_extension($node);
 
 $node->safe_psql(
 	'postgres', qq{
-CREATE EXTENSION orchestrator;
-INSERT INTO orchestrator.orgs (id, name) VALUES ('$org', 'Acme');
-INSERT INTO orchestrator.users (id, org_id, display_name) VALUES ('$user', '$org', 'Ann');
 CREATE FUNCTION public.quick(s jsonb) RETURNS jsonb LANGUAGE sql AS \$\$ SELECT '{"quick": true}'::jsonb \$\$;
 SELECT orch_define_endpoint('half-second', '$base$path', 10000, '{}');
 SELECT orch_define_sequence('slow_call', '[{"name": "call", "kind": "http", "endpoint": "half-second"}]');
 SELECT orch_define_sequence('quick', '[{"name": "quick", "kind": "sql", "function": "quick"}]');
 });
 is($node->safe_psql('postgres', 'SHOW orchestrator.max_inflight'), '1000', 'max_inflight is the default, 1000');
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'",
-		'1'),
-	'one orchestrator worker is running');
+ok(wait_for_workers($node, 1), 'one orchestrator worker is running');
 
 # job_epochs: status counts and [min started, max finished] of a batch, as epoch seconds
 sub batch_summary
@@ -163,8 +111,8 @@ FROM generate_series(1, 20) n});
 ok(wait_batch('slow') && wait_batch('quick'), 'both batches finished');
 is(batch_summary('slow'), '200|200', 'all 200 http jobs completed');
 is(batch_summary('quick'), '20|20', 'all 20 sql jobs completed');
-my $records = control('GET', "/_control/requests?path=$path");
-my $stats = control('GET', '/_control/stats');
+my $records = standin_requests($path);
+my $stats = standin_stats();
 is(scalar(@$records), 200, '200 requests reached the stand-in, one per job');
 is( scalar(grep { ($_->{status} // 0) == 200 } @$records),
 	200, 'each was answered 200');
@@ -205,8 +153,8 @@ pass('the worker reloaded its configuration');
 is($node->safe_psql('postgres', 'SHOW orchestrator.max_inflight'), '50', 'max_inflight is now 50');
 
 # a fresh count at the stand-in (round 1's records are read already)
-control('POST', '/_control/reset');
-control('POST', '/_control/behave', { path => $path, mode => 'ok', delay_ms => 500 });
+standin_reset();
+standin_behave($path, mode => 'ok', delay_ms => 500);
 $node->safe_psql(
 	'postgres', qq{
 INSERT INTO public.batches
@@ -214,8 +162,8 @@ SELECT 'capped', n, (orch_submit_event('slow_call', 'test', '$org', '$user', jso
 FROM generate_series(1, 100) n});
 ok(wait_batch('capped'), 'the 100 capped jobs finished');
 is(batch_summary('capped'), '100|100', 'all 100 completed');
-$records = control('GET', "/_control/requests?path=$path");
-$stats = control('GET', '/_control/stats');
+$records = standin_requests($path);
+$stats = standin_stats();
 is(scalar(@$records), 100, '100 requests reached the stand-in');
 $overlap = max_overlap(@$records);
 diag("round 2 (max_inflight 50): largest number in flight at once: $overlap by the recorded intervals, "
@@ -224,8 +172,6 @@ cmp_ok($overlap, '<=', 50, 'never more than 50 requests in flight at once');
 cmp_ok($overlap, '>', 25, 'but well more than half of that: the cap, not something else, was the limit');
 
 $node->stop;
-$standin->signal('TERM');
-$standin->finish;
-is($standin->full_result(0), 0, 'stand-in exited cleanly');
+is(stop_standin(), 0, 'stand-in exited cleanly');
 
 done_testing();

@@ -12,63 +12,26 @@
 use strict;
 use warnings;
 
-use File::Basename qw(dirname);
-use HTTP::Tiny;
+use FindBin;
+use lib "$FindBin::Bin/..";
+
 use IPC::Run;
-use JSON::PP;
-use Time::HiRes qw(time usleep);
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OrchTest;
 
-my $org = '00000000-0000-0000-0000-00000000000a';
-my $user = '00000000-0000-0000-0000-0000000000b1';
+my ($org, $user) = ($ORG, $USER);
 # unique to this run, so a match can only come from this run
 my $secret = sprintf('S3CR3T-%08x%08x-%d', int(rand(2**32)), int(rand(2**32)), $$);
 
 # ---------------------------------------------------------------------------
 # the stand-in server (test/standin.py) on a free loopback port
 # ---------------------------------------------------------------------------
-my $standin_py = $ENV{ORCH_STANDIN} || dirname(__FILE__) . '/../standin.py';
-my $tmp = PostgreSQL::Test::Utils::tempdir;
-my ($standin_out, $standin_err) = ('', '');
-my $standin = IPC::Run::start(
-	[ 'python3', $standin_py, '--port', '0', '--port-file', "$tmp/port" ],
-	'<', \undef, '>', \$standin_out, '2>', \$standin_err);
-my $port;
-my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
-while (time() < $deadline)
-{
-	if (-s "$tmp/port")
-	{
-		($port) = slurp_file("$tmp/port") =~ /^(\d+)$/m;
-		last if $port;
-	}
-	$standin->pump_nb;
-	BAIL_OUT("stand-in exited: $standin_err") unless $standin->pumpable;
-	usleep(20_000);
-}
-BAIL_OUT("stand-in did not write its port file: $standin_err") unless $port;
-# never leave the stand-in behind, whatever happens to the test
-END { local $?; $standin->kill_kill(grace => 5) if $standin && $standin->pumpable; }
-my $base = "http://127.0.0.1:$port";
-my $http = HTTP::Tiny->new(timeout => 30);
-my $json = JSON::PP->new->canonical;
+my ($base, $port) = start_standin();
 
-# control: one call to the stand-in's control API, decoded
-sub control
-{
-	my ($method, $what, $body) = @_;
-	my %opt;
-	%opt = (headers => { 'content-type' => 'application/json' }, content => $json->encode($body))
-	  if defined $body;
-	my $r = $http->request($method, "$base$what", \%opt);
-	die "stand-in $method $what: $r->{status} $r->{content}" unless $r->{success};
-	return $json->decode($r->{content});
-}
-
-control('POST', '/_control/reset');
+standin_reset();
 
 # How each endpoint answers.  "echo" and "fail" send the secret back in
 # their body; "redirect" (phase 2) sends it back in its Location header.
@@ -84,7 +47,7 @@ my %behave = (
 for my $name (sort keys %behave)
 {
 	next unless $behave{$name};
-	control('POST', '/_control/behave', { path => "/functions/v1/sec-$name", %{ $behave{$name} } });
+	standin_behave("/functions/v1/sec-$name", %{ $behave{$name} });
 }
 pass("stand-in listens on port $port, endpoints set to misbehave");
 
@@ -92,26 +55,12 @@ pass("stand-in listens on port $port, endpoints set to misbehave");
 # the node, with the server's default statement logging (the test framework
 # turns on log_statement = all, which would log every statement's text)
 # ---------------------------------------------------------------------------
-my $node = PostgreSQL::Test::Cluster->new('secrets_log');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'orchestrator'
-orchestrator.database = 'postgres'
-orchestrator.workers = 1
-log_statement = 'none'
-});
-$node->start;
+my $node = start_node('secrets_log', workers => 1, conf => "log_statement = 'none'\n");
 is( $node->safe_psql('postgres', 'SHOW log_statement; SHOW log_min_error_statement'),
 	"none\nerror", 'default logging: a statement\'s text is logged only when it fails');
 
-$node->safe_psql(
-	'postgres', qq{
-CREATE EXTENSION orchestrator;
-INSERT INTO orchestrator.orgs (id, name) VALUES ('$org', 'Acme');
-INSERT INTO orchestrator.users (id, org_id, display_name) VALUES ('$user', '$org', 'Ann');
-CREATE ROLE secret_admin IN ROLE orchestrator_admin;
-});
+install_extension($node);
+$node->safe_psql('postgres', 'CREATE ROLE secret_admin IN ROLE orchestrator_admin');
 
 # The value is in the text of this one statement, which succeeds, so it is
 # not logged.
@@ -261,7 +210,7 @@ FROM public.sec_jobs s JOIN orchestrator.sequence_jobs j ON j.id = s.job_id WHER
 	'a secret echoed in a response body is scrubbed from the stored output');
 
 # the endpoints did get the secret: the test would mean nothing otherwise
-my $records = control('GET', '/_control/requests');
+my $records = standin_requests();
 my %sent;
 for my $r (@$records)
 {
@@ -300,7 +249,7 @@ like( $node->safe_psql(
 		"SELECT j.status || ' ' || h.http_status FROM public.sec_jobs s JOIN orchestrator.step_history h ON h.job_id = s.job_id
 		 JOIN orchestrator.sequence_jobs j ON j.id = s.job_id WHERE s.c = 'redirect'"),
 	qr/^failed 302$/, 'the redirect was not followed: the step failed');
-is(scalar(@{ control('GET', '/_control/requests?path=/functions/v1/sec-redirect') }), 1,
+is(scalar(@{ standin_requests('/functions/v1/sec-redirect') }), 1,
 	'the redirect endpoint got one request');
 {
 	unlike( $node->safe_psql(
@@ -317,8 +266,6 @@ $log = slurp_file($node->logfile);
 absent($log, 'after the redirect, the secret value is not in the server log');
 
 $node->stop;
-$standin->signal('TERM');
-$standin->finish;
-is($standin->full_result(0), 0, 'stand-in exited cleanly');
+is(stop_standin(), 0, 'stand-in exited cleanly');
 
 done_testing();
