@@ -490,7 +490,8 @@ COMMENT ON FUNCTION orchestrator.load_tier1(uuid, uuid) IS 'Tier 1 context (org,
  * | deferred (a deferral is not an attempt).
  */
 CREATE FUNCTION orchestrator.advance_state(p_state jsonb, p_step_name text, p_outcome text,
-	p_output jsonb, p_duration_ms double precision, p_next_step integer, p_followups jsonb DEFAULT NULL)
+	p_output jsonb, p_duration_ms double precision, p_next_step integer, p_followups jsonb DEFAULT NULL,
+	p_cost_usd numeric DEFAULT 0)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 AS $$
@@ -498,6 +499,7 @@ AS $$
 		|| jsonb_build_object(
 			'current_step', p_next_step,
 			'queued_followups', (p_state->'queued_followups') || COALESCE(p_followups, '[]'),
+			'cost_accumulated', (p_state->>'cost_accumulated')::numeric + COALESCE(p_cost_usd, 0),
 			'outputs', CASE WHEN p_outcome = 'succeeded'
 			                THEN p_state->'outputs' || jsonb_build_object(p_step_name, p_output)
 			                ELSE p_state->'outputs' END,
@@ -511,13 +513,14 @@ AS $$
 					+ CASE WHEN p_outcome = 'succeeded' THEN 1 ELSE 0 END,
 				'steps_failed', (p_state->'execution_metadata'->>'steps_failed')::int
 					+ CASE WHEN p_outcome = 'failed' THEN 1 ELSE 0 END,
+				'total_ai_cost', (p_state->'execution_metadata'->>'total_ai_cost')::numeric + COALESCE(p_cost_usd, 0),
 				'followups_queued', (p_state->'execution_metadata'->>'followups_queued')::int
 					+ COALESCE((SELECT count(*)::int FROM jsonb_array_elements(p_followups) f
 					            WHERE f->>'outcome' IN ('accepted', 'deferred')), 0),
 				'total_duration_ms', round(((p_state->'execution_metadata'->>'total_duration_ms')::numeric
 					+ p_duration_ms::numeric), 3)))
 $$;
-COMMENT ON FUNCTION orchestrator.advance_state(jsonb, text, text, jsonb, double precision, integer, jsonb) IS 'Folds one step result into a SequenceState (outputs, steps_completed, execution_metadata)';
+COMMENT ON FUNCTION orchestrator.advance_state(jsonb, text, text, jsonb, double precision, integer, jsonb, numeric) IS 'Folds one step result into a SequenceState (outputs, steps_completed, execution_metadata)';
 
 /*
  * queue_followups turns a finished step's "followups" into events: for each
@@ -568,6 +571,80 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION orchestrator.queue_followups(uuid, jsonb, jsonb, jsonb) IS 'Queues a step''s follow-up events (chain depth at most 3); for the worker only';
+
+CREATE TABLE orchestrator.budget_notices (
+	org_id uuid NOT NULL,
+	period_start date NOT NULL,
+	notified_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	job_id uuid,
+	PRIMARY KEY (org_id, period_start)
+);
+COMMENT ON TABLE orchestrator.budget_notices IS 'One row per org and billing period in which the budget halted a sequence: the Slack notice goes out once';
+COMMENT ON COLUMN orchestrator.budget_notices.org_id IS 'Organisation';
+COMMENT ON COLUMN orchestrator.budget_notices.period_start IS 'First day of the billing period (calendar month, UTC)';
+COMMENT ON COLUMN orchestrator.budget_notices.notified_at IS 'When the first halt of the period happened';
+COMMENT ON COLUMN orchestrator.budget_notices.job_id IS 'The job the budget first halted';
+
+/*
+ * budget_gate is called before every step marked "ai": true, outside the
+ * step's subtransaction.  Within budget it returns true.  Over budget it
+ * returns false (the caller halts the whole sequence) and, the first time
+ * in the org's billing period, queues the seed's Slack notice as an
+ * orchestrator:budget_notice event for the job's user.
+ */
+CREATE FUNCTION orchestrator.budget_gate(p_job_id uuid, p_state jsonb) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_org uuid := (p_state->'event'->>'org_id')::uuid;
+BEGIN
+	IF NOT orchestrator.budget_exceeded(v_org) THEN
+		RETURN true;
+	END IF;
+	INSERT INTO orchestrator.budget_notices (org_id, period_start, job_id)
+	VALUES (v_org, date_trunc('month', now(), 'UTC')::date, p_job_id)
+	ON CONFLICT ON CONSTRAINT budget_notices_pkey DO NOTHING;
+	IF FOUND THEN
+		PERFORM @extschema@.orch_submit_event('orchestrator:budget_notice', 'orchestrator:budget', v_org,
+			(p_state->'event'->>'user_id')::uuid, jsonb_build_object('halted_job_id', p_job_id));
+	END IF;
+	RETURN false;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.budget_gate(uuid, jsonb) IS 'Checks the org''s AI budget before an ai step; over budget, queues the Slack notice once per billing period; for the worker only';
+
+/*
+ * record_cost books what an ai step spent, reported as a number "cost_usd"
+ * in its output, to the org's ledger in the step's own transaction.
+ */
+CREATE FUNCTION orchestrator.record_cost(p_job_id uuid, p_state jsonb, p_step_name text, p_output jsonb) RETURNS numeric
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_cost numeric;
+BEGIN
+	IF jsonb_typeof(p_output->'cost_usd') IS DISTINCT FROM 'number' THEN
+		RETURN 0;
+	END IF;
+	v_cost := (p_output->>'cost_usd')::numeric;
+	IF v_cost < 0 THEN
+		RAISE EXCEPTION 'step "%" reported a negative cost_usd', p_step_name USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	INSERT INTO orchestrator.cost_ledger (org_id, job_id, step_name, cost_usd)
+	VALUES ((p_state->'event'->>'org_id')::uuid, p_job_id, p_step_name, v_cost);
+	RETURN v_cost;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.record_cost(uuid, jsonb, text, jsonb) IS 'Books an ai step''s reported cost_usd to the ledger; for the worker only';
+
+-- The seed's budget notice: a built-in sequence for the internal event type,
+-- sent to the halted job's user through the endpoint named "slack".
+INSERT INTO orchestrator.sequence_definitions (event_type, version, steps, created_by)
+VALUES ('orchestrator:budget_notice', 1,
+	'[{"name": "notify-budget", "kind": "notify", "endpoint": "slack",
+	   "text": "AI budget limit reached. Pausing proactive workflows until next billing period.",
+	   "on_failure": "retry", "retry": {"attempts": 3, "backoff_ms": 60000}}]',
+	CURRENT_USER::regrole);
 
 ------------------------------------------------------------------------------
 -- C functions
@@ -985,11 +1062,6 @@ BEGIN
 		RAISE EXCEPTION 'invalid step "%": field "requires_approval" is not supported by this version of orchestrator', v_name
 			USING ERRCODE = 'feature_not_supported',
 			      HINT = 'Approval gates are not available yet; a step marked requires_approval would otherwise run unapproved.';
-	END IF;
-	IF (p_step->'ai') = 'true'::jsonb THEN
-		RAISE EXCEPTION 'invalid step "%": field "ai" is not supported by this version of orchestrator', v_name
-			USING ERRCODE = 'feature_not_supported',
-			      HINT = 'Budget checks before AI steps are not available yet.';
 	END IF;
 	IF p_step ? 'followups' THEN
 		IF jsonb_typeof(p_step->'followups') <> 'array' THEN
@@ -1575,13 +1647,14 @@ SELECT pg_catalog.pg_extension_config_dump('orchestrator.cost_budgets', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.cost_ledger', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.cost_ledger_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.table_mappings', '');
-SELECT pg_catalog.pg_extension_config_dump('orchestrator.sequence_definitions', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.sequence_definitions', 'WHERE event_type NOT LIKE ''orchestrator:%''');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.sequence_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.event_log', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.event_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.step_history', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.step_history_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.budget_notices', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.notification_log', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.notification_log_id_seq', '');
 

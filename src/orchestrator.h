@@ -56,6 +56,7 @@ extern struct _SPI_plan *orch_prepare_kept(const char *sql, int nargs, Oid *argt
 extern Jsonb *orch_jsonb_get(Jsonb *obj, const char *key);
 extern char *orch_jsonb_get_text(Jsonb *obj, const char *key);
 extern int	orch_jsonb_get_int(Jsonb *obj, const char *key, int default_value);
+extern bool orch_jsonb_get_bool(Jsonb *obj, const char *key);
 extern Jsonb *orch_jsonb_array_get(Jsonb *array, int index);
 extern bool orch_jsonpath_truthy(Jsonb *target, const char *path);
 
@@ -172,6 +173,8 @@ typedef struct OrchStepResult
 	bool		interrupted;	/* cancelled by SIGTERM: nothing to write */
 	long		http_status;	/* 0: no HTTP response */
 	Jsonb	   *followups;		/* follow-ups the step queued, or NULL */
+	double		cost_usd;		/* what an ai step reported spending */
+	bool		halted;			/* over budget: the whole sequence stops */
 	OrchHttpRequest *request;	/* PARKED: the request to send */
 	Jsonb	   *output;			/* NULL unless succeeded */
 	const char *error;			/* NULL unless failed */

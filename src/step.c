@@ -52,6 +52,8 @@
 #include "orchestrator.h"
 
 static SPIPlanPtr load_plan = NULL;
+static SPIPlanPtr budget_plan = NULL;
+static SPIPlanPtr cost_plan = NULL;
 
 /* true while a step's function runs: SIGTERM then cancels it (worker.c) */
 volatile sig_atomic_t orch_step_running = false;
@@ -76,6 +78,8 @@ static bool load_job(const OrchClaimedJob *job, JobRun *run);
 static bool run_steps(JobRun *run);
 static void run_one_step(JobRun *run, OrchStepResult *r);
 static Jsonb *run_step_function(JobRun *run, Jsonb *step, int timeout_ms);
+static bool budget_allows(JobRun *run);
+static double record_cost(JobRun *run, const char *step_name, Jsonb *output);
 
 /*
  * orch_run_job runs one claimed job as far as it goes in this transaction.
@@ -313,6 +317,23 @@ run_one_step(JobRun *run, OrchStepResult *r)
 										DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&run->job->id))),
 										r->step_name, run->event_type));
 
+	/*
+	 * The seed: check the budget before every AI-intensive step; over it,
+	 * halt the whole sequence at once.  Outside the step's subtransaction,
+	 * so the once-per-period notice it queues stays.
+	 */
+	if (!resume && orch_jsonb_get_bool(step, "ai") && !budget_allows(run))
+	{
+		r->outcome = ORCH_STEP_FAILED;
+		r->halted = true;
+		r->error = pstrdup("AI budget limit reached: sequence halted until the next billing period");
+		r->finished_at = GetCurrentTimestamp();
+		r->next_step = run->current_step;
+		r->job_attempts = run->attempts;
+		r->job_status = "failed";
+		return;
+	}
+
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 
@@ -377,9 +398,13 @@ run_one_step(JobRun *run, OrchStepResult *r)
 					 errmsg("output of step \"%s\" does not satisfy its expect path", r->step_name),
 					 errdetail("expect: %s", expect)));
 
-		/* follow-up events commit with the step, or not at all */
+		/* follow-up events and the cost booked commit with the step, or not at all */
 		if (r->outcome == ORCH_STEP_SUCCEEDED)
+		{
 			r->followups = orch_queue_followups(run->job, step, run->state, r->output);
+			if (orch_jsonb_get_bool(step, "ai"))
+				r->cost_usd = record_cost(run, r->step_name, r->output);
+		}
 
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
@@ -452,6 +477,56 @@ run_one_step(JobRun *run, OrchStepResult *r)
 		r->job_attempts = r->attempt;
 		r->job_status = "failed";
 	}
+}
+
+/*
+ * budget_allows asks orchestrator.budget_gate whether an ai step may run.
+ */
+static bool
+budget_allows(JobRun *run)
+{
+	Datum		args[2];
+	bool		isnull;
+	int			ret;
+
+	if (budget_plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, JSONBOID};
+
+		budget_plan = orch_prepare_kept("SELECT orchestrator.budget_gate($1, $2)", 2, types);
+	}
+	args[0] = UUIDPGetDatum(&run->job->id);
+	args[1] = JsonbPGetDatum(run->state);
+	ret = SPI_execute_plan(budget_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "orchestrator budget check failed: %s", SPI_result_code_string(ret));
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * record_cost books what an ai step reported spending (orchestrator.record_cost).
+ */
+static double
+record_cost(JobRun *run, const char *step_name, Jsonb *output)
+{
+	Datum		args[4];
+	bool		isnull;
+	int			ret;
+
+	if (cost_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, JSONBOID, TEXTOID, JSONBOID};
+
+		cost_plan = orch_prepare_kept("SELECT orchestrator.record_cost($1, $2, $3, $4)::float8", 4, types);
+	}
+	args[0] = UUIDPGetDatum(&run->job->id);
+	args[1] = JsonbPGetDatum(run->state);
+	args[2] = CStringGetTextDatum(step_name);
+	args[3] = JsonbPGetDatum(output);
+	ret = SPI_execute_plan(cost_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "orchestrator could not book the step's cost: %s", SPI_result_code_string(ret));
+	return DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /*

@@ -290,6 +290,7 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	TimestampTz run_at = 0;
 	bool		have_run_at = false;
 	TupleDesc	result_desc;
+	bool		internal;
 	Datum		values[4];
 	bool		rnulls[4] = {false, false, false, false};
 	int			ret;
@@ -302,6 +303,7 @@ orch_submit_event(PG_FUNCTION_ARGS)
 
 	type = PG_GETARG_TEXT_PP(0);
 	check_event_type(type);
+	internal = (VARSIZE_ANY_EXHDR(type) > 13 && strncmp(VARDATA_ANY(type), "orchestrator:", 13) == 0);
 	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -365,10 +367,11 @@ orch_submit_event(PG_FUNCTION_ARGS)
 		outcome = "skipped", reason = "unknown_org";
 	else if (!g.user_ok)
 		outcome = "skipped", reason = "unknown_user";
-	else if (!g.enabled)
+	/* the engine's own events (orchestrator:...) are not features and not billed */
+	else if (!g.enabled && !internal)
 		outcome = "skipped", reason = "feature_disabled";
 	/* the seed's order: a user in quiet hours is deferred before any budget check */
-	else if (g.over_budget && !g.deferred)
+	else if (g.over_budget && !g.deferred && !internal)
 		outcome = "skipped", reason = "budget";
 	else if (g.has_parent && g.depth > ORCH_MAX_CHAIN_DEPTH)
 	{

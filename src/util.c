@@ -121,6 +121,17 @@ orch_jsonb_get_int(Jsonb *obj, const char *key, int default_value)
 }
 
 /*
+ * orch_jsonb_get_bool returns obj->key when it is JSON true, else false.
+ */
+bool
+orch_jsonb_get_bool(Jsonb *obj, const char *key)
+{
+	JsonbValue	v;
+
+	return get_value(obj, key, &v) && v.type == jbvBool && v.val.boolean;
+}
+
+/*
  * orch_jsonb_array_get returns array[index] as jsonb, or NULL.
  */
 Jsonb *

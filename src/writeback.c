@@ -64,22 +64,22 @@ outcome_name(OrchStepOutcome o)
 Jsonb *
 orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 {
-	Datum		args[18];
-	char		nulls[18];
+	Datum		args[19];
+	char		nulls[19];
 	int			ret;
 	bool		isnull;
 	Datum		state;
 
 	if (step_plan == NULL)
 	{
-		Oid			types[18] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, FLOAT8OID,
+		Oid			types[19] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, FLOAT8OID,
 			INT4OID, INT4OID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID, TEXTOID, INT4OID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, JSONBOID};
+		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, JSONBOID, FLOAT8OID};
 
 		step_plan = orch_prepare_kept(
 			"WITH u AS ("
 			"  UPDATE orchestrator.sequence_jobs j SET"
-			"    context = orchestrator.advance_state(j.context, $3, $4, $5, $6, $7, $18),"
+			"    context = orchestrator.advance_state(j.context, $3, $4, $5, $6, $7, $18, $19::numeric),"
 			"    current_step = $7, attempts = $8, status = $9,"
 			"    run_at = COALESCE($10, j.run_at),"
 			"    lease_owner = CASE WHEN $9 = 'in_progress' THEN j.lease_owner END,"
@@ -96,7 +96,7 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, $5, orchestrator.redact($12), $15, $16,"
 			"         pg_catalog.pg_backend_pid(), $2, $17 FROM u)"
 			" SELECT u.context FROM u",
-			18, types);
+			19, types);
 	}
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -123,6 +123,7 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 	nulls[16] = r->http_status ? ' ' : 'n';
 	args[17] = r->followups ? JsonbPGetDatum(r->followups) : (Datum) 0;
 	nulls[17] = r->followups ? ' ' : 'n';
+	args[18] = Float8GetDatum(r->cost_usd);
 
 	ret = SPI_execute_plan(step_plan, args, nulls, false, 0);
 	if (ret != SPI_OK_SELECT)
