@@ -79,7 +79,7 @@ WHERE user_id = :'ada' AND sent_at > now() - interval '1 hour' AND status <> 'fa
 SELECT job_id AS rl FROM orch_submit_event('quiet_note', 'cron:morning', :'org_a', :'ada', '{"n": 2}') \gset
 SELECT test_wait_for(format($$SELECT EXISTS (SELECT 1 FROM orchestrator.step_history WHERE job_id = %L AND outcome = 'deferred')$$, :'rl'));
 SELECT j.status, j.run_at > now() + interval '50 minutes' AS waits_for_the_hour, regexp_replace(h.error, 'until .*', 'until T') AS note
-FROM orchestrator.sequence_jobs j JOIN orchestrator.step_history h ON h.job_id = j.id WHERE j.id = :'rl';
+FROM orchestrator.sequence_jobs j JOIN orchestrator.step_history h ON h.job_id = j.id AND h.outcome = 'deferred' WHERE j.id = :'rl';
 SELECT orch_cancel_job(:'rl');
 DELETE FROM orchestrator.slack_user_preferences WHERE user_id = :'ada';
 
