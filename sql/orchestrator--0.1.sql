@@ -354,7 +354,7 @@ CREATE TABLE orchestrator.step_history (
 	step_name text,
 	kind text NOT NULL,
 	attempt integer NOT NULL DEFAULT 1,
-	outcome text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'skipped', 'retry_scheduled', 'deferred', 'lease_expired', 'cancelled', 'retry_requested')),
+	outcome text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'skipped', 'retry_scheduled', 'deferred', 'lease_expired', 'cancelled', 'retry_requested', 'continuation')),
 	output jsonb,
 	error text,
 	started_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
@@ -372,7 +372,7 @@ COMMENT ON COLUMN orchestrator.step_history.step_index IS 'Index of the step in 
 COMMENT ON COLUMN orchestrator.step_history.step_name IS 'Step name';
 COMMENT ON COLUMN orchestrator.step_history.kind IS 'Step kind (sql, http, notify) or operator / engine for actions on the job';
 COMMENT ON COLUMN orchestrator.step_history.attempt IS 'Attempt number of the step, from 1';
-COMMENT ON COLUMN orchestrator.step_history.outcome IS 'succeeded | failed | skipped | retry_scheduled | deferred (429, quiet hours, rate limit: not an attempt) | lease_expired | cancelled | retry_requested';
+COMMENT ON COLUMN orchestrator.step_history.outcome IS 'succeeded | failed | skipped | retry_scheduled | deferred (429, quiet hours, rate limit: not an attempt) | lease_expired | cancelled | retry_requested | continuation (time slice used, re-queued)';
 COMMENT ON COLUMN orchestrator.step_history.output IS 'Step output';
 COMMENT ON COLUMN orchestrator.step_history.error IS 'Error message of a failed attempt (redacted)';
 COMMENT ON COLUMN orchestrator.step_history.started_at IS 'When the attempt started';

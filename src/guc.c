@@ -29,6 +29,7 @@ int			orch_batch_size = 32;
 int			orch_lease_ms = 60 * 1000;
 int			orch_max_inflight = 1000;
 int			orch_max_reclaims = 3;
+int			orch_max_slice_ms = 30 * 1000;
 int			orch_max_response_bytes = 1024 * 1024;
 
 /*
@@ -113,6 +114,15 @@ orch_guc_init(void)
 							3, 0, 1000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.max_slice",
+							"Time a job may run in one go before it is checkpointed and queued again (0: no limit).",
+							NULL,
+							&orch_max_slice_ms,
+							30 * 1000, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("orchestrator.max_inflight",

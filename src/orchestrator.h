@@ -36,6 +36,7 @@ extern int	orch_batch_size;
 extern int	orch_lease_ms;
 extern int	orch_max_inflight;
 extern int	orch_max_reclaims;
+extern int	orch_max_slice_ms;
 extern int	orch_max_response_bytes;
 extern void orch_guc_init(void);
 
@@ -189,6 +190,7 @@ typedef struct OrchStepResult
 extern Jsonb *orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r);
 extern void orch_write_job_failure(const OrchClaimedJob *job, const char *error);
 extern bool orch_write_park(const OrchClaimedJob *job, long lease_ms);
+extern bool orch_write_continuation(const OrchClaimedJob *job, int next_step);
 
 /* worker.c */
 extern void orch_worker_register(void);

@@ -10,6 +10,10 @@
  * "expect" on the output, and applies "on_failure": stop, continue, or
  * retry with exponential backoff done through run_at, never by sleeping.
  *
+ * Time slices: after each step, a job that has run for orchestrator.max_slice
+ * in this call is checkpointed and queued again (orchestrator:continuation),
+ * so one long sequence never holds a worker while others wait.
+ *
  * Kinds: "sql" runs at once (step_sql.c).  "http" and "notify" prepare a
  * request (step_http.c) and park the job: its lease is stretched to cover
  * the request's timeout, the transaction commits, and worker.c sends the
@@ -216,6 +220,8 @@ load_job(const OrchClaimedJob *job, JobRun *run)
 static bool
 run_steps(JobRun *run)
 {
+	TimestampTz slice_start = GetCurrentTimestamp();
+
 	if (run->current_step >= run->nsteps)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -275,6 +281,18 @@ run_steps(JobRun *run)
 		/* SIGTERM: stop between steps; the lease is handed back on exit */
 		if (ShutdownRequestPending)
 			break;
+
+		/*
+		 * Fairness (the seed's 150 s edge timeout): a job that has run for
+		 * orchestrator.max_slice is checkpointed here, between steps, and
+		 * queued again behind the jobs already due, as a continuation.
+		 */
+		if (orch_max_slice_ms > 0 &&
+			TimestampDifferenceExceeds(slice_start, GetCurrentTimestamp(), orch_max_slice_ms))
+		{
+			if (orch_write_continuation(run->job, run->current_step))
+				break;
+		}
 	}
 	return true;
 }

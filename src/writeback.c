@@ -35,6 +35,7 @@
 static SPIPlanPtr step_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr park_plan = NULL;
+static SPIPlanPtr continue_plan = NULL;
 
 static const char *
 outcome_name(OrchStepOutcome o)
@@ -200,5 +201,47 @@ orch_write_park(const OrchClaimedJob *job, long lease_ms)
 	ret = SPI_execute_plan(park_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "orchestrator park write-back failed: %s", SPI_result_code_string(ret));
+	return SPI_processed == 1;
+}
+
+/*
+ * orch_write_continuation checkpoints a job that used its time slice: it
+ * goes back to pending at the step it reached, runnable now but behind the
+ * jobs already due, and the history says so (orchestrator:continuation).
+ * Returns false when the job was moved on by its own step meanwhile.
+ */
+bool
+orch_write_continuation(const OrchClaimedJob *job, int next_step)
+{
+	Datum		args[4];
+	int			ret;
+
+	if (continue_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, INT8OID, INT4OID, INT4OID};
+
+		continue_plan = orch_prepare_kept(
+			"WITH u AS ("
+			"  UPDATE orchestrator.sequence_jobs j"
+			"  SET status = 'pending', run_at = pg_catalog.clock_timestamp(), lease_owner = NULL,"
+			"      lease_expires_at = NULL, updated_at = pg_catalog.clock_timestamp()"
+			"  WHERE j.id = $1 AND j.fencing_token = $2 AND j.status = 'in_progress'"
+			"  RETURNING j.id, j.org_id)"
+			" INSERT INTO orchestrator.step_history"
+			"  (job_id, org_id, step_index, kind, outcome, error, worker_pid, fencing_token)"
+			" SELECT u.id, u.org_id, $3, 'engine', 'continuation',"
+			"        'orchestrator:continuation: time slice of ' || $4 || ' ms used; re-queued at step ' || ($3 + 1),"
+			"        pg_catalog.pg_backend_pid(), $2 FROM u",
+			4, types);
+	}
+	args[0] = UUIDPGetDatum(&job->id);
+	args[1] = Int64GetDatum(job->token);
+	args[2] = Int32GetDatum(next_step);
+	args[3] = Int32GetDatum(orch_max_slice_ms);
+	ret = SPI_execute_plan(continue_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "orchestrator continuation write-back failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+		orch_wake_at_commit();
 	return SPI_processed == 1;
 }
