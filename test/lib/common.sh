@@ -85,7 +85,7 @@ orch_start_standin() {
 	ORCH_STANDIN_PID=$!
 	for i in $(seq 1 100); do  # wait (bounded) until it has bound its port
 		[ -s "$dir/standin.port" ] && break
-		sleep 0.1
+		sleep 0.1  # poll again (bounded loop above)
 	done
 	[ -s "$dir/standin.port" ] || orch_die "the stand-in server did not start: $(cat "$dir/standin.log")"
 	ORCH_STANDIN_PORT=$(cat "$dir/standin.port")
