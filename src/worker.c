@@ -203,7 +203,8 @@ orch_worker_main(Datum main_arg)
 		}
 		else
 		{
-			if (next_claim_at != 0)
+			/* at max_inflight only a finishing request can make room: wait for curl */
+			if (next_claim_at != 0 && orch_http_room() > 0)
 			{
 				TimestampTz now = GetCurrentTimestamp();
 
