@@ -34,7 +34,6 @@ Jsonb *
 orch_queue_followups(const OrchClaimedJob *job, Jsonb *step, Jsonb *state, Jsonb *output)
 {
 	Datum		args[4];
-	int			ret;
 	bool		isnull;
 	Datum		d;
 
@@ -52,9 +51,6 @@ orch_queue_followups(const OrchClaimedJob *job, Jsonb *step, Jsonb *state, Jsonb
 	args[1] = JsonbPGetDatum(step);
 	args[2] = JsonbPGetDatum(state);
 	args[3] = JsonbPGetDatum(output);
-	ret = SPI_execute_plan(followup_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "orchestrator could not queue follow-ups: %s", SPI_result_code_string(ret));
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	d = orch_exec_scalar(followup_plan, args, NULL, &isnull, "follow-up queueing");
 	return isnull ? NULL : DatumGetJsonbP(d);
 }

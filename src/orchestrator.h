@@ -54,6 +54,9 @@ extern void orch_wake_at_commit(void);
 /* util.c: helpers shared by several files */
 struct _SPI_plan;
 extern struct _SPI_plan *orch_prepare_kept(const char *sql, int nargs, Oid *argtypes);
+extern Datum orch_exec_scalar(struct _SPI_plan *plan, Datum *args, const char *nulls,
+							  bool *isnull, const char *what);
+extern char *orch_uuid_str(const pg_uuid_t *id);
 extern Jsonb *orch_jsonb_get(Jsonb *obj, const char *key);
 extern char *orch_jsonb_get_text(Jsonb *obj, const char *key);
 extern int	orch_jsonb_get_int(Jsonb *obj, const char *key, int default_value);

@@ -26,7 +26,6 @@
 
 typedef struct OrchShared
 {
-	int			nworkers;
 	volatile int procno[ORCH_MAX_WORKERS];
 } OrchShared;
 
@@ -70,7 +69,6 @@ orch_shmem_startup(void)
 	orch_shared = ShmemInitStruct("orchestrator", sizeof(OrchShared), &found);
 	if (!found)
 	{
-		orch_shared->nworkers = ORCH_MAX_WORKERS;
 		for (int i = 0; i < ORCH_MAX_WORKERS; i++)
 			orch_shared->procno[i] = -1;
 	}

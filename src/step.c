@@ -79,7 +79,7 @@ typedef struct JobRun
 } JobRun;
 
 static bool load_job(const OrchClaimedJob *job, JobRun *run);
-static bool run_steps(JobRun *run);
+static void run_steps(JobRun *run);
 static void run_one_step(JobRun *run, OrchStepResult *r);
 static Jsonb *run_step_function(JobRun *run, Jsonb *step, int timeout_ms);
 static bool budget_allows(JobRun *run);
@@ -111,7 +111,7 @@ orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest
 				ereport(LOG,
 						(errmsg("orchestrator discarded the response of step \"%s\" of job %s: the job moved on",
 								resume->step_name,
-								DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->id))))));
+								orch_uuid_str(&job->id))));
 			else
 				run_steps(&run);
 		}
@@ -137,7 +137,7 @@ orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest
 
 		ereport(WARNING,
 				(errmsg("orchestrator job %s failed outside a step: %s",
-						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->id))),
+						orch_uuid_str(&job->id),
 						edata->message)));
 		orch_write_job_failure(job, edata->message);
 	}
@@ -183,7 +183,7 @@ load_job(const OrchClaimedJob *job, JobRun *run)
 	{
 		ereport(LOG,
 				(errmsg("orchestrator worker lost the lease on job %s before running it",
-						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->id))))));
+						orch_uuid_str(&job->id))));
 		return false;
 	}
 
@@ -214,10 +214,10 @@ load_job(const OrchClaimedJob *job, JobRun *run)
 }
 
 /*
- * run_steps runs steps until the job leaves in_progress or the worker is
- * told to stop.  Returns false when the lease was lost.
+ * run_steps runs steps until the job leaves in_progress, parks, uses its
+ * time slice, or the worker is told to stop.
  */
-static bool
+static void
 run_steps(JobRun *run)
 {
 	TimestampTz slice_start = GetCurrentTimestamp();
@@ -267,7 +267,7 @@ run_steps(JobRun *run)
 			 */
 			ereport(LOG,
 					(errmsg("orchestrator job %s was cancelled or retried by its own step \"%s\"; the step's result is not recorded",
-							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&run->job->id))),
+							orch_uuid_str(&run->job->id),
 							r.step_name)));
 			break;
 		}
@@ -294,7 +294,6 @@ run_steps(JobRun *run)
 				break;
 		}
 	}
-	return true;
 }
 
 /*
@@ -332,7 +331,7 @@ run_one_step(JobRun *run, OrchStepResult *r)
 	if (MyBackendType == B_BG_WORKER)
 		pgstat_report_activity(STATE_RUNNING,
 							   psprintf("orchestrator: job %s step \"%s\" (%s)",
-										DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&run->job->id))),
+										orch_uuid_str(&run->job->id),
 										r->step_name, run->event_type));
 
 	/*
@@ -366,9 +365,6 @@ run_one_step(JobRun *run, OrchStepResult *r)
 			r->output = orch_step_http_result(resume, &defer_until);
 			if (r->output == NULL)
 			{
-				/* a message Slack rate-limited was not delivered */
-				if (strcmp(r->kind, "notify") == 0)
-					orch_step_notify_record(resume, false, NULL);
 				r->outcome = ORCH_STEP_DEFERRED;
 				r->run_at = defer_until;
 				r->error = psprintf("endpoint \"%s\" answered HTTP 429 (rate limited); deferred until %s",
@@ -505,7 +501,6 @@ budget_allows(JobRun *run)
 {
 	Datum		args[2];
 	bool		isnull;
-	int			ret;
 
 	if (budget_plan == NULL)
 	{
@@ -515,10 +510,7 @@ budget_allows(JobRun *run)
 	}
 	args[0] = UUIDPGetDatum(&run->job->id);
 	args[1] = JsonbPGetDatum(run->state);
-	ret = SPI_execute_plan(budget_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "orchestrator budget check failed: %s", SPI_result_code_string(ret));
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return DatumGetBool(orch_exec_scalar(budget_plan, args, NULL, &isnull, "budget check"));
 }
 
 /*
@@ -529,7 +521,6 @@ record_cost(JobRun *run, const char *step_name, Jsonb *output)
 {
 	Datum		args[4];
 	bool		isnull;
-	int			ret;
 
 	if (cost_plan == NULL)
 	{
@@ -541,10 +532,7 @@ record_cost(JobRun *run, const char *step_name, Jsonb *output)
 	args[1] = JsonbPGetDatum(run->state);
 	args[2] = CStringGetTextDatum(step_name);
 	args[3] = JsonbPGetDatum(output);
-	ret = SPI_execute_plan(cost_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "orchestrator could not book the step's cost: %s", SPI_result_code_string(ret));
-	return DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return DatumGetFloat8(orch_exec_scalar(cost_plan, args, NULL, &isnull, "cost booking"));
 }
 
 /*

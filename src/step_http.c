@@ -145,7 +145,7 @@ orch_step_http_prepare(const OrchClaimedJob *job, int step_index, int attempt,
 		req->secrets = copy_text_array(d, isnull, &req->nsecrets);
 	}
 	req->idempotency_key = psprintf("orch-%s-%d",
-									DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->id))),
+									orch_uuid_str(&job->id),
 									step_index);
 	req->prepared_at = GetCurrentTimestamp();
 	MemoryContextSwitchTo(old);
@@ -244,6 +244,9 @@ orch_step_http_result(OrchHttpRequest *req, TimestampTz *defer_until)
 
 	if (req->status == 429)
 	{
+		/* a message Slack rate-limited was not delivered */
+		if (strcmp(req->kind, "notify") == 0)
+			orch_step_notify_record(req, false, NULL);
 		*defer_until = parse_retry_after(req->retry_after, req->finished_at);
 		return NULL;
 	}

@@ -49,9 +49,6 @@
 
 PG_FUNCTION_INFO_V1(orch_submit_event);
 
-/* where results that outlive SPI_finish are copied */
-static MemoryContext caller_context = NULL;
-
 static SPIPlanPtr gate_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr dedupe_plan = NULL;
@@ -172,16 +169,6 @@ check_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
 				 errmsg("argument \"%s\" of orch_submit_event must not be NULL", name)));
 }
 
-static Datum
-copy_uuid(Datum d)
-{
-	MemoryContext old = MemoryContextSwitchTo(caller_context);
-	Datum		copy = datumCopy(d, false, UUID_LEN);
-
-	MemoryContextSwitchTo(old);
-	return copy;
-}
-
 /*
  * check_event_type accepts what orch_define_sequence accepts: 1 to 100
  * letters, digits, "_", ".", ":" or "-".
@@ -240,10 +227,11 @@ run_gate(Datum *args, char *nulls, SubmitGate *g)
  * event inside the window.  Returns true and the earlier job's id if found.
  */
 static bool
-find_duplicate(Datum org_id, Datum hash, Datum *job_id)
+find_duplicate(Datum org_id, Datum hash, pg_uuid_t *job_id)
 {
 	Datum		args[3];
 	int			ret;
+	Datum		d;
 	bool		isnull;
 
 	if (orch_dedupe_window_ms <= 0)
@@ -268,10 +256,10 @@ find_duplicate(Datum org_id, Datum hash, Datum *job_id)
 	if (SPI_processed == 0)
 		return false;
 
-	*job_id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
 		return false;
-	*job_id = copy_uuid(*job_id);
+	memcpy(job_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
 	return true;
 }
 
@@ -285,7 +273,7 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	SubmitGate	g;
 	const char *outcome = NULL;
 	const char *reason = NULL;
-	Datum		job_id = (Datum) 0;
+	pg_uuid_t	job_id;			/* copied out of SPI: outlives SPI_finish */
 	bool		have_job = false;
 	TimestampTz run_at = 0;
 	bool		have_run_at = false;
@@ -330,7 +318,6 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	org_id = PG_GETARG_DATUM(2);
 	user_id = PG_GETARG_DATUM(3);
 
-	caller_context = CurrentMemoryContext;
 	SPI_connect();
 	prepare_plans();
 
@@ -406,7 +393,8 @@ orch_submit_event(PG_FUNCTION_ARGS)
 		ret = SPI_execute_plan(enqueue_plan, args, nulls, false, 0);
 		if (ret != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "orchestrator enqueue failed: %s", SPI_result_code_string(ret));
-		job_id = copy_uuid(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		memcpy(&job_id, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+			   sizeof(pg_uuid_t));
 		have_job = true;
 		have_run_at = true;
 		outcome = g.deferred ? "deferred" : "accepted";
@@ -424,7 +412,7 @@ orch_submit_event(PG_FUNCTION_ARGS)
 		args[3] = PG_GETARG_DATUM(1);
 		args[4] = CStringGetTextDatum(outcome);
 		args[5] = CStringGetTextDatum(reason);
-		args[6] = have_job ? job_id : (Datum) 0;
+		args[6] = have_job ? UUIDPGetDatum(&job_id) : (Datum) 0;
 		nulls[6] = have_job ? ' ' : 'n';
 		args[7] = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
 		nulls[7] = PG_ARGISNULL(5) ? 'n' : ' ';
@@ -440,7 +428,7 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	values[0] = CStringGetTextDatum(outcome);
-	values[1] = job_id;
+	values[1] = UUIDPGetDatum(&job_id);
 	rnulls[1] = !have_job;
 	values[2] = TimestampTzGetDatum(run_at);
 	rnulls[2] = !have_run_at;

@@ -19,6 +19,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/uuid.h"
 #include "miscadmin.h"
 
 #include "orchestrator.h"
@@ -66,6 +67,29 @@ get_value(Jsonb *obj, const char *key, JsonbValue *v)
 	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj) || JB_ROOT_IS_SCALAR(obj))
 		return false;
 	return getKeyJsonValueFromContainer(&obj->root, key, strlen(key), v) != NULL;
+}
+
+/*
+ * orch_exec_scalar runs a kept plan that yields one row and returns its
+ * first column; "what" names the statement in the can't-happen error.
+ */
+Datum
+orch_exec_scalar(SPIPlanPtr plan, Datum *args, const char *nulls, bool *isnull, const char *what)
+{
+	int			ret = SPI_execute_plan(plan, args, nulls, false, 1);
+
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "orchestrator %s failed: %s", what, SPI_result_code_string(ret));
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+}
+
+/*
+ * orch_uuid_str formats a job id for messages.
+ */
+char *
+orch_uuid_str(const pg_uuid_t *id)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
 }
 
 /*

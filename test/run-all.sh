@@ -33,24 +33,26 @@ orch_start_standin "$work" "$work"
 trap orch_stop_standin EXIT
 echo "stand-in server on port $ORCH_STANDIN_PORT"
 
-echo "== pg_regress"
-(cd "$work" && orch_as_postgres env ORCH_STANDIN_PORT="$ORCH_STANDIN_PORT" "$pgxs/src/test/regress/pg_regress" \
-	--temp-instance="$work/tmp_regress" --temp-config="$work/test/orchestrator.conf" \
-	--inputdir="$work" --outputdir="$work" --bindir="$bindir" --dbname=contrib_regression \
-	$(sed -n 's/^REGRESS = //p' "$work/Makefile")) 2>&1 | tee "$work/regress.log"
-rc=${PIPESTATUS[0]}
-count_regress "$work/regress.log" $rc
-[ $rc -ne 0 ] && [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
+# run_suite NAME DRIVER CONF INPUTDIR OUTPUTDIR TESTS: one pg_regress-style
+# suite against its own temporary instance; counts it and shows the diffs.
+run_suite() {
+	local name=$1 driver=$2 conf=$3 inputdir=$4 outputdir=$5 tests=$6 rc
+	echo "== $name"
+	mkdir -p "$outputdir" && chown postgres "$outputdir"
+	(cd "$work" && orch_as_postgres env ORCH_STANDIN_PORT="$ORCH_STANDIN_PORT" "$driver" \
+		--temp-instance="$outputdir/tmp_instance" --temp-config="$conf" \
+		--inputdir="$inputdir" --outputdir="$outputdir" --bindir="$bindir" --dbname=contrib_regression \
+		$tests) 2>&1 | tee "$work/$name.log"
+	rc=${PIPESTATUS[0]}
+	count_regress "$work/$name.log" $rc
+	[ $rc -ne 0 ] && [ -f "$outputdir/regression.diffs" ] && cat "$outputdir/regression.diffs"
+	return 0
+}
 
-echo "== isolation"
-mkdir -p "$work/output_iso" && chown postgres "$work/output_iso"
-(cd "$work" && orch_as_postgres "$pgxs/src/test/isolation/pg_isolation_regress" \
-	--temp-instance="$work/tmp_isolation" --temp-config="$work/test/isolation.conf" \
-	--inputdir="$work/test" --outputdir="$work/output_iso" --bindir="$bindir" --dbname=contrib_regression \
-	$(sed -n 's/^ISOLATION = //p' "$work/Makefile")) 2>&1 | tee "$work/isolation.log"
-rc=${PIPESTATUS[0]}
-count_regress "$work/isolation.log" $rc
-[ $rc -ne 0 ] && [ -f "$work/output_iso/regression.diffs" ] && cat "$work/output_iso/regression.diffs"
+run_suite pg_regress "$pgxs/src/test/regress/pg_regress" "$work/test/orchestrator.conf" \
+	"$work" "$work" "$(sed -n 's/^REGRESS = //p' "$work/Makefile")"
+run_suite isolation "$pgxs/src/test/isolation/pg_isolation_regress" "$work/test/isolation.conf" \
+	"$work/test" "$work/output_iso" "$(sed -n 's/^ISOLATION = //p' "$work/Makefile")"
 
 echo "== TAP"
 (cd "$work" && orch_as_postgres env ORCH_STANDIN="$work/test/standin.py" TESTDIR="$work" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
