@@ -266,7 +266,6 @@ orch_http_start(OrchHttpRequest *req)
 	struct curl_slist *h = NULL;
 	CURLMcode	mc;
 
-	req->started_at = GetCurrentTimestamp();
 	req->easy = easy;
 	if (easy == NULL)
 	{

@@ -103,7 +103,6 @@ typedef struct OrchHttpRequest
 	void	   *easy;
 	void	   *curl_headers;
 	TimestampTz prepared_at;
-	TimestampTz started_at;
 	TimestampTz finished_at;
 
 	/* the response */
