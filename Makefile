@@ -4,6 +4,7 @@ MODULE_big = orchestrator
 OBJS = \
 	src/orchestrator.o \
 	src/util.o \
+	src/auth.o \
 	src/guc.o \
 	src/shmem.o \
 	src/wake.o \
@@ -25,10 +26,10 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Werror
 SHLIB_LINK = -lcurl
 
-REGRESS = setup definitions submit run failure operate security http http_failure notify entry followup cost
+REGRESS = setup definitions submit run failure operate security http http_failure notify entry followup cost approval scope
 REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
 
-ISOLATION = claim dedupe reclaim
+ISOLATION = claim dedupe reclaim approval
 ISOLATION_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)/test
 
 TAP_TESTS = 1

@@ -354,25 +354,27 @@ CREATE TABLE orchestrator.step_history (
 	step_name text,
 	kind text NOT NULL,
 	attempt integer NOT NULL DEFAULT 1,
-	outcome text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'skipped', 'retry_scheduled', 'deferred', 'lease_expired', 'cancelled', 'retry_requested', 'continuation')),
+	outcome text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'skipped', 'retry_scheduled', 'deferred', 'lease_expired', 'cancelled', 'retry_requested', 'continuation', 'awaiting_approval', 'approved', 'edited')),
 	output jsonb,
 	error text,
 	started_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
 	finished_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
 	worker_pid integer,
 	fencing_token bigint,
-	http_status integer
+	http_status integer,
+	scope text CHECK (scope IN ('user', 'service'))
 );
 CREATE INDEX step_history_job ON orchestrator.step_history (job_id, id);
+CREATE INDEX step_history_service ON orchestrator.step_history (started_at) WHERE scope = 'service';
 COMMENT ON TABLE orchestrator.step_history IS 'One row per step attempt, plus operator actions and lease reclaims';
 COMMENT ON COLUMN orchestrator.step_history.id IS 'Entry id (orders entries of a job)';
 COMMENT ON COLUMN orchestrator.step_history.job_id IS 'Job';
 COMMENT ON COLUMN orchestrator.step_history.org_id IS 'Organisation of the job';
 COMMENT ON COLUMN orchestrator.step_history.step_index IS 'Index of the step in the sequence (0-based)';
 COMMENT ON COLUMN orchestrator.step_history.step_name IS 'Step name';
-COMMENT ON COLUMN orchestrator.step_history.kind IS 'Step kind (sql, http, notify) or operator / engine for actions on the job';
+COMMENT ON COLUMN orchestrator.step_history.kind IS 'Step kind (sql, http, notify), approval for an approval decision, context for a context load, or operator / engine for actions on the job';
 COMMENT ON COLUMN orchestrator.step_history.attempt IS 'Attempt number of the step, from 1';
-COMMENT ON COLUMN orchestrator.step_history.outcome IS 'succeeded | failed | skipped | retry_scheduled | deferred (429, quiet hours, rate limit: not an attempt) | lease_expired | cancelled | retry_requested | continuation (time slice used, re-queued)';
+COMMENT ON COLUMN orchestrator.step_history.outcome IS 'succeeded | failed | skipped | retry_scheduled | deferred (429, quiet hours, rate limit: not an attempt) | lease_expired | cancelled | retry_requested | continuation (time slice used, re-queued) | awaiting_approval (gate reached) | approved | edited (approval decisions)';
 COMMENT ON COLUMN orchestrator.step_history.output IS 'Step output';
 COMMENT ON COLUMN orchestrator.step_history.error IS 'Error message of a failed attempt (redacted)';
 COMMENT ON COLUMN orchestrator.step_history.started_at IS 'When the attempt started';
@@ -380,6 +382,7 @@ COMMENT ON COLUMN orchestrator.step_history.finished_at IS 'When the attempt end
 COMMENT ON COLUMN orchestrator.step_history.worker_pid IS 'PID of the worker (or backend) that wrote the row';
 COMMENT ON COLUMN orchestrator.step_history.fencing_token IS 'Lease token the write carried';
 COMMENT ON COLUMN orchestrator.step_history.http_status IS 'HTTP status of an http or notify step''s response, if one came';
+COMMENT ON COLUMN orchestrator.step_history.scope IS 'How the step''s function ran: user (the job''s user''s claims, RLS applies) or service (org-wide, audited); NULL for steps without a function';
 
 ------------------------------------------------------------------------------
 -- State helpers used by submit and the worker
@@ -487,7 +490,8 @@ COMMENT ON FUNCTION orchestrator.load_tier1(uuid, uuid) IS 'Tier 1 context (org,
 /*
  * advance_state folds one step result into the SequenceState and its
  * execution_metadata.  outcome: succeeded | skipped | failed | retry_scheduled
- * | deferred (a deferral is not an attempt).
+ * | deferred (a deferral is not an attempt) | awaiting_approval (an approval
+ * gate: p_output describes the pending action).
  */
 CREATE FUNCTION orchestrator.advance_state(p_state jsonb, p_step_name text, p_outcome text,
 	p_output jsonb, p_duration_ms double precision, p_next_step integer, p_followups jsonb DEFAULT NULL,
@@ -499,6 +503,9 @@ AS $$
 		|| jsonb_build_object(
 			'current_step', p_next_step,
 			'queued_followups', (p_state->'queued_followups') || COALESCE(p_followups, '[]'),
+			'pending_approvals', CASE WHEN p_outcome = 'awaiting_approval'
+			                          THEN (p_state->'pending_approvals') || jsonb_build_array(p_output)
+			                          ELSE p_state->'pending_approvals' END,
 			'cost_accumulated', (p_state->>'cost_accumulated')::numeric + COALESCE(p_cost_usd, 0),
 			'outputs', CASE WHEN p_outcome = 'succeeded'
 			                THEN p_state->'outputs' || jsonb_build_object(p_step_name, p_output)
@@ -508,7 +515,9 @@ AS $$
 			                        ELSE p_state->'steps_completed' END,
 			'execution_metadata', (p_state->'execution_metadata') || jsonb_build_object(
 				'steps_attempted', (p_state->'execution_metadata'->>'steps_attempted')::int
-					+ CASE WHEN p_outcome IN ('skipped', 'deferred') THEN 0 ELSE 1 END,
+					+ CASE WHEN p_outcome IN ('skipped', 'deferred', 'awaiting_approval') THEN 0 ELSE 1 END,
+				'approval_gates_hit', (p_state->'execution_metadata'->>'approval_gates_hit')::int
+					+ CASE WHEN p_outcome = 'awaiting_approval' THEN 1 ELSE 0 END,
 				'steps_completed', (p_state->'execution_metadata'->>'steps_completed')::int
 					+ CASE WHEN p_outcome = 'succeeded' THEN 1 ELSE 0 END,
 				'steps_failed', (p_state->'execution_metadata'->>'steps_failed')::int
@@ -645,6 +654,339 @@ VALUES ('orchestrator:budget_notice', 1,
 	   "text": "AI budget limit reached. Pausing proactive workflows until next billing period.",
 	   "on_failure": "retry", "retry": {"attempts": 3, "backoff_ms": 60000}}]',
 	CURRENT_USER::regrole);
+
+------------------------------------------------------------------------------
+-- Approval gates (HITL)
+--
+-- A step with requires_approval stops the job before it runs: a pending
+-- action row holds what is needed to resume, a Slack message rendered from
+-- a HITL pattern goes to the user (the internal event
+-- orchestrator:approval_request), and the job waits in awaiting_approval.
+-- orch_resolve_approval, or a slack_approval_received event, resumes it.
+------------------------------------------------------------------------------
+
+CREATE TABLE orchestrator.hitl_patterns (
+	name text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.:-]{1,100}$'),
+	pattern jsonb NOT NULL,
+	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE orchestrator.hitl_patterns IS 'HITL message patterns: how an approval request is shown in Slack (written by orch_define_hitl_pattern)';
+COMMENT ON COLUMN orchestrator.hitl_patterns.name IS 'Name a step''s approval.pattern refers to';
+COMMENT ON COLUMN orchestrator.hitl_patterns.pattern IS '{"title": text with {{key}} placeholders filled from the draft, "fields": [{"label", "path" (jsonpath over the draft)}], "actions": subset of approve, edit, skip, cancel}';
+COMMENT ON COLUMN orchestrator.hitl_patterns.updated_at IS 'Last change';
+
+INSERT INTO orchestrator.hitl_patterns (name, pattern) VALUES
+('email_draft', '{"title": "Approve email to {{to}}: {{subject}}",
+  "fields": [{"label": "To", "path": "$.to"}, {"label": "Subject", "path": "$.subject"}, {"label": "Body", "path": "$.body"}],
+  "actions": ["approve", "edit", "skip", "cancel"]}'),
+('crm_update', '{"title": "Approve deal stage change: {{deal_name}} {{from_stage}} -> {{to_stage}}",
+  "fields": [{"label": "Deal", "path": "$.deal_name"}, {"label": "From", "path": "$.from_stage"}, {"label": "To", "path": "$.to_stage"}, {"label": "Why", "path": "$.reason"}],
+  "actions": ["approve", "edit", "skip", "cancel"]}'),
+('task_creation', '{"title": "Create tasks from the meeting?",
+  "fields": [{"label": "Tasks", "path": "$.tasks[*].title"}],
+  "actions": ["approve", "edit", "skip", "cancel"]}'),
+('generic', '{"title": "Approve step {{step}}?", "fields": [], "actions": ["approve", "skip", "cancel"]}');
+
+CREATE TABLE orchestrator.slack_pending_actions (
+	id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	org_id uuid NOT NULL,
+	user_id uuid NOT NULL,
+	job_id uuid NOT NULL,
+	step_index integer NOT NULL,
+	step_name text NOT NULL,
+	effect text,
+	pattern text NOT NULL,
+	draft_step text,
+	draft jsonb,
+	message jsonb NOT NULL,
+	status text NOT NULL DEFAULT 'pending'
+		CHECK (status IN ('pending', 'approved', 'edited', 'skipped', 'cancelled', 'superseded')),
+	modifications jsonb,
+	resolved_by text,
+	resolved_via text,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	resolved_at timestamptz
+);
+CREATE UNIQUE INDEX slack_pending_actions_open ON orchestrator.slack_pending_actions (job_id, step_index)
+	WHERE status = 'pending';
+CREATE INDEX slack_pending_actions_user ON orchestrator.slack_pending_actions (user_id, created_at)
+	WHERE status = 'pending';
+COMMENT ON TABLE orchestrator.slack_pending_actions IS 'Approval requests: one per approval gate a job reached, with everything needed to resume it';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.id IS 'pending_action_id, carried by the Slack buttons';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.org_id IS 'Organisation';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.user_id IS 'The user who must approve (or an administrator)';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.job_id IS 'The paused job (sequence_job_id)';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.step_index IS 'The gated step (resume_step), 0-based';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.step_name IS 'The gated step''s name';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.effect IS 'email_send, deal_stage_change or task_create when the engine recognised one (always gated)';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.pattern IS 'HITL pattern the message was rendered from';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.draft_step IS 'Earlier step whose output is the draft; an edit is applied to that output';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.draft IS 'The draft as shown to the user';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.message IS 'The Slack message sent: text and Block Kit blocks with the action buttons';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.status IS 'pending, then approved | edited | skipped | cancelled, or superseded when the job moved on without it';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.modifications IS 'The user''s edits (action edit)';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.resolved_by IS 'Who resolved it: the user id, or the administrator role';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.resolved_via IS 'orch_resolve_approval or slack_approval_received';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.created_at IS 'When the job reached the gate';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.resolved_at IS 'When it was resolved';
+
+/*
+ * guarded_effect recognises the steps the seed always gates, whatever the
+ * definition says: an email send, a deal-stage change, a task creation.  A
+ * step is recognised by its "effect" field, or by its name, function,
+ * endpoint or the endpoint's URL matching (case-insensitively)
+ * email-send / send-email, deal-stage, create-task(s) / task-creation,
+ * with "-", "_", "." or nothing between the words.
+ */
+CREATE FUNCTION orchestrator.guarded_effect(p_step jsonb) RETURNS text
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+	v_names text;
+BEGIN
+	IF p_step->>'effect' IN ('email_send', 'deal_stage_change', 'task_create') THEN
+		RETURN p_step->>'effect';
+	END IF;
+	v_names := concat_ws(' ', p_step->>'name', p_step->>'function', p_step->>'endpoint',
+		(SELECT e.url FROM orchestrator.endpoints e WHERE e.name = p_step->>'endpoint'));
+	IF v_names ~* '(email[-_.]?send|send[-_.]?(an[-_.]?)?e?mail)' THEN
+		RETURN 'email_send';
+	ELSIF v_names ~* 'deal[-_.]?stage' THEN
+		RETURN 'deal_stage_change';
+	ELSIF v_names ~* '(create[-_.]?tasks?|tasks?[-_.]?creat)' THEN
+		RETURN 'task_create';
+	END IF;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.guarded_effect(jsonb) IS 'email_send, deal_stage_change or task_create when a step is one the engine always gates behind approval, else NULL';
+
+/*
+ * render_approval builds the Slack message for a pending action from its
+ * HITL pattern: a header from the title ({{key}} filled from the draft,
+ * {{step}} the step's name), one field per pattern field (its jsonpath over
+ * the draft), and one button per action, each carrying the
+ * slack_approval_received payload as its value.
+ */
+CREATE FUNCTION orchestrator.render_approval(p_pattern jsonb, p_draft jsonb, p_id uuid, p_job_id uuid,
+	p_step_index integer, p_step_name text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+	v_title text := COALESCE(p_pattern->>'title', 'Approve step {{step}}?');
+	v_key text;
+	v_fields jsonb := '[]';
+	v_field jsonb;
+	v_val text;
+	v_buttons jsonb := '[]';
+	v_action text;
+BEGIN
+	v_title := replace(v_title, '{{step}}', p_step_name);
+	FOR v_key IN SELECT (regexp_matches(v_title, '\{\{([A-Za-z0-9_]+)\}\}', 'g'))[1] LOOP
+		v_title := replace(v_title, '{{' || v_key || '}}', COALESCE(p_draft->>v_key, '?'));
+	END LOOP;
+	FOR v_field IN SELECT value FROM jsonb_array_elements(COALESCE(p_pattern->'fields', '[]')) LOOP
+		SELECT string_agg(CASE WHEN jsonb_typeof(x) = 'string' THEN x #>> '{}' ELSE x::text END, E'\n')
+		INTO v_val
+		FROM jsonb_path_query(COALESCE(p_draft, '{}'), (v_field->>'path')::jsonpath, '{}', true) AS x;
+		v_fields := v_fields || jsonb_build_array(jsonb_build_object('type', 'mrkdwn',
+			'text', format('*%s*%s%s', v_field->>'label', E'\n', COALESCE(v_val, '-'))));
+	END LOOP;
+	FOR v_action IN SELECT value #>> '{}' FROM jsonb_array_elements(COALESCE(p_pattern->'actions', '["approve", "skip", "cancel"]')) LOOP
+		v_buttons := v_buttons || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+			'type', 'button',
+			'action_id', 'orch_' || v_action,
+			'text', jsonb_build_object('type', 'plain_text', 'text', initcap(v_action)),
+			'style', CASE v_action WHEN 'approve' THEN 'primary' WHEN 'cancel' THEN 'danger' END,
+			'value', jsonb_build_object('action', v_action, 'pending_action_id', p_id,
+			                            'sequence_job_id', p_job_id, 'resume_step', p_step_index)::text)));
+	END LOOP;
+	RETURN jsonb_build_object(
+		'text', v_title,
+		'blocks', jsonb_build_array(
+			jsonb_build_object('type', 'header', 'text', jsonb_build_object('type', 'plain_text', 'text', left(v_title, 150))))
+			|| CASE WHEN jsonb_array_length(v_fields) > 0
+			        THEN jsonb_build_array(jsonb_build_object('type', 'section', 'fields', v_fields)) ELSE '[]' END
+			|| jsonb_build_array(jsonb_build_object('type', 'actions', 'block_id', 'orch_approval:' || p_id,
+			                                         'elements', v_buttons)));
+END
+$$;
+COMMENT ON FUNCTION orchestrator.render_approval(jsonb, jsonb, uuid, uuid, integer, text) IS 'Renders a HITL pattern into a Slack message (text and Block Kit blocks with action buttons)';
+
+/*
+ * open_approval is called by the worker when a job reaches a gated step:
+ * it records the pending action, renders its message and queues the Slack
+ * delivery (orchestrator:approval_request), in the job's transaction.
+ * Returns what the step history and state record about the gate.
+ */
+CREATE FUNCTION orchestrator.open_approval(p_job_id uuid, p_step_index integer, p_step jsonb, p_state jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_id uuid := gen_random_uuid();
+	v_effect text := orchestrator.guarded_effect(p_step);
+	v_pattern_name text;
+	v_pattern jsonb;
+	v_draft_step text := p_step->'approval'->>'draft';
+	v_draft jsonb;
+	v_message jsonb;
+BEGIN
+	v_pattern_name := COALESCE(p_step->'approval'->>'pattern',
+		CASE v_effect WHEN 'email_send' THEN 'email_draft' WHEN 'deal_stage_change' THEN 'crm_update'
+		              WHEN 'task_create' THEN 'task_creation' ELSE 'generic' END);
+	SELECT h.pattern INTO v_pattern FROM orchestrator.hitl_patterns h WHERE h.name = v_pattern_name;
+	IF v_pattern IS NULL THEN
+		RAISE EXCEPTION 'HITL pattern "%" of step "%" does not exist', v_pattern_name, p_step->>'name'
+			USING ERRCODE = 'undefined_object', HINT = 'Define it with orch_define_hitl_pattern.';
+	END IF;
+	IF v_draft_step IS NOT NULL THEN
+		v_draft := p_state->'outputs'->v_draft_step;
+	END IF;
+	v_message := orchestrator.render_approval(v_pattern, v_draft, v_id, p_job_id, p_step_index, p_step->>'name');
+	INSERT INTO orchestrator.slack_pending_actions
+		(id, org_id, user_id, job_id, step_index, step_name, effect, pattern, draft_step, draft, message)
+	VALUES (v_id, (p_state->'event'->>'org_id')::uuid, (p_state->'event'->>'user_id')::uuid, p_job_id,
+	        p_step_index, p_step->>'name', v_effect, v_pattern_name, v_draft_step, v_draft, v_message);
+	PERFORM @extschema@.orch_submit_event('orchestrator:approval_request', 'orchestrator:approval',
+		(p_state->'event'->>'org_id')::uuid, (p_state->'event'->>'user_id')::uuid,
+		jsonb_build_object('pending_action_id', v_id, 'sequence_job_id', p_job_id));
+	RETURN jsonb_strip_nulls(jsonb_build_object('pending_action_id', v_id, 'step', p_step->>'name',
+		'resume_step', p_step_index, 'pattern', v_pattern_name, 'effect', v_effect));
+END
+$$;
+COMMENT ON FUNCTION orchestrator.open_approval(uuid, integer, jsonb, jsonb) IS 'Opens an approval gate: pending action, rendered Slack message, delivery queued; for the worker only';
+
+-- The approval request's Slack message, sent by the built-in sequence below.
+CREATE FUNCTION orchestrator.approval_message(p_state jsonb) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+	SELECT COALESCE((SELECT a.message FROM orchestrator.slack_pending_actions a
+	                 WHERE a.id = (p_state->'event'->'payload'->>'pending_action_id')::uuid),
+	                '{"text": "An approval request was withdrawn."}'::jsonb)
+$$;
+COMMENT ON FUNCTION orchestrator.approval_message(jsonb) IS 'The rendered Slack message of the pending action an orchestrator:approval_request event names';
+
+INSERT INTO orchestrator.sequence_definitions (event_type, version, steps, created_by)
+VALUES ('orchestrator:approval_request', 1,
+	'[{"name": "notify-approval", "kind": "notify", "endpoint": "slack", "function": "orchestrator.approval_message",
+	   "scope": "service", "on_failure": "retry", "retry": {"attempts": 5, "backoff_ms": 30000}}]',
+	CURRENT_USER::regrole);
+
+/*
+ * resolve_approval applies an approval decision.  The pending action's row
+ * lock serialises concurrent decisions; the second finds it resolved and
+ * changes nothing (outcome duplicate).  approve and edit put the job back to
+ * pending at the gated step, with the decision recorded in state.approvals
+ * (edit first merges the modifications into the draft step's output); skip
+ * records the step as skipped and moves on; cancel cancels the job.
+ */
+CREATE FUNCTION orchestrator.resolve_approval(p_id uuid, p_action text, p_modifications jsonb,
+	p_acting_user uuid, p_admin boolean, p_via text,
+	OUT outcome text, OUT job_id uuid, OUT reason text)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_pa orchestrator.slack_pending_actions;
+	v_job orchestrator.sequence_jobs;
+	v_status text;
+	v_by text;
+	v_ctx jsonb;
+	v_steps integer;
+BEGIN
+	IF p_id IS NULL OR p_action IS NULL THEN
+		RAISE EXCEPTION 'pending_action_id and action must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF p_action NOT IN ('approve', 'edit', 'skip', 'cancel') THEN
+		RAISE EXCEPTION 'unrecognized approval action "%"', p_action
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use approve, edit, skip or cancel.';
+	END IF;
+	IF p_action = 'edit' AND jsonb_typeof(p_modifications) IS DISTINCT FROM 'object' THEN
+		RAISE EXCEPTION 'action edit needs the modifications as a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'For example ''{"subject": "New subject"}''; its keys replace those of the draft.';
+	END IF;
+	SELECT * INTO v_pa FROM orchestrator.slack_pending_actions a WHERE a.id = p_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'pending action % does not exist', p_id USING ERRCODE = 'undefined_object';
+	END IF;
+	IF NOT p_admin AND p_acting_user IS DISTINCT FROM v_pa.user_id THEN
+		RAISE EXCEPTION 'pending action % belongs to another user', p_id
+			USING ERRCODE = 'insufficient_privilege',
+			      HINT = 'Only the user it was sent to, or a member of orchestrator_admin, can resolve it.';
+	END IF;
+	job_id := v_pa.job_id;
+	IF v_pa.status <> 'pending' THEN
+		outcome := 'duplicate';
+		reason := 'already ' || v_pa.status;
+		RETURN;
+	END IF;
+	v_by := CASE WHEN p_acting_user IS NOT NULL THEN p_acting_user::text ELSE orchestrator.calling_role()::text END;
+
+	SELECT * INTO v_job FROM orchestrator.sequence_jobs j WHERE j.id = v_pa.job_id FOR UPDATE;
+	IF NOT FOUND OR v_job.status <> 'awaiting_approval' OR v_job.current_step <> v_pa.step_index THEN
+		UPDATE orchestrator.slack_pending_actions a SET status = 'superseded', resolved_at = clock_timestamp(),
+			resolved_by = v_by, resolved_via = p_via
+		WHERE a.id = p_id;
+		outcome := 'skipped';
+		reason := 'job is ' || COALESCE(v_job.status, 'gone') || ', no longer waiting for this approval';
+		RETURN;
+	END IF;
+
+	v_status := CASE p_action WHEN 'approve' THEN 'approved' WHEN 'edit' THEN 'edited'
+	                          WHEN 'skip' THEN 'skipped' ELSE 'cancelled' END;
+	UPDATE orchestrator.slack_pending_actions a
+	SET status = v_status, modifications = p_modifications, resolved_by = v_by, resolved_via = p_via,
+	    resolved_at = clock_timestamp()
+	WHERE a.id = p_id;
+
+	v_ctx := v_job.context
+		|| jsonb_build_object(
+			'pending_approvals', COALESCE((SELECT jsonb_agg(x) FROM jsonb_array_elements(v_job.context->'pending_approvals') x
+			                               WHERE x->>'pending_action_id' IS DISTINCT FROM p_id::text), '[]'),
+			'approvals', COALESCE(v_job.context->'approvals', '{}') || jsonb_build_object(v_pa.step_name,
+				jsonb_strip_nulls(jsonb_build_object('action', p_action, 'pending_action_id', p_id,
+					'resolved_by', v_by, 'resolved_at', clock_timestamp(), 'modifications', p_modifications))));
+	IF p_action = 'edit' AND v_pa.draft_step IS NOT NULL THEN
+		v_ctx := jsonb_set(v_ctx, ARRAY['outputs', v_pa.draft_step],
+			COALESCE(v_ctx->'outputs'->v_pa.draft_step, '{}') || p_modifications);
+	END IF;
+
+	SELECT jsonb_array_length(d.steps) INTO v_steps FROM orchestrator.sequence_definitions d
+	WHERE d.event_type = v_job.event_type AND d.version = v_job.sequence_version;
+
+	IF p_action IN ('approve', 'edit') THEN
+		UPDATE orchestrator.sequence_jobs j
+		SET status = 'pending', run_at = clock_timestamp(), context = v_ctx, updated_at = clock_timestamp()
+		WHERE j.id = v_job.id;
+	ELSIF p_action = 'skip' THEN
+		UPDATE orchestrator.sequence_jobs j
+		SET status = CASE WHEN v_pa.step_index + 1 >= v_steps THEN 'completed' ELSE 'pending' END,
+		    current_step = v_pa.step_index + 1, attempts = 0, run_at = clock_timestamp(),
+		    context = v_ctx || jsonb_build_object('current_step', v_pa.step_index + 1),
+		    finished_at = CASE WHEN v_pa.step_index + 1 >= v_steps THEN clock_timestamp() END,
+		    updated_at = clock_timestamp()
+		WHERE j.id = v_job.id;
+	ELSE
+		UPDATE orchestrator.sequence_jobs j
+		SET status = 'cancelled', context = v_ctx, fencing_token = j.fencing_token + 1,
+		    finished_at = clock_timestamp(), updated_at = clock_timestamp()
+		WHERE j.id = v_job.id;
+	END IF;
+	INSERT INTO orchestrator.step_history (job_id, org_id, step_index, step_name, kind, attempt, outcome, output,
+	                                       error, worker_pid, fencing_token)
+	VALUES (v_job.id, v_job.org_id, v_pa.step_index, v_pa.step_name, 'approval', 1, v_status,
+	        jsonb_strip_nulls(jsonb_build_object('pending_action_id', p_id, 'action', p_action, 'resolved_by', v_by,
+	                                             'via', p_via, 'modifications', p_modifications)),
+	        NULL, pg_backend_pid(), v_job.fencing_token);
+	PERFORM orchestrator.wake_workers();
+	outcome := 'resolved';
+	reason := v_status;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.resolve_approval(uuid, text, jsonb, uuid, boolean, text) IS 'Applies an approval decision once (row-locked); for orch_resolve_approval and slack_approval_received only';
 
 ------------------------------------------------------------------------------
 -- C functions
@@ -922,6 +1264,7 @@ DECLARE
 	v_attempts numeric;
 	v_backoff numeric;
 	v_fu jsonb;
+	v_effect text;
 	v_out jsonb := p_step;
 BEGIN
 	IF jsonb_typeof(p_step) IS DISTINCT FROM 'object' THEN
@@ -936,10 +1279,10 @@ BEGIN
 	FOR v_key IN SELECT jsonb_object_keys(p_step) LOOP
 		IF v_key NOT IN ('name', 'kind', 'function', 'endpoint', 'condition', 'requires_approval',
 		                 'on_failure', 'retry', 'requires_context', 'ai', 'timeout_ms', 'expect',
-		                 'followups', 'description', 'text') THEN
+		                 'followups', 'description', 'text', 'approval', 'effect', 'scope') THEN
 			RAISE EXCEPTION 'invalid step "%": unrecognized field "%"', v_name, v_key
 				USING ERRCODE = 'invalid_parameter_value',
-				      HINT = 'Known fields: name, kind, function, endpoint, text, condition, requires_approval, on_failure, retry, requires_context, ai, timeout_ms, expect, followups, description.';
+				      HINT = 'Known fields: name, kind, function, endpoint, text, condition, requires_approval, approval, effect, on_failure, retry, requires_context, ai, scope, timeout_ms, expect, followups, description.';
 		END IF;
 	END LOOP;
 
@@ -1057,11 +1400,51 @@ BEGIN
 		'attempts', COALESCE((p_step->'retry'->>'attempts')::int, CASE WHEN v_on_failure = 'retry' THEN 2 ELSE 1 END),
 		'backoff_ms', COALESCE((p_step->'retry'->>'backoff_ms')::int, 1000)));
 
-	-- fields whose machinery a later version brings: refuse rather than ignore
-	IF (p_step->'requires_approval') = 'true'::jsonb THEN
-		RAISE EXCEPTION 'invalid step "%": field "requires_approval" is not supported by this version of orchestrator', v_name
-			USING ERRCODE = 'feature_not_supported',
-			      HINT = 'Approval gates are not available yet; a step marked requires_approval would otherwise run unapproved.';
+	-- approval gates: the seed's safeguards hold whatever the definition says
+	IF p_step ? 'requires_approval' AND jsonb_typeof(p_step->'requires_approval') <> 'boolean' THEN
+		RAISE EXCEPTION 'invalid step "%": field "requires_approval" must be true or false', v_name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF p_step ? 'effect' AND (jsonb_typeof(p_step->'effect') <> 'string'
+	    OR p_step->>'effect' NOT IN ('email_send', 'deal_stage_change', 'task_create', 'other')) THEN
+		RAISE EXCEPTION 'invalid step "%": field "effect" must be email_send, deal_stage_change, task_create or other', v_name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	v_effect := orchestrator.guarded_effect(v_out);
+	IF v_effect IS NOT NULL THEN
+		IF (p_step->'requires_approval') = 'false'::jsonb THEN
+			RAISE EXCEPTION 'invalid step "%": % always requires approval; "requires_approval": false is rejected', v_name,
+				CASE v_effect WHEN 'email_send' THEN 'an email send' WHEN 'deal_stage_change' THEN 'a deal-stage change'
+				              ELSE 'task creation from detected intents' END
+				USING ERRCODE = 'invalid_parameter_value',
+				      DETAIL = format('The engine recognises step "%s" as %s (see orchestrator.guarded_effect).', v_name, v_effect),
+				      HINT = 'Remove "requires_approval": false; the seed''s approval gates cannot be turned off.';
+		END IF;
+		IF NOT p_step ? 'requires_approval' THEN
+			RAISE NOTICE 'step "%" is recognised as %: requires_approval set to true', v_name, v_effect;
+		END IF;
+		v_out := v_out || jsonb_build_object('requires_approval', true, 'effect', v_effect);
+	END IF;
+	IF p_step ? 'approval' THEN
+		IF jsonb_typeof(p_step->'approval') <> 'object' OR (p_step->'approval') - 'pattern' - 'draft' <> '{}'::jsonb THEN
+			RAISE EXCEPTION 'invalid step "%": field "approval" is an object with optional "pattern" and "draft"', v_name
+				USING ERRCODE = 'invalid_parameter_value',
+				      HINT = 'For example {"pattern": "email_draft", "draft": "draft-email"}.';
+		END IF;
+		IF (v_out->'requires_approval') IS DISTINCT FROM 'true'::jsonb THEN
+			RAISE EXCEPTION 'invalid step "%": field "approval" needs "requires_approval": true', v_name
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF p_step->'approval' ? 'pattern' AND NOT EXISTS (SELECT 1 FROM orchestrator.hitl_patterns h
+		                                                 WHERE h.name = p_step->'approval'->>'pattern') THEN
+			RAISE EXCEPTION 'invalid step "%": HITL pattern "%" in field "approval.pattern" does not exist', v_name,
+				p_step->'approval'->>'pattern'
+				USING ERRCODE = 'undefined_object', HINT = 'Define it first with orch_define_hitl_pattern.';
+		END IF;
+		IF p_step->'approval' ? 'draft' AND jsonb_typeof(p_step->'approval'->'draft') <> 'string' THEN
+			RAISE EXCEPTION 'invalid step "%": field "approval.draft" must name an earlier step', v_name
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
 	END IF;
 	IF p_step ? 'followups' THEN
 		IF jsonb_typeof(p_step->'followups') <> 'array' THEN
@@ -1096,6 +1479,15 @@ BEGIN
 				USING ERRCODE = 'feature_not_supported';
 		END IF;
 	END LOOP;
+	IF p_step ? 'scope' AND (jsonb_typeof(p_step->'scope') <> 'string' OR p_step->>'scope' NOT IN ('user', 'service')) THEN
+		RAISE EXCEPTION 'invalid step "%": field "scope" must be user or service', v_name
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'user (the default) runs the function with the job''s user''s request.jwt.claims, so RLS applies; service is for org-wide work and is audited.';
+	END IF;
+	IF p_step ? 'scope' AND NOT p_step ? 'function' THEN
+		RAISE EXCEPTION 'invalid step "%": field "scope" applies to steps that call a function', v_name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
 	IF p_step ? 'description' AND jsonb_typeof(p_step->'description') <> 'string' THEN
 		RAISE EXCEPTION 'invalid step "%": field "description" must be a string', v_name
 			USING ERRCODE = 'invalid_parameter_value';
@@ -1104,10 +1496,6 @@ BEGIN
 	IF p_step ? 'timeout_ms' AND (jsonb_typeof(p_step->'timeout_ms') <> 'number'
 	    OR (p_step->>'timeout_ms')::numeric < 1 OR (p_step->>'timeout_ms')::numeric > 3600000) THEN
 		RAISE EXCEPTION 'invalid step "%": field "timeout_ms" must be a number between 1 and 3600000', v_name
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	IF p_step ? 'requires_approval' AND jsonb_typeof(p_step->'requires_approval') <> 'boolean' THEN
-		RAISE EXCEPTION 'invalid step "%": field "requires_approval" must be true or false', v_name
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	IF p_step ? 'ai' AND jsonb_typeof(p_step->'ai') <> 'boolean' THEN
@@ -1156,6 +1544,12 @@ BEGIN
 	END IF;
 	FOR v_step IN SELECT value FROM jsonb_array_elements(p_steps) LOOP
 		v_step := orchestrator.validate_step(v_step, v_idx);
+		IF v_step->'approval' ? 'draft' AND NOT (v_step->'approval'->>'draft') = ANY (v_names) THEN
+			RAISE EXCEPTION 'invalid step "%": field "approval.draft" names "%", which is not an earlier step', v_step->>'name',
+				v_step->'approval'->>'draft'
+				USING ERRCODE = 'invalid_parameter_value',
+				      HINT = 'The draft is the output of a step that runs before the gated one.';
+		END IF;
 		IF (v_step->>'name') = ANY (v_names) THEN
 			RAISE EXCEPTION 'invalid step "%": field "name" is not unique in the sequence', v_step->>'name'
 				USING ERRCODE = 'invalid_parameter_value';
@@ -1203,6 +1597,131 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION orch_define_sequence(text, jsonb) IS 'Validates and stores a new version of the sequence for an event type; returns the version';
+
+------------------------------------------------------------------------------
+-- Who is calling: PostgREST users act for themselves only
+------------------------------------------------------------------------------
+
+CREATE FUNCTION orchestrator.caller_user_id() RETURNS uuid
+LANGUAGE C STABLE
+AS 'MODULE_PATHNAME', 'orch_caller_user_id';
+COMMENT ON FUNCTION orchestrator.caller_user_id() IS 'The user id ("sub") of request.jwt.claims when set (a PostgREST call), else NULL';
+
+CREATE FUNCTION orchestrator.caller_is_admin() RETURNS boolean
+LANGUAGE C STABLE
+AS 'MODULE_PATHNAME', 'orch_caller_is_admin_sql';
+COMMENT ON FUNCTION orchestrator.caller_is_admin() IS 'True when the calling role is a superuser or a member of orchestrator_admin';
+
+/*
+ * orch_resolve_approval: the rep's decision on a pending action.  Only the
+ * user the approval was sent to (request.jwt.claims "sub", as PostgREST
+ * sets it) or an administrator may resolve it; resolving twice, or two
+ * resolutions racing, executes nothing twice (outcome duplicate).
+ */
+CREATE FUNCTION orch_resolve_approval(pending_action_id uuid, action text, modifications jsonb DEFAULT NULL,
+	OUT outcome text, OUT job_id uuid, OUT reason text)
+RETURNS record
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_user uuid := orchestrator.caller_user_id();
+	v_admin boolean := orchestrator.caller_is_admin();
+BEGIN
+	IF NOT v_admin AND v_user IS NULL THEN
+		RAISE EXCEPTION 'cannot tell which user is resolving pending action %', pending_action_id
+			USING ERRCODE = 'insufficient_privilege',
+			      HINT = 'Call it with request.jwt.claims set to the user''s claims (PostgREST does), or as a member of orchestrator_admin.';
+	END IF;
+	SELECT r.outcome, r.job_id, r.reason INTO outcome, job_id, reason
+	FROM orchestrator.resolve_approval(pending_action_id, action, modifications, v_user, v_admin,
+	                                   'orch_resolve_approval') r;
+END
+$$;
+COMMENT ON FUNCTION orch_resolve_approval(uuid, text, jsonb) IS
+'Resolves an approval gate: approve, edit (modifications merged into the draft), skip or cancel; returns resolved, or duplicate when already resolved';
+
+/*
+ * approval_received is what orch_submit_event does with a
+ * slack_approval_received event: the event's user is the one who clicked.
+ */
+CREATE FUNCTION orchestrator.approval_received(p_payload jsonb, p_user_id uuid,
+	OUT outcome text, OUT job_id uuid, OUT reason text)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_id uuid;
+	r record;
+BEGIN
+	IF jsonb_typeof(p_payload->'pending_action_id') IS DISTINCT FROM 'string'
+	   OR (p_payload->>'pending_action_id') !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
+	   OR jsonb_typeof(p_payload->'action') IS DISTINCT FROM 'string' THEN
+		RAISE EXCEPTION 'a slack_approval_received payload needs "pending_action_id" (a uuid) and "action"'
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'The Slack button''s value carries both: {"action": "approve", "pending_action_id": "...", "sequence_job_id": "...", "resume_step": 3}.';
+	END IF;
+	v_id := (p_payload->>'pending_action_id')::uuid;
+	SELECT * INTO r FROM orchestrator.resolve_approval(v_id, p_payload->>'action', p_payload->'user_modifications',
+		p_user_id, false, 'slack_approval_received');
+	job_id := r.job_id;
+	reason := r.reason;
+	outcome := CASE r.outcome WHEN 'resolved' THEN 'accepted' ELSE r.outcome END;
+	IF (p_payload ? 'sequence_job_id' AND p_payload->>'sequence_job_id' IS DISTINCT FROM r.job_id::text)
+	THEN
+		RAISE EXCEPTION 'pending action % belongs to job %, not %', v_id, r.job_id, p_payload->>'sequence_job_id'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.approval_received(jsonb, uuid) IS 'Resolves the approval a slack_approval_received event carries; for orch_submit_event only';
+
+CREATE FUNCTION orch_define_hitl_pattern(name text, pattern jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_f jsonb;
+BEGIN
+	IF name IS NULL OR pattern IS NULL THEN
+		RAISE EXCEPTION 'name and pattern must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF name !~ '^[A-Za-z0-9_.:-]{1,100}$' THEN
+		RAISE EXCEPTION 'invalid HITL pattern name "%"', name
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use 1 to 100 letters, digits, "_", ".", ":" or "-".';
+	END IF;
+	IF jsonb_typeof(pattern) <> 'object' OR jsonb_typeof(pattern->'title') IS DISTINCT FROM 'string'
+	   OR pattern - 'title' - 'fields' - 'actions' <> '{}'::jsonb THEN
+		RAISE EXCEPTION 'a HITL pattern is an object with "title" (text) and optional "fields" and "actions"'
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'For example {"title": "Send {{subject}}?", "fields": [{"label": "Body", "path": "$.body"}], "actions": ["approve", "edit", "skip", "cancel"]}.';
+	END IF;
+	IF pattern ? 'fields' THEN
+		IF jsonb_typeof(pattern->'fields') <> 'array' THEN
+			RAISE EXCEPTION 'field "fields" of a HITL pattern must be an array' USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		FOR v_f IN SELECT value FROM jsonb_array_elements(pattern->'fields') LOOP
+			IF jsonb_typeof(v_f->'label') IS DISTINCT FROM 'string' THEN
+				RAISE EXCEPTION 'each field of a HITL pattern needs a "label"' USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			PERFORM orchestrator.validate_jsonpath(name, 'fields.path', v_f->'path');
+			IF v_f->'path' IS NULL THEN
+				RAISE EXCEPTION 'each field of a HITL pattern needs a "path"' USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+		END LOOP;
+	END IF;
+	IF pattern ? 'actions' AND (jsonb_typeof(pattern->'actions') <> 'array'
+	    OR jsonb_array_length(pattern->'actions') = 0
+	    OR EXISTS (SELECT 1 FROM jsonb_array_elements(pattern->'actions') a
+	               WHERE a #>> '{}' IS NULL OR a #>> '{}' NOT IN ('approve', 'edit', 'skip', 'cancel'))) THEN
+		RAISE EXCEPTION 'field "actions" of a HITL pattern must list some of approve, edit, skip, cancel'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	INSERT INTO orchestrator.hitl_patterns AS h (name, pattern) VALUES (orch_define_hitl_pattern.name, orch_define_hitl_pattern.pattern)
+	ON CONFLICT ON CONSTRAINT hitl_patterns_pkey DO UPDATE SET pattern = excluded.pattern, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION orch_define_hitl_pattern(text, jsonb) IS 'Defines (or replaces) a HITL pattern: how an approval request is rendered in Slack';
 
 ------------------------------------------------------------------------------
 -- Operator API
@@ -1281,8 +1800,11 @@ BEGIN
 	SET status = 'pending', current_step = v_idx, attempts = 0, reclaims = 0, run_at = clock_timestamp(),
 	    fencing_token = j.fencing_token + 1, lease_owner = NULL, lease_expires_at = NULL,
 	    finished_at = NULL, last_error = NULL, updated_at = clock_timestamp(),
-	    context = j.context || jsonb_build_object('current_step', v_idx)
+	    context = (j.context - 'approvals') || jsonb_build_object('current_step', v_idx, 'pending_approvals', '[]'::jsonb)
 	WHERE j.id = v_job.id;
+	-- a job run again asks again: earlier decisions and open requests lapse
+	UPDATE orchestrator.slack_pending_actions a SET status = 'superseded', resolved_at = clock_timestamp()
+	WHERE a.job_id = v_job.id AND a.status = 'pending';
 	INSERT INTO orchestrator.step_history (job_id, org_id, step_index, step_name, kind, attempt, outcome, error, worker_pid, fencing_token)
 	VALUES (v_job.id, v_job.org_id, v_idx, v_steps->v_idx->>'name', 'operator', 1, 'retry_requested',
 	        format('retry requested by %s (was %s)', session_user, v_job.status), pg_backend_pid(), v_job.fencing_token + 1);
@@ -1309,7 +1831,11 @@ AS $$
 		       jsonb_strip_nulls(jsonb_build_object('kind', h.kind, 'output', h.output, 'error', h.error,
 		           'duration_ms', round((extract(epoch FROM h.finished_at - h.started_at) * 1000)::numeric, 3)))
 		FROM orchestrator.step_history h
-		WHERE h.job_id = orch_job_timeline.job_id AND h.kind NOT IN ('operator', 'engine')
+		WHERE h.job_id = orch_job_timeline.job_id AND h.kind NOT IN ('operator', 'engine', 'approval')
+		UNION ALL
+		SELECT h.started_at, 1, h.id, 'approval ' || h.outcome, h.step_name, NULL, h.output
+		FROM orchestrator.step_history h
+		WHERE h.job_id = orch_job_timeline.job_id AND h.kind = 'approval'
 		UNION ALL
 		SELECT h.started_at, 1, h.id, h.kind || ' ' || h.outcome, h.step_name, NULL,
 		       jsonb_strip_nulls(jsonb_build_object('note', h.error))
@@ -1579,6 +2105,15 @@ CREATE VIEW orchestrator.steps AS
 	LEFT JOIN orchestrator.sequence_jobs j ON j.id = h.job_id;
 COMMENT ON VIEW orchestrator.steps IS 'Step attempts and operator actions, with durations';
 
+CREATE VIEW orchestrator.service_scope_audit AS
+	SELECT h.id, h.started_at, h.job_id, h.org_id, j.user_id, j.event_type, j.event_source,
+	       h.step_name, h.outcome, h.attempt, d.created_by AS run_as
+	FROM orchestrator.step_history h
+	JOIN orchestrator.sequence_jobs j ON j.id = h.job_id
+	LEFT JOIN orchestrator.sequence_definitions d ON d.event_type = j.event_type AND d.version = j.sequence_version
+	WHERE h.scope = 'service';
+COMMENT ON VIEW orchestrator.service_scope_audit IS 'Every attempt of a service-scope step (org-wide work run without the user''s claims): the seed''s "documented and audited"';
+
 CREATE VIEW orchestrator.events AS
 	SELECT e.id, e.created_at, e.org_id, e.user_id, e.event_type, e.event_source, e.outcome,
 	       e.reason, e.job_id, e.run_at, e.parent_job_id
@@ -1623,10 +2158,16 @@ GRANT EXECUTE ON FUNCTION orch_define_sequence(text, jsonb) TO orchestrator_admi
 GRANT EXECUTE ON FUNCTION orch_cancel_job(uuid) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_retry_job(uuid, text) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_job_timeline(uuid) TO orchestrator_admin;
+REVOKE ALL ON FUNCTION orch_resolve_approval(uuid, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_define_hitl_pattern(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_resolve_approval(uuid, text, jsonb) TO orchestrator_submitter, orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orch_define_hitl_pattern(text, jsonb) TO orchestrator_admin;
+GRANT SELECT ON orchestrator.slack_pending_actions, orchestrator.hitl_patterns TO orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orchestrator.guarded_effect(jsonb) TO orchestrator_admin;
 -- orch_use_table and orch_reapply_table_mappings stay superuser-only: they
 -- decide which tables the extension's owner reads.
-GRANT SELECT ON orchestrator.jobs, orchestrator.steps, orchestrator.events, orchestrator.job_counts
-	TO orchestrator_admin;
+GRANT SELECT ON orchestrator.jobs, orchestrator.steps, orchestrator.events, orchestrator.job_counts,
+	orchestrator.service_scope_audit TO orchestrator_admin;
 GRANT SELECT ON orchestrator.sequence_definitions TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orchestrator.store_sequence(text, jsonb) TO orchestrator_admin;
 GRANT SELECT ON orchestrator.cost_ledger TO orchestrator_admin;
@@ -1655,6 +2196,8 @@ SELECT pg_catalog.pg_extension_config_dump('orchestrator.step_history', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.step_history_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.budget_notices', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.slack_pending_actions', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.hitl_patterns', 'WHERE name NOT IN (''email_draft'', ''crm_update'', ''task_creation'', ''generic'')');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.notification_log', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.notification_log_id_seq', '');
 

@@ -31,6 +31,7 @@ int			orch_max_inflight = 1000;
 int			orch_max_reclaims = 3;
 int			orch_max_slice_ms = 30 * 1000;
 int			orch_max_response_bytes = 1024 * 1024;
+char	   *orch_user_role = NULL;
 
 /*
  * define_postmaster_gucs defines the parameters that size the worker set.
@@ -142,6 +143,16 @@ orch_guc_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("orchestrator.user_role",
+							   "Role user-scoped step functions run as (empty: the sequence's definer).",
+							   "Set it to the role RLS policies are written for, e.g. authenticated on Supabase; "
+							   "request.jwt.claims names the job's user either way.",
+							   &orch_user_role,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("orchestrator");
 }

@@ -38,6 +38,7 @@ extern int	orch_max_inflight;
 extern int	orch_max_reclaims;
 extern int	orch_max_slice_ms;
 extern int	orch_max_response_bytes;
+extern char *orch_user_role;
 extern void orch_guc_init(void);
 
 /* shmem.c */
@@ -50,6 +51,11 @@ extern bool orch_preloaded;
 /* wake.c */
 extern void orch_wake_init(void);
 extern void orch_wake_at_commit(void);
+
+/* auth.c: who is calling */
+extern bool orch_caller_user(pg_uuid_t *user_id);
+extern bool orch_caller_is_admin(void);
+extern void orch_check_acting_for(const pg_uuid_t *user_id, const char *what);
 
 /* util.c: helpers shared by several files */
 struct _SPI_plan;
@@ -153,7 +159,7 @@ extern volatile sig_atomic_t orch_step_running;
 extern Jsonb *orch_queue_followups(const OrchClaimedJob *job, Jsonb *step, Jsonb *state, Jsonb *output);
 
 /* step_sql.c */
-extern Jsonb *orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as);
+extern Jsonb *orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as, const char **scope);
 
 /* writeback.c: one step's result, under the job's fencing token. */
 typedef enum OrchStepOutcome
@@ -163,7 +169,8 @@ typedef enum OrchStepOutcome
 	ORCH_STEP_FAILED,
 	ORCH_STEP_RETRY,
 	ORCH_STEP_DEFERRED,			/* 429, quiet hours, rate limit: not an attempt */
-	ORCH_STEP_PARKED			/* request sent; the job waits for its response */
+	ORCH_STEP_PARKED,			/* request sent; the job waits for its response */
+	ORCH_STEP_AWAITING			/* approval gate reached; the job waits for the rep */
 } OrchStepOutcome;
 
 typedef struct OrchStepResult
@@ -177,6 +184,7 @@ typedef struct OrchStepResult
 	long		http_status;	/* 0: no HTTP response */
 	Jsonb	   *followups;		/* follow-ups the step queued, or NULL */
 	double		cost_usd;		/* what an ai step reported spending */
+	const char *scope;			/* user or service: how its function ran */
 	bool		halted;			/* over budget: the whole sequence stops */
 	OrchHttpRequest *request;	/* PARKED: the request to send */
 	Jsonb	   *output;			/* NULL unless succeeded */

@@ -14,6 +14,10 @@
  * in this call is checkpointed and queued again (orchestrator:continuation),
  * so one long sequence never holds a worker while others wait.
  *
+ * Approval gates: a step with requires_approval and no decision yet is not
+ * run; the job stops in awaiting_approval (orchestrator.open_approval) until
+ * the rep resolves it (orchestrator.resolve_approval).
+ *
  * Kinds: "sql" runs at once (step_sql.c).  "http" and "notify" prepare a
  * request (step_http.c) and park the job: its lease is stretched to cover
  * the request's timeout, the transaction commits, and worker.c sends the
@@ -57,6 +61,7 @@
 static SPIPlanPtr load_plan = NULL;
 static SPIPlanPtr budget_plan = NULL;
 static SPIPlanPtr cost_plan = NULL;
+static SPIPlanPtr approval_plan = NULL;
 
 /* true while a step's function runs: SIGTERM then cancels it (worker.c) */
 volatile sig_atomic_t orch_step_running = false;
@@ -80,7 +85,9 @@ typedef struct JobRun
 static bool load_job(const OrchClaimedJob *job, JobRun *run);
 static void run_steps(JobRun *run);
 static void run_one_step(JobRun *run, OrchStepResult *r);
-static Jsonb *run_step_function(JobRun *run, Jsonb *step, int timeout_ms);
+static Jsonb *run_step_function(JobRun *run, Jsonb *step, int timeout_ms, const char **scope);
+static bool step_approved(Jsonb *state, const char *step_name);
+static Jsonb *open_approval(JobRun *run, Jsonb *step);
 static bool budget_allows(JobRun *run);
 static double record_cost(JobRun *run, const char *step_name, Jsonb *output);
 
@@ -334,6 +341,25 @@ run_one_step(JobRun *run, OrchStepResult *r)
 										r->step_name, run->event_type));
 
 	/*
+	 * The seed's Step 5: a step that needs the rep's approval, and has none
+	 * yet, stops the job before it runs.  The pending action, its Slack
+	 * message and the job's state are written in this transaction; the job
+	 * waits in awaiting_approval, holding no lease, until it is resolved.
+	 */
+	if (!resume && orch_jsonb_get_bool(step, "requires_approval") &&
+		!step_approved(run->state, r->step_name) &&
+		(condition == NULL || orch_jsonpath_truthy(run->state, condition)))
+	{
+		r->output = open_approval(run, step);
+		r->outcome = ORCH_STEP_AWAITING;
+		r->finished_at = GetCurrentTimestamp();
+		r->next_step = run->current_step;
+		r->job_attempts = run->attempts;
+		r->job_status = "awaiting_approval";
+		return;
+	}
+
+	/*
 	 * The seed: check the budget before every AI-intensive step; over it,
 	 * halt the whole sequence at once.  Outside the step's subtransaction,
 	 * so the once-per-period notice it queues stays.
@@ -382,7 +408,7 @@ run_one_step(JobRun *run, OrchStepResult *r)
 
 			/* a notify step's message comes from its function, as its definer */
 			if (orch_jsonb_get_text(step, "function") != NULL)
-				message = run_step_function(run, step, timeout_ms);
+				message = run_step_function(run, step, timeout_ms, &r->scope);
 			r->request = orch_step_http_prepare(run->job, run->current_step, r->attempt, step,
 												run->state, message, &defer_until, &reason);
 			if (r->request == NULL)
@@ -400,7 +426,7 @@ run_one_step(JobRun *run, OrchStepResult *r)
 		}
 		else
 		{
-			r->output = run_step_function(run, step, timeout_ms);
+			r->output = run_step_function(run, step, timeout_ms, &r->scope);
 			r->outcome = ORCH_STEP_SUCCEEDED;
 		}
 
@@ -493,6 +519,41 @@ run_one_step(JobRun *run, OrchStepResult *r)
 }
 
 /*
+ * step_approved: the rep approved (or edited and approved) this step.
+ */
+static bool
+step_approved(Jsonb *state, const char *step_name)
+{
+	Jsonb	   *decision = orch_jsonb_get(orch_jsonb_get(state, "approvals"), step_name);
+	char	   *action = orch_jsonb_get_text(decision, "action");
+
+	return action != NULL && (strcmp(action, "approve") == 0 || strcmp(action, "edit") == 0);
+}
+
+/*
+ * open_approval opens the step's approval gate (orchestrator.open_approval)
+ * and returns what the history records about it.
+ */
+static Jsonb *
+open_approval(JobRun *run, Jsonb *step)
+{
+	Datum		args[4];
+	bool		isnull;
+
+	if (approval_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, INT4OID, JSONBOID, JSONBOID};
+
+		approval_plan = orch_prepare_kept("SELECT orchestrator.open_approval($1, $2, $3, $4)", 4, types);
+	}
+	args[0] = UUIDPGetDatum(&run->job->id);
+	args[1] = Int32GetDatum(run->current_step);
+	args[2] = JsonbPGetDatum(step);
+	args[3] = JsonbPGetDatum(run->state);
+	return DatumGetJsonbP(orch_exec_scalar(approval_plan, args, NULL, &isnull, "approval gate"));
+}
+
+/*
  * budget_allows asks orchestrator.budget_gate whether an ai step may run.
  */
 static bool
@@ -540,14 +601,14 @@ record_cost(JobRun *run, const char *step_name, Jsonb *output)
  * timeout_ms like statement_timeout, and cancellable by SIGTERM.
  */
 static Jsonb *
-run_step_function(JobRun *run, Jsonb *step, int timeout_ms)
+run_step_function(JobRun *run, Jsonb *step, int timeout_ms, const char **scope)
 {
 	Jsonb	   *out;
 
 	if (timeout_ms > 0)
 		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
 	orch_step_running = true;
-	out = orch_step_sql_execute(step, run->state, run->run_as);
+	out = orch_step_sql_execute(step, run->state, run->run_as, scope);
 	orch_step_running = false;
 	disable_timeout(STATEMENT_TIMEOUT, false);
 	/* a SIGTERM or timeout that came as the step ended needs no cancel */

@@ -9,12 +9,20 @@
  * runs inside the step's subtransaction (step.c), so whatever it writes
  * commits together with the step's state, or rolls back with it.
  *
- * Privileges: the function runs as the role that defined the sequence, not
- * as the worker (a superuser), and that role must hold EXECUTE on it; so
- * defining sequences grants nothing the definer did not already have.  It
- * runs as a security-restricted operation with its own GUC nest level, so
- * it can neither leave settings (a search_path, synchronous_commit) nor
- * session state (temp tables) behind for the engine's own queries.
+ * Privileges: the function never runs as the worker (a superuser).  Its
+ * "scope" decides as whom:
+ *  - user (the default): as orchestrator.user_role when set (Supabase:
+ *    authenticated), else as the sequence's definer, with request.jwt.claims
+ *    (and request.jwt.claim.sub) naming the job's user, so RLS policies
+ *    written for PostgREST apply to the step as they would to the user;
+ *  - service: as the definer, with no user claims: org-wide work such as
+ *    the pipeline scan.  Every attempt is recorded with its scope in
+ *    step_history (the orchestrator.service_scope_audit view).
+ * The role must hold EXECUTE on the function, so defining sequences grants
+ * nothing the definer did not already have.  It runs as a
+ * security-restricted operation with its own GUC nest level, so it can
+ * neither leave settings (a search_path, the claims, synchronous_commit)
+ * nor session state (temp tables) behind for the engine's own queries.
  *
  * src/step_sql.c
  *
@@ -43,8 +51,12 @@
  * errors) propagates to the caller's subtransaction.
  */
 Jsonb *
-orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as)
+orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as, const char **scope_out)
 {
+	char	   *scope = orch_jsonb_get_text(step, "scope");
+	bool		user_scope = (scope == NULL || strcmp(scope, "user") == 0);
+	char	   *claims = NULL;
+	char	   *sub = NULL;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
@@ -86,6 +98,28 @@ orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as)
 					 errhint("A step function must return jsonb; define the sequence again after fixing it.")));
 	}
 
+	if (user_scope)
+	{
+		Jsonb	   *event = orch_jsonb_get(state, "event");
+		char	   *org = orch_jsonb_get_text(event, "org_id");
+		char	   *role;
+
+		if (orch_user_role != NULL && orch_user_role[0] != '\0')
+		{
+			run_as = get_role_oid(orch_user_role, true);
+			if (!OidIsValid(run_as))
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("role \"%s\" named by orchestrator.user_role does not exist", orch_user_role),
+						 errhint("Create the role, or set orchestrator.user_role to an existing one (or to '' to run user-scoped steps as the sequence's definer).")));
+		}
+		sub = orch_jsonb_get_text(event, "user_id");
+		role = GetUserNameFromId(run_as, false);
+		claims = psprintf("{\"sub\": \"%s\", \"role\": \"%s\", \"org_id\": \"%s\", \"aud\": \"authenticated\"}",
+						  sub ? sub : "", role, org ? org : "");
+	}
+	*scope_out = user_scope ? "user" : "service";
+
 	if (pg_proc_aclcheck(fnoid, run_as, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -108,6 +142,10 @@ orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as)
 	save_nestlevel = NewGUCNestLevel();
 	SetUserIdAndSecContext(run_as, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+	(void) set_config_option("request.jwt.claims", claims ? claims : "",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
+	(void) set_config_option("request.jwt.claim.sub", sub ? sub : "",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
 	result = FunctionCallInvoke(fcinfo);
 	/* as on abort: every setting made inside, SET or SET LOCAL, is undone */
 	AtEOXact_GUC(false, save_nestlevel);

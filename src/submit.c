@@ -46,6 +46,7 @@
 
 #define ORCH_MAX_CHAIN_DEPTH 3
 #define ORCH_LOCK_CLASS_DEDUPE 1330795348
+#define ORCH_APPROVAL_EVENT "slack_approval_received"
 
 PG_FUNCTION_INFO_V1(orch_submit_event);
 
@@ -54,6 +55,7 @@ static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr dedupe_plan = NULL;
 static SPIPlanPtr enqueue_plan = NULL;
 static SPIPlanPtr log_plan = NULL;
+static SPIPlanPtr approval_plan = NULL;
 
 /* Everything the gate query learns about an event, in one round trip. */
 typedef struct SubmitGate
@@ -263,6 +265,48 @@ find_duplicate(Datum org_id, Datum hash, pg_uuid_t *job_id)
 	return true;
 }
 
+/*
+ * resolve_approval applies a slack_approval_received event: the approval it
+ * names is resolved as the event's user (orchestrator.approval_received).
+ * Resolved: accepted, with the resumed job; already resolved: duplicate;
+ * the job no longer waiting: skipped, with the reason.
+ */
+static void
+resolve_approval(Jsonb *payload, Datum user_id, const char **outcome, const char **reason,
+				 pg_uuid_t *job_id, bool *have_job)
+{
+	Datum		args[2];
+	int			ret;
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	Datum		d;
+
+	if (approval_plan == NULL)
+	{
+		Oid			types[2] = {JSONBOID, UUIDOID};
+
+		approval_plan = orch_prepare_kept(
+			"SELECT outcome, job_id, reason FROM orchestrator.approval_received($1, $2)", 2, types);
+	}
+	args[0] = JsonbPGetDatum(payload);
+	args[1] = user_id;
+	ret = SPI_execute_plan(approval_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "orchestrator approval resolution failed: %s", SPI_result_code_string(ret));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	*outcome = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	d = SPI_getbinval(tup, desc, 2, &isnull);
+	if (!isnull)
+	{
+		memcpy(job_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+		*have_job = true;
+	}
+	d = SPI_getbinval(tup, desc, 3, &isnull);
+	*reason = isnull ? NULL : TextDatumGetCString(d);
+}
+
 Datum
 orch_submit_event(PG_FUNCTION_ARGS)
 {
@@ -279,6 +323,7 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	bool		have_run_at = false;
 	TupleDesc	result_desc;
 	bool		internal;
+	bool		is_approval;
 	Datum		values[4];
 	bool		rnulls[4] = {false, false, false, false};
 	int			ret;
@@ -317,6 +362,9 @@ orch_submit_event(PG_FUNCTION_ARGS)
 
 	org_id = PG_GETARG_DATUM(2);
 	user_id = PG_GETARG_DATUM(3);
+	orch_check_acting_for(DatumGetUUIDP(user_id), "submitting an event");
+	is_approval = (VARSIZE_ANY_EXHDR(type) == strlen(ORCH_APPROVAL_EVENT) &&
+				   strncmp(VARDATA_ANY(type), ORCH_APPROVAL_EVENT, strlen(ORCH_APPROVAL_EVENT)) == 0);
 
 	SPI_connect();
 	prepare_plans();
@@ -354,6 +402,9 @@ orch_submit_event(PG_FUNCTION_ARGS)
 		outcome = "skipped", reason = "unknown_org";
 	else if (!g.user_ok)
 		outcome = "skipped", reason = "unknown_user";
+	/* a rep's decision on an approval gate: applied now, never deferred */
+	else if (is_approval)
+		resolve_approval(payload, user_id, &outcome, &reason, &job_id, &have_job);
 	/* the engine's own events (orchestrator:...) are not features and not billed */
 	else if (!g.enabled && !internal)
 		outcome = "skipped", reason = "feature_disabled";

@@ -24,27 +24,6 @@
 
 #include "orchestrator.h"
 
-PG_FUNCTION_INFO_V1(orch_calling_role);
-
-/*
- * orchestrator.calling_role(): the role the session acts as outside any
- * SECURITY DEFINER function, i.e. who really called.  Recorded as the role
- * a sequence's steps run as.  Inside a step the session is the worker's
- * (a superuser) while the step runs as its definer: there the outer role is
- * not the caller, so defining sequences from a step is refused outright.
- */
-Datum
-orch_calling_role(PG_FUNCTION_ARGS)
-{
-	if (InSecurityRestrictedOperation())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("cannot define a sequence inside a security-restricted operation"),
-				 errdetail("Steps run with their definer's rights inside the worker's session, where the caller's role cannot be recorded."),
-				 errhint("Define sequences from an ordinary session.")));
-	PG_RETURN_OID(GetOuterUserId());
-}
-
 /*
  * orch_prepare_kept prepares a statement and keeps it for the life of the
  * process (SPI_keepplan); the plan cache re-plans it after DDL.

@@ -52,6 +52,8 @@ outcome_name(OrchStepOutcome o)
 			return "retry_scheduled";
 		case ORCH_STEP_DEFERRED:
 			return "deferred";
+		case ORCH_STEP_AWAITING:
+			return "awaiting_approval";
 		case ORCH_STEP_PARKED:
 			break;
 	}
@@ -65,17 +67,17 @@ outcome_name(OrchStepOutcome o)
 Jsonb *
 orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 {
-	Datum		args[19];
-	char		nulls[19];
+	Datum		args[20];
+	char		nulls[20];
 	int			ret;
 	bool		isnull;
 	Datum		state;
 
 	if (step_plan == NULL)
 	{
-		Oid			types[19] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, FLOAT8OID,
+		Oid			types[20] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, FLOAT8OID,
 			INT4OID, INT4OID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID, TEXTOID, INT4OID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, JSONBOID, FLOAT8OID};
+		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, JSONBOID, FLOAT8OID, TEXTOID};
 
 		step_plan = orch_prepare_kept(
 			"WITH u AS ("
@@ -93,11 +95,11 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 			" h AS ("
 			"  INSERT INTO orchestrator.step_history"
 			"   (job_id, org_id, step_index, step_name, kind, attempt, outcome, output, error,"
-			"    started_at, finished_at, worker_pid, fencing_token, http_status)"
+			"    started_at, finished_at, worker_pid, fencing_token, http_status, scope)"
 			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, $5, orchestrator.redact($12), $15, $16,"
-			"         pg_catalog.pg_backend_pid(), $2, $17 FROM u)"
+			"         pg_catalog.pg_backend_pid(), $2, $17, $20 FROM u)"
 			" SELECT u.context FROM u",
-			19, types);
+			20, types);
 	}
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -125,6 +127,8 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 	args[17] = r->followups ? JsonbPGetDatum(r->followups) : (Datum) 0;
 	nulls[17] = r->followups ? ' ' : 'n';
 	args[18] = Float8GetDatum(r->cost_usd);
+	args[19] = r->scope ? CStringGetTextDatum(r->scope) : (Datum) 0;
+	nulls[19] = r->scope ? ' ' : 'n';
 
 	ret = SPI_execute_plan(step_plan, args, nulls, false, 0);
 	if (ret != SPI_OK_SELECT)
