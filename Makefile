@@ -5,6 +5,7 @@ OBJS = \
 	src/orchestrator.o \
 	src/util.o \
 	src/auth.o \
+	src/redact.o \
 	src/guc.o \
 	src/shmem.o \
 	src/wake.o \
@@ -13,6 +14,7 @@ OBJS = \
 	src/step.o \
 	src/step_sql.o \
 	src/step_http.o \
+	src/context.o \
 	src/followup.o \
 	src/http.o \
 	src/writeback.o \
@@ -26,7 +28,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Werror
 SHLIB_LINK = -lcurl
 
-REGRESS = setup definitions submit run failure operate security http http_failure notify entry followup cost approval scope
+REGRESS = setup definitions submit run failure operate security http http_failure notify entry followup cost approval scope context
 REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
 
 ISOLATION = claim dedupe reclaim approval

@@ -46,7 +46,7 @@ SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sq
 SELECT count(*) FROM orchestrator.sequence_definitions WHERE event_type = 't';
 -- a failing definition in the middle of a transaction leaves the version count alone
 SELECT max(version) FROM orchestrator.sequence_definitions WHERE event_type = 'def_test';
--- fields whose machinery is not built yet are refused, not silently ignored
+-- malformed follow-ups, an unknown context source and a non-text description are refused
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "followups": {}}]')$$);
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "followups": [{"for_each": "$.x"}]}]')$$);
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "followups": [{"type": "x", "for_each": "$.x ?("}]}]')$$);

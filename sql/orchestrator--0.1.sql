@@ -436,13 +436,9 @@ $$;
 COMMENT ON FUNCTION orchestrator.budget_exceeded(uuid) IS 'True when the org has spent its budget for the current billing period (calendar month, UTC)';
 
 CREATE FUNCTION orchestrator.redact(p_text text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT
-AS $$
-	SELECT regexp_replace(regexp_replace(p_text,
-		'[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}', '[email]', 'g'),
-		'([Bb]earer|[Tt]oken)[[:space:]]+[A-Za-z0-9._~+/=-]+', '\1 [redacted]', 'g')
-$$;
-COMMENT ON FUNCTION orchestrator.redact(text) IS 'Masks email addresses and bearer tokens in text stored as an error';
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'orch_redact_sql';
+COMMENT ON FUNCTION orchestrator.redact(text) IS 'Masks email addresses (as [email]) and the word after Bearer or Token (as [redacted]) in text stored as an error; workers mask their server log lines the same way';
 
 CREATE FUNCTION orchestrator.initial_state(p_job_id uuid, p_type text, p_source text, p_org_id uuid,
 	p_user_id uuid, p_payload jsonb, p_parent_job_id uuid, p_chain_depth integer)
@@ -508,7 +504,7 @@ AS $$
 			                          ELSE p_state->'pending_approvals' END,
 			'cost_accumulated', (p_state->>'cost_accumulated')::numeric + COALESCE(p_cost_usd, 0),
 			'outputs', CASE WHEN p_outcome = 'succeeded'
-			                THEN p_state->'outputs' || jsonb_build_object(p_step_name, p_output)
+			                THEN p_state->'outputs' || jsonb_build_object(p_step_name, orchestrator.without_transcripts(p_output))
 			                ELSE p_state->'outputs' END,
 			'steps_completed', CASE WHEN p_outcome = 'succeeded'
 			                        THEN (p_state->'steps_completed') || to_jsonb(p_step_name)
@@ -654,6 +650,188 @@ VALUES ('orchestrator:budget_notice', 1,
 	   "text": "AI budget limit reached. Pausing proactive workflows until next billing period.",
 	   "on_failure": "retry", "retry": {"attempts": 3, "backoff_ms": 60000}}]',
 	CURRENT_USER::regrole);
+
+------------------------------------------------------------------------------
+-- Context tiers 2 and 3: sources are definitions
+--
+-- Tier 1 (org, user, preferences, features, budget) is built in and loaded
+-- when a job is first claimed (orchestrator.load_tier1).  Tier 2 sources are
+-- loaded before a step only when the event's payload names a contact_id or
+-- deal_id; tier 3 sources only just before a step that names them in
+-- requires_context, never speculatively.  Each source is a SQL function
+-- (state jsonb -> jsonb, run user-scoped as the source's definer) or an
+-- endpoint (POSTed the state like an http step).
+------------------------------------------------------------------------------
+
+CREATE TABLE orchestrator.context_sources (
+	name text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]{1,100}$'),
+	tier integer NOT NULL CHECK (tier IN (2, 3)),
+	function text,
+	endpoint text REFERENCES orchestrator.endpoints (name),
+	created_by regrole NOT NULL,
+	description text,
+	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CHECK ((function IS NULL) <> (endpoint IS NULL))
+);
+COMMENT ON TABLE orchestrator.context_sources IS 'Context tiers 2 and 3: where a job''s per-contact and on-demand context comes from (written by orch_define_context_source)';
+COMMENT ON COLUMN orchestrator.context_sources.name IS 'Name; state.context.tier2.<name> or tier3.<name> holds what it returned, and steps list tier 3 names in requires_context';
+COMMENT ON COLUMN orchestrator.context_sources.tier IS '2: loaded when the payload names a contact_id or deal_id; 3: loaded only for steps that require it';
+COMMENT ON COLUMN orchestrator.context_sources.function IS 'SQL function taking the state (jsonb) and returning jsonb, schema-qualified; or NULL';
+COMMENT ON COLUMN orchestrator.context_sources.endpoint IS 'Endpoint POSTed the state, like an http step; or NULL';
+COMMENT ON COLUMN orchestrator.context_sources.created_by IS 'Role that defined it; a function source runs as this role, user-scoped';
+COMMENT ON COLUMN orchestrator.context_sources.description IS 'What it loads';
+COMMENT ON COLUMN orchestrator.context_sources.updated_at IS 'Last change';
+
+/*
+ * context_needed lists the sources to load before a step: tier 2 ones not
+ * loaded yet when the payload names a contact or deal, tier 3 ones the
+ * step requires that are not loaded yet.  A source that failed is recorded
+ * (as null) and not tried again for the job.
+ */
+CREATE FUNCTION orchestrator.context_needed(p_state jsonb, p_step jsonb,
+	OUT name text, OUT tier integer, OUT function text, OUT endpoint text, OUT run_as oid)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+AS $$
+	SELECT s.name, s.tier, s.function, s.endpoint, s.created_by::oid
+	FROM orchestrator.context_sources s
+	WHERE (s.tier = 2 AND (p_state->'event'->'payload' ? 'contact_id' OR p_state->'event'->'payload' ? 'deal_id')
+	       AND NOT COALESCE(p_state->'context'->'tier2' ? s.name, false))
+	   OR (s.tier = 3 AND COALESCE(p_step->'requires_context' ? s.name, false)
+	       AND NOT COALESCE(p_state->'context'->'tier3' ? s.name, false))
+	ORDER BY s.tier, s.name
+$$;
+COMMENT ON FUNCTION orchestrator.context_needed(jsonb, jsonb) IS 'Context sources to load before a step (tier 2 for contact/deal events, tier 3 on demand); for the worker only';
+
+/*
+ * without_transcripts drops transcript text from what the engine stores:
+ * the seed references meeting transcripts by id and never copies them into
+ * orchestrator state.  Top-level keys transcript, transcript_text and
+ * transcript_body go; an id (transcript_id, meeting_id) stays.
+ */
+CREATE FUNCTION orchestrator.without_transcripts(p_value jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT CASE WHEN jsonb_typeof(p_value) = 'object'
+	            THEN p_value - 'transcript' - 'transcript_text' - 'transcript_body'
+	            ELSE p_value END
+$$;
+COMMENT ON FUNCTION orchestrator.without_transcripts(jsonb) IS 'Removes transcript text (keys transcript, transcript_text, transcript_body) from a payload or output: transcripts are referenced by id';
+
+/*
+ * store_context writes one loaded source into the job's state (or null and
+ * the error, when it failed) with a step_history row of kind context,
+ * under the job's fencing token.  Returns the new state, NULL when the
+ * lease was lost.
+ */
+CREATE FUNCTION orchestrator.store_context(p_job_id uuid, p_token bigint, p_step_index integer, p_tier integer,
+	p_name text, p_data jsonb, p_error text, p_started timestamptz, p_http_status integer)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_key text := 'tier' || p_tier;
+	v_state jsonb;
+BEGIN
+	UPDATE orchestrator.sequence_jobs j
+	SET context = jsonb_set(
+			CASE WHEN p_error IS NULL THEN j.context
+			     ELSE jsonb_set(j.context, '{context,errors}',
+			                    COALESCE(j.context->'context'->'errors', '{}')
+			                    || jsonb_build_object(p_name, orchestrator.redact(p_error))) END,
+			ARRAY['context', v_key],
+			COALESCE(j.context->'context'->v_key, '{}')
+			|| jsonb_build_object(p_name, orchestrator.without_transcripts(p_data))),
+	    updated_at = clock_timestamp()
+	WHERE j.id = p_job_id AND j.fencing_token = p_token AND j.status = 'in_progress'
+	RETURNING j.context INTO v_state;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
+	INSERT INTO orchestrator.step_history (job_id, org_id, step_index, step_name, kind, attempt, outcome, output,
+	                                       error, started_at, worker_pid, fencing_token, http_status)
+	VALUES (p_job_id, (v_state->'event'->>'org_id')::uuid, p_step_index, 'context:' || p_name, 'context', 1,
+	        CASE WHEN p_error IS NULL THEN 'succeeded' ELSE 'failed' END,
+	        jsonb_build_object('tier', p_tier, 'source', p_name,
+	                           'bytes', octet_length(COALESCE(p_data, 'null'::jsonb)::text)),
+	        orchestrator.redact(p_error), p_started, pg_backend_pid(), p_token, p_http_status);
+	RETURN v_state;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.store_context(uuid, bigint, integer, integer, text, jsonb, text, timestamptz, integer) IS 'Stores a loaded context source in a job''s state, with its history row; for the worker only';
+
+/*
+ * store_context_source is the only way into context_sources: it records
+ * the real caller as the role a function source runs as.
+ */
+CREATE FUNCTION orchestrator.store_context_source(p_name text, p_tier integer, p_function text, p_endpoint text,
+	p_description text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	INSERT INTO orchestrator.context_sources AS c (name, tier, function, endpoint, created_by, description)
+	VALUES (p_name, p_tier, p_function, p_endpoint, orchestrator.calling_role(), p_description)
+	ON CONFLICT ON CONSTRAINT context_sources_pkey DO UPDATE
+	SET tier = excluded.tier, function = excluded.function, endpoint = excluded.endpoint,
+	    created_by = excluded.created_by, description = excluded.description, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION orchestrator.store_context_source(text, integer, text, text, text) IS 'Stores a context source as the calling role (used by orch_define_context_source)';
+
+/*
+ * orch_define_context_source runs as its caller, so the function name
+ * resolves in the caller's search_path; it is stored schema-qualified.
+ */
+CREATE FUNCTION orch_define_context_source(name text, tier integer, function text DEFAULT NULL,
+	endpoint text DEFAULT NULL, description text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	v_fn regprocedure;
+	v_qualified text;
+BEGIN
+	IF name IS NULL OR tier IS NULL THEN
+		RAISE EXCEPTION 'name and tier must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF name !~ '^[A-Za-z0-9_.-]{1,100}$' THEN
+		RAISE EXCEPTION 'invalid context source name "%"', name
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use 1 to 100 letters, digits, "_", "." or "-".';
+	END IF;
+	IF tier NOT IN (2, 3) THEN
+		RAISE EXCEPTION 'context source tier must be 2 or 3, not %', tier
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Tier 1 (org, user, preferences, features, budget) is built in and always loaded.';
+	END IF;
+	IF (function IS NULL) = (endpoint IS NULL) THEN
+		RAISE EXCEPTION 'a context source needs exactly one of function and endpoint'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF function IS NOT NULL THEN
+		BEGIN
+			v_fn := pg_catalog.to_regprocedure(function || '(jsonb)');
+		EXCEPTION WHEN OTHERS THEN
+			v_fn := NULL;
+		END;
+		IF v_fn IS NULL OR (SELECT p.prorettype <> 'jsonb'::regtype OR p.proretset OR p.prokind <> 'f'
+		                    FROM pg_catalog.pg_proc p WHERE p.oid = v_fn) THEN
+			RAISE EXCEPTION 'context source "%": function "%(jsonb)" does not exist or does not return jsonb', name, function
+				USING ERRCODE = 'undefined_function',
+				      HINT = 'The function takes the state as jsonb and returns the context as jsonb.';
+		END IF;
+		SELECT format('%I.%I', n.nspname, p.proname) INTO v_qualified
+		FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = v_fn;
+	ELSIF NOT EXISTS (SELECT 1 FROM orchestrator.endpoints e WHERE e.name = endpoint) THEN
+		RAISE EXCEPTION 'context source "%": endpoint "%" does not exist', name, endpoint
+			USING ERRCODE = 'undefined_object', HINT = 'Define it first with orch_define_endpoint.';
+	END IF;
+	PERFORM orchestrator.store_context_source(name, tier, v_qualified, endpoint, description);
+END
+$$;
+COMMENT ON FUNCTION orch_define_context_source(text, integer, text, text, text) IS
+'Defines (or replaces) a tier 2 or tier 3 context source: a SQL function or an endpoint';
 
 ------------------------------------------------------------------------------
 -- Approval gates (HITL)
@@ -1473,12 +1651,20 @@ BEGIN
 			END LOOP;
 		END LOOP;
 	END IF;
-	FOREACH v_key IN ARRAY ARRAY['requires_context'] LOOP
-		IF p_step ? v_key THEN
-			RAISE EXCEPTION 'invalid step "%": field "%" is not supported by this version of orchestrator', v_name, v_key
-				USING ERRCODE = 'feature_not_supported';
+	IF p_step ? 'requires_context' THEN
+		IF jsonb_typeof(p_step->'requires_context') <> 'array'
+		   OR EXISTS (SELECT 1 FROM jsonb_array_elements(p_step->'requires_context') c WHERE jsonb_typeof(c) <> 'string') THEN
+			RAISE EXCEPTION 'invalid step "%": field "requires_context" must be an array of context source names', v_name
+				USING ERRCODE = 'invalid_parameter_value', HINT = 'For example ["apollo", "company_news"].';
 		END IF;
-	END LOOP;
+		FOR v_key IN SELECT c #>> '{}' FROM jsonb_array_elements(p_step->'requires_context') c LOOP
+			IF NOT EXISTS (SELECT 1 FROM orchestrator.context_sources s WHERE s.name = v_key AND s.tier = 3) THEN
+				RAISE EXCEPTION 'invalid step "%": "%" in field "requires_context" is not a tier 3 context source', v_name, v_key
+					USING ERRCODE = 'undefined_object',
+					      HINT = 'Define it with orch_define_context_source(name, 3, ...); tier 2 sources load by themselves for contact and deal events.';
+			END IF;
+		END LOOP;
+	END IF;
 	IF p_step ? 'scope' AND (jsonb_typeof(p_step->'scope') <> 'string' OR p_step->>'scope' NOT IN ('user', 'service')) THEN
 		RAISE EXCEPTION 'invalid step "%": field "scope" must be user or service', v_name
 			USING ERRCODE = 'invalid_parameter_value',
@@ -2158,6 +2344,10 @@ GRANT EXECUTE ON FUNCTION orch_define_sequence(text, jsonb) TO orchestrator_admi
 GRANT EXECUTE ON FUNCTION orch_cancel_job(uuid) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_retry_job(uuid, text) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_job_timeline(uuid) TO orchestrator_admin;
+REVOKE ALL ON FUNCTION orch_define_context_source(text, integer, text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_define_context_source(text, integer, text, text, text) TO orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orchestrator.store_context_source(text, integer, text, text, text) TO orchestrator_admin;
+GRANT SELECT ON orchestrator.context_sources TO orchestrator_admin;
 REVOKE ALL ON FUNCTION orch_resolve_approval(uuid, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_define_hitl_pattern(text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION orch_resolve_approval(uuid, text, jsonb) TO orchestrator_submitter, orchestrator_admin;
@@ -2197,6 +2387,7 @@ SELECT pg_catalog.pg_extension_config_dump('orchestrator.step_history_id_seq', '
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.budget_notices', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.slack_pending_actions', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.context_sources', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.hitl_patterns', 'WHERE name NOT IN (''email_draft'', ''crm_update'', ''task_creation'', ''generic'')');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.notification_log', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.notification_log_id_seq', '');

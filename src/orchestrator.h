@@ -57,6 +57,10 @@ extern bool orch_caller_user(pg_uuid_t *user_id);
 extern bool orch_caller_is_admin(void);
 extern void orch_check_acting_for(const pg_uuid_t *user_id, const char *what);
 
+/* redact.c: emails and tokens masked in stored errors and the server log */
+extern char *orch_redact(const char *text);
+extern void orch_redact_log_init(void);
+
 /* util.c: helpers shared by several files */
 struct _SPI_plan;
 extern struct _SPI_plan *orch_prepare_kept(const char *sql, int nargs, Oid *argtypes);
@@ -94,6 +98,8 @@ typedef struct OrchHttpRequest
 	char	   *step_name;
 	char	   *kind;
 	char	   *endpoint;
+	int			context_tier;	/* a context source's request: its tier */
+	char	   *context_name;	/* ... and name; NULL for a step's own */
 
 	/* the request */
 	char	   *url;
@@ -154,6 +160,11 @@ extern TimestampTz orch_next_wakeup(bool *contended);
 /* step.c: runs a claimed job's steps inside the current transaction. */
 extern void orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest **parked);
 extern volatile sig_atomic_t orch_step_running;
+
+/* context.c: context tiers 2 and 3 */
+extern Jsonb *orch_context_load(const OrchClaimedJob *job, int step_index, Jsonb *step, Jsonb *state,
+								OrchHttpRequest **parked);
+extern Jsonb *orch_context_resume(const OrchClaimedJob *job, OrchHttpRequest *resume);
 
 /* followup.c */
 extern Jsonb *orch_queue_followups(const OrchClaimedJob *job, Jsonb *step, Jsonb *state, Jsonb *output);

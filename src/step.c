@@ -18,6 +18,10 @@
  * run; the job stops in awaiting_approval (orchestrator.open_approval) until
  * the rep resolves it (orchestrator.resolve_approval).
  *
+ * Context: before each step, the context sources due (tier 2 for contact
+ * and deal events, tier 3 the step requires) are loaded (context.c); an
+ * endpoint source parks the job like an http step.
+ *
  * Kinds: "sql" runs at once (step_sql.c).  "http" and "notify" prepare a
  * request (step_http.c) and park the job: its lease is stretched to cover
  * the request's timeout, the transaction commits, and worker.c sends the
@@ -240,6 +244,37 @@ run_steps(JobRun *run)
 		Jsonb	   *state;
 
 		CHECK_FOR_INTERRUPTS();
+
+		/* context tiers 2 and 3 due before this step (context.c) */
+		if (run->resume && run->resume->context_name)
+		{
+			state = orch_context_resume(run->job, run->resume);
+			run->resume = NULL;
+			if (state == NULL)
+				break;
+			run->state = state;
+		}
+		if (run->resume == NULL)
+		{
+			OrchHttpRequest *request;
+
+			state = orch_context_load(run->job, run->current_step,
+									  orch_jsonb_array_get(run->steps, run->current_step),
+									  run->state, &request);
+			if (state == NULL)
+				break;
+			run->state = state;
+			if (request)
+			{
+				if (!orch_write_park(run->job, request->timeout_ms + orch_lease_ms))
+				{
+					orch_http_free(request);
+					break;
+				}
+				run->parked = request;
+				break;
+			}
+		}
 
 		run_one_step(run, &r);
 		run->resume = NULL;

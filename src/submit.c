@@ -131,7 +131,8 @@ prepare_plans(void)
 			"        (id, org_id, user_id, event_type, event_source, sequence_version, run_at,"
 			"         context, trigger_payload, event_chain, parent_job_id, chain_depth)"
 			"       SELECT n.id, $1, $2, $3, $4, $5, $6,"
-			"              orchestrator.initial_state(n.id, $3, $4, $1, $2, $7, $8, $9), $7,"
+			"              orchestrator.initial_state(n.id, $3, $4, $1, $2, orchestrator.without_transcripts($7), $8, $9),"
+			"              orchestrator.without_transcripts($7),"
 			"              pg_catalog.jsonb_build_object('parent', $8, 'children', '[]'::jsonb), $8, $9"
 			"       FROM n RETURNING id, run_at),"
 			" l AS (INSERT INTO orchestrator.event_log"
@@ -157,7 +158,7 @@ prepare_plans(void)
 			"INSERT INTO orchestrator.event_log"
 			" (org_id, user_id, event_type, event_source, outcome, reason, job_id,"
 			"  parent_job_id, dedupe_hash, payload)"
-			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, orchestrator.without_transcripts($10))",
 			10, types);
 	}
 }

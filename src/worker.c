@@ -104,6 +104,8 @@ orch_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
+	/* nothing this worker logs carries an email address or a token */
+	orch_redact_log_init();
 
 	BackgroundWorkerInitializeConnection(orch_database, NULL, 0);
 	pgstat_report_appname("orchestrator worker");

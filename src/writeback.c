@@ -96,7 +96,8 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 			"  INSERT INTO orchestrator.step_history"
 			"   (job_id, org_id, step_index, step_name, kind, attempt, outcome, output, error,"
 			"    started_at, finished_at, worker_pid, fencing_token, http_status, scope)"
-			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, $5, orchestrator.redact($12), $15, $16,"
+			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, orchestrator.without_transcripts($5),"
+			"         orchestrator.redact($12), $15, $16,"
 			"         pg_catalog.pg_backend_pid(), $2, $17, $20 FROM u)"
 			" SELECT u.context FROM u",
 			20, types);

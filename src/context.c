@@ -1,0 +1,299 @@
+/*-------------------------------------------------------------------------
+ *
+ * context.c
+ *	  Context tiers 2 and 3: loading a job's context sources before a step.
+ *
+ * Tier 1 is loaded with the claim (claim.c, orchestrator.load_tier1).  Before
+ * each step, orch_context_load asks orchestrator.context_needed which
+ * sources are due: tier 2 ones when the payload names a contact_id or
+ * deal_id, tier 3 ones only when the step lists them in requires_context.
+ * Nothing else is ever loaded, so tier 3 is never fetched speculatively.
+ *
+ * A function source runs at once, user-scoped, as the role that defined it
+ * (step_sql.c), in a subtransaction.  An endpoint source parks the job on an
+ * HTTP request exactly like an http step; orch_context_resume stores the
+ * response when it comes.  Each result goes to state.context.tier2/tier3
+ * under the source's name, with a step_history row of kind "context".  A
+ * source that fails is stored as null with its error in
+ * state.context.errors, and the step runs on with the context it has: the
+ * seed's "skip the enrichment, continue with available data".
+ *
+ * src/context.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "orchestrator.h"
+
+static SPIPlanPtr needed_plan = NULL;
+static SPIPlanPtr store_plan = NULL;
+
+typedef struct ContextSource
+{
+	char	   *name;
+	int			tier;
+	char	   *function;
+	char	   *endpoint;
+	Oid			run_as;
+} ContextSource;
+
+/*
+ * store writes one source's result (or its error) into the job's state.
+ */
+static Jsonb *
+store(const OrchClaimedJob *job, int step_index, int tier, const char *name, Jsonb *data,
+	  const char *error, TimestampTz started, long http_status)
+{
+	Datum		args[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	Datum		state;
+
+	if (store_plan == NULL)
+	{
+		Oid			types[9] = {UUIDOID, INT8OID, INT4OID, INT4OID, TEXTOID, JSONBOID, TEXTOID,
+		TIMESTAMPTZOID, INT4OID};
+
+		store_plan = orch_prepare_kept(
+			"SELECT orchestrator.store_context($1, $2, $3, $4, $5, $6, $7, $8, $9)", 9, types);
+	}
+	args[0] = UUIDPGetDatum(&job->id);
+	args[1] = Int64GetDatum(job->token);
+	args[2] = Int32GetDatum(step_index);
+	args[3] = Int32GetDatum(tier);
+	args[4] = CStringGetTextDatum(name);
+	args[5] = data ? JsonbPGetDatum(data) : (Datum) 0;
+	nulls[5] = data ? ' ' : 'n';
+	args[6] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	nulls[6] = error ? ' ' : 'n';
+	args[7] = TimestampTzGetDatum(started);
+	args[8] = Int32GetDatum((int32) http_status);
+	nulls[8] = http_status ? ' ' : 'n';
+	state = orch_exec_scalar(store_plan, args, nulls, &isnull, "context write-back");
+	return isnull ? NULL : DatumGetJsonbP(state);
+}
+
+/*
+ * needed lists the sources due before this step.
+ */
+static List *
+needed(Jsonb *state, Jsonb *step)
+{
+	Datum		args[2];
+	int			ret;
+	List	   *out = NIL;
+
+	if (needed_plan == NULL)
+	{
+		Oid			types[2] = {JSONBOID, JSONBOID};
+
+		needed_plan = orch_prepare_kept(
+			"SELECT name, tier, function, endpoint, run_as FROM orchestrator.context_needed($1, $2)",
+			2, types);
+	}
+	args[0] = JsonbPGetDatum(state);
+	args[1] = JsonbPGetDatum(step);
+	ret = SPI_execute_plan(needed_plan, args, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "orchestrator context lookup failed: %s", SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		ContextSource *s = palloc0(sizeof(ContextSource));
+		bool		isnull;
+		Datum		d;
+
+		s->name = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		s->tier = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		s->function = isnull ? NULL : TextDatumGetCString(d);
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		s->endpoint = isnull ? NULL : TextDatumGetCString(d);
+		s->run_as = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		out = lappend(out, s);
+	}
+	return out;
+}
+
+/*
+ * load_function runs a function source in a subtransaction; returns its
+ * output, or NULL with *error set.
+ */
+static Jsonb *
+load_function(ContextSource *s, Jsonb *state, char **error)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Jsonb	   *out = NULL;
+	const char *scope;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		JsonbParseState *ps = NULL;
+		JsonbValue	k,
+					v;
+		Jsonb	   *fake;
+
+		/* {"function": ...}: scope user is the default */
+		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		k.type = jbvString;
+		k.val.string.val = "function";
+		k.val.string.len = strlen("function");
+		pushJsonbValue(&ps, WJB_KEY, &k);
+		v.type = jbvString;
+		v.val.string.val = s->function;
+		v.val.string.len = strlen(s->function);
+		pushJsonbValue(&ps, WJB_VALUE, &v);
+		fake = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+
+		out = orch_step_sql_execute(fake, state, s->run_as, &scope);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		*error = pstrdup(edata->message);
+		FreeErrorData(edata);
+		out = NULL;
+	}
+	PG_END_TRY();
+	return out;
+}
+
+/*
+ * endpoint_request prepares an endpoint source's request, as an http step
+ * named "context:<name>" whose Idempotency-Key is its own.
+ */
+static OrchHttpRequest *
+endpoint_request(const OrchClaimedJob *job, int step_index, ContextSource *s, Jsonb *state)
+{
+	char	   *json = psprintf("{\"name\": \"context:%s\", \"kind\": \"http\", \"endpoint\": \"%s\"}",
+								s->name, s->endpoint);
+	Jsonb	   *fake = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+	TimestampTz defer_until;
+	const char *reason;
+	OrchHttpRequest *req;
+	MemoryContext old;
+
+	req = orch_step_http_prepare(job, step_index, 1, fake, state, NULL, &defer_until, &reason);
+	old = MemoryContextSwitchTo(req->context);
+	req->idempotency_key = psprintf("orch-%s-%d-context-%s", orch_uuid_str(&job->id), step_index, s->name);
+	req->context_tier = s->tier;
+	req->context_name = pstrdup(s->name);
+	MemoryContextSwitchTo(old);
+	return req;
+}
+
+/*
+ * orch_context_load loads the sources due before the step at step_index.
+ * Returns the new state (the old one if nothing was due), or NULL when the
+ * lease was lost.  When an endpoint source must be fetched, *parked is set
+ * to its request and the caller parks the job; the rest load on resume.
+ */
+Jsonb *
+orch_context_load(const OrchClaimedJob *job, int step_index, Jsonb *step, Jsonb *state,
+				  OrchHttpRequest **parked)
+{
+	Jsonb	   *payload = orch_jsonb_get(orch_jsonb_get(state, "event"), "payload");
+	ListCell   *lc;
+	List	   *sources;
+
+	char	   *condition;
+
+	*parked = NULL;
+	if (orch_jsonb_get(step, "requires_context") == NULL &&
+		orch_jsonb_get(payload, "contact_id") == NULL &&
+		orch_jsonb_get(payload, "deal_id") == NULL)
+		return state;
+	/* a step that will be skipped needs nothing */
+	condition = orch_jsonb_get_text(step, "condition");
+	if (condition != NULL && !orch_jsonpath_truthy(state, condition))
+		return state;
+
+	sources = needed(state, step);
+	foreach(lc, sources)
+	{
+		ContextSource *s = lfirst(lc);
+		TimestampTz started = GetCurrentTimestamp();
+		char	   *error = NULL;
+		Jsonb	   *data;
+
+		if (s->endpoint != NULL)
+		{
+			*parked = endpoint_request(job, step_index, s, state);
+			return state;
+		}
+		data = load_function(s, state, &error);
+		state = store(job, step_index, s->tier, s->name, data, error, started, 0);
+		if (state == NULL)
+			return NULL;
+	}
+	return state;
+}
+
+/*
+ * orch_context_resume stores an endpoint source's response.  Returns the
+ * new state, or NULL when the lease was lost.
+ */
+Jsonb *
+orch_context_resume(const OrchClaimedJob *job, OrchHttpRequest *resume)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Jsonb	   *data = NULL;
+	char	   *error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		TimestampTz defer_until;
+
+		data = orch_step_http_result(resume, &defer_until);
+		if (data == NULL)
+			error = psprintf("endpoint \"%s\" answered HTTP 429 (rate limited)", resume->endpoint);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		error = pstrdup(edata->message);
+		FreeErrorData(edata);
+		data = NULL;
+	}
+	PG_END_TRY();
+	return store(job, resume->step_index, resume->context_tier, resume->context_name, data, error,
+				 resume->prepared_at, resume->status);
+}

@@ -1,0 +1,64 @@
+
+# Copyright (c) orchestrator authors
+#
+# Emails and bearer tokens are masked in what a worker writes to the server
+# log (its emit_log_hook) and in stored errors: a step function that RAISEs
+# a WARNING naming a contact's email and a token, then fails with both in
+# its error, leaves neither in the log nor in the job's tables, while the
+# masked lines are there to read.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/..";
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use OrchTest;
+
+# unique to this run, so a match can only come from this run
+my $tag = sprintf('%08x%d', int(rand(2**32)), $$);
+my $email = "grace.$tag\@globex.example";
+my $token = "tok-$tag";
+
+my $node = start_node('log_redaction', workers => 1, conf => "log_statement = 'none'\n");
+install_extension($node);
+
+# the values are built inside the function, so no statement text carries them
+$node->safe_psql('postgres', qq{
+CREATE FUNCTION public.leaky(state jsonb) RETURNS jsonb LANGUAGE plpgsql AS \$\$
+DECLARE
+	who text := 'grace.' || (state->'event'->'payload'->>'tag') || '\@globex.example';
+	tok text := 'tok-' || (state->'event'->'payload'->>'tag');
+BEGIN
+	RAISE WARNING 'mailing % with Bearer %', who, tok USING DETAIL = 'contact: ' || who;
+	RAISE EXCEPTION 'send to % failed (token % rejected)', who, tok;
+END
+\$\$;
+SELECT orch_define_sequence('leak', '[{"name": "leaky", "kind": "sql", "function": "leaky"}]');
+});
+
+my $log_offset = -s $node->logfile;
+my $job = submit_job($node, 'leak', qq({"tag": "$tag"}));
+ok(wait_job_status($node, $job, 'failed'), 'the step ran and failed');
+
+my $log = slurp_file($node->logfile, $log_offset);
+like($log, qr/WARNING:  mailing \[email\] with Bearer \[redacted\]/, 'the WARNING is in the log, masked');
+like($log, qr/DETAIL:  contact: \[email\]/, '... and so is its DETAIL');
+unlike($log, qr/\Q$tag\E/, 'neither the email nor the token is anywhere in the log');
+
+my $stored = $node->safe_psql('postgres', qq{
+	SELECT string_agg(t, ' | ') FROM (
+		SELECT last_error AS t FROM orchestrator.sequence_jobs WHERE id = '$job'
+		UNION ALL SELECT error FROM orchestrator.step_history WHERE job_id = '$job') s});
+like($stored, qr/send to \[email\] failed \(token \[redacted\] rejected\)/, 'the stored error is masked the same way');
+unlike($stored, qr/\Q$tag\E/, 'and carries neither value');
+
+# the one implementation, through SQL
+is( $node->safe_psql('postgres', q{SELECT orchestrator.redact('a.b+c@x-y.example.org, x@y, @no.pe, Bearer abc.DEF_1 token  Z9 Token: kept, see me@host.io.')}),
+	'[email], x@y, @no.pe, Bearer [redacted] token [redacted] Token: kept, see [email].',
+	'orchestrator.redact masks addresses and the word after Bearer/Token only');
+
+$node->stop;
+done_testing();
