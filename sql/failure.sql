@@ -183,3 +183,16 @@ SELECT orch_define_sequence('f_leaky', '[{"name": "crm", "kind": "sql", "functio
 SELECT job_id AS j_leak FROM orch_submit_event('f_leaky', 'test:failure', :'org_a', :'ada', '{}') \gset
 SELECT test_wait_job(:'j_leak');
 SELECT j.last_error, h.error FROM orchestrator.sequence_jobs j JOIN orchestrator.step_history h ON h.job_id = j.id WHERE j.id = :'j_leak';
+
+-- a sequence halted by a failing step notifies its user with the error
+-- context (orchestrator:failure_notice); a continued failure does not
+SELECT n.trigger_payload->>'event_type' AS event_type, n.trigger_payload->>'step' AS step,
+       n.trigger_payload->>'error' AS error, n.user_id = :'ada' AS to_ada, n.event_source
+FROM orchestrator.sequence_jobs n
+WHERE n.event_type = 'orchestrator:failure_notice'
+  AND (n.trigger_payload->>'failed_job_id')::uuid IN (:'j_stop', :'j_leak', :'j_cont')
+ORDER BY n.created_at;
+SELECT count(*) AS notices_for_continue FROM orchestrator.sequence_jobs
+WHERE event_type = 'orchestrator:failure_notice' AND trigger_payload->>'failed_job_id' = :'j_cont';
+SELECT orchestrator.failure_message(jsonb_build_object('event', jsonb_build_object('payload',
+	jsonb_build_object('event_type', 'meeting_ended', 'step', 'detect-intents', 'error', 'HTTP 500', 'failed_job_id', 'j1'))))->>'text' AS message;

@@ -651,6 +651,50 @@ VALUES ('orchestrator:budget_notice', 1,
 	   "on_failure": "retry", "retry": {"attempts": 3, "backoff_ms": 60000}}]',
 	CURRENT_USER::regrole);
 
+/*
+ * failure_notice: the seed's on_failure stop, "halt the entire sequence and
+ * notify the user via Slack with error context".  Queued in the failing
+ * job's transaction as the internal event orchestrator:failure_notice, sent
+ * by the built-in sequence below.  Not for the engine's own events, and not
+ * for a budget halt (that has its own notice).
+ */
+CREATE FUNCTION orchestrator.failure_notice(p_job_id uuid, p_state jsonb, p_step_name text, p_error text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+	PERFORM @extschema@.orch_submit_event('orchestrator:failure_notice', 'orchestrator:failure',
+		(p_state->'event'->>'org_id')::uuid, (p_state->'event'->>'user_id')::uuid,
+		jsonb_build_object('failed_job_id', p_job_id, 'event_type', p_state->'event'->>'type',
+		                   'step', p_step_name, 'error', left(orchestrator.redact(p_error), 500)));
+END
+$$;
+COMMENT ON FUNCTION orchestrator.failure_notice(uuid, jsonb, text, text) IS 'Queues the Slack notice for a sequence halted by a failing step; for the worker only';
+
+CREATE FUNCTION orchestrator.failure_message(p_state jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT jsonb_build_object(
+		'text', format('Workflow %s stopped at step %s: %s',
+		               p_state->'event'->'payload'->>'event_type', p_state->'event'->'payload'->>'step',
+		               p_state->'event'->'payload'->>'error'),
+		'blocks', jsonb_build_array(
+			jsonb_build_object('type', 'section', 'text', jsonb_build_object('type', 'mrkdwn', 'text',
+				format('*Workflow %s stopped* at step `%s`', p_state->'event'->'payload'->>'event_type',
+				       p_state->'event'->'payload'->>'step'))),
+			jsonb_build_object('type', 'section', 'text', jsonb_build_object('type', 'mrkdwn', 'text',
+				format('>%s', p_state->'event'->'payload'->>'error'))),
+			jsonb_build_object('type', 'context', 'elements', jsonb_build_array(jsonb_build_object('type', 'mrkdwn',
+				'text', format('job %s', p_state->'event'->'payload'->>'failed_job_id'))))))
+$$;
+COMMENT ON FUNCTION orchestrator.failure_message(jsonb) IS 'The Slack message of an orchestrator:failure_notice event';
+
+INSERT INTO orchestrator.sequence_definitions (event_type, version, steps, created_by)
+VALUES ('orchestrator:failure_notice', 1,
+	'[{"name": "notify-failure", "kind": "notify", "endpoint": "slack", "function": "orchestrator.failure_message",
+	   "scope": "service", "on_failure": "retry", "retry": {"attempts": 3, "backoff_ms": 60000}}]',
+	CURRENT_USER::regrole);
+
 ------------------------------------------------------------------------------
 -- Context tiers 2 and 3: sources are definitions
 --

@@ -66,6 +66,7 @@ static SPIPlanPtr load_plan = NULL;
 static SPIPlanPtr budget_plan = NULL;
 static SPIPlanPtr cost_plan = NULL;
 static SPIPlanPtr approval_plan = NULL;
+static SPIPlanPtr failure_plan = NULL;
 
 /* true while a step's function runs: SIGTERM then cancels it (worker.c) */
 volatile sig_atomic_t orch_step_running = false;
@@ -93,6 +94,7 @@ static Jsonb *run_step_function(JobRun *run, Jsonb *step, int timeout_ms, const 
 static bool step_approved(Jsonb *state, const char *step_name);
 static Jsonb *open_approval(JobRun *run, Jsonb *step);
 static bool budget_allows(JobRun *run);
+static void notify_failure(JobRun *run, OrchStepResult *r);
 static double record_cost(JobRun *run, const char *step_name, Jsonb *output);
 
 /*
@@ -313,6 +315,11 @@ run_steps(JobRun *run)
 			break;
 		}
 		run->state = state;
+
+		/* on_failure stop (or retries used up): the user hears why */
+		if (strcmp(r.job_status, "failed") == 0 && !r.halted &&
+			strncmp(run->event_type, "orchestrator:", 13) != 0)
+			notify_failure(run, &r);
 
 		if (strcmp(r.job_status, "in_progress") != 0)
 			break;
@@ -586,6 +593,33 @@ open_approval(JobRun *run, Jsonb *step)
 	args[2] = JsonbPGetDatum(step);
 	args[3] = JsonbPGetDatum(run->state);
 	return DatumGetJsonbP(orch_exec_scalar(approval_plan, args, NULL, &isnull, "approval gate"));
+}
+
+/*
+ * notify_failure queues the seed's Slack notice for a halted sequence
+ * (orchestrator.failure_notice), in the job's transaction.
+ */
+static void
+notify_failure(JobRun *run, OrchStepResult *r)
+{
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int			ret;
+
+	if (failure_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, JSONBOID, TEXTOID, TEXTOID};
+
+		failure_plan = orch_prepare_kept("SELECT orchestrator.failure_notice($1, $2, $3, $4)", 4, types);
+	}
+	args[0] = UUIDPGetDatum(&run->job->id);
+	args[1] = JsonbPGetDatum(run->state);
+	args[2] = CStringGetTextDatum(r->step_name);
+	args[3] = r->error ? CStringGetTextDatum(r->error) : (Datum) 0;
+	nulls[3] = r->error ? ' ' : 'n';
+	ret = SPI_execute_plan(failure_plan, args, nulls, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "orchestrator failure notice failed: %s", SPI_result_code_string(ret));
 }
 
 /*
