@@ -72,6 +72,71 @@ POST /functions/v1/<name>
          "sections": [{"heading", "body"}, ...]}
         The id is a function of the exact request bytes, so a re-sent request
         gives the same id.
+    The capabilities the seed's other sequences call (examples/sequences/).
+    "tier-2 contact" (or company) below is the "contact" (or "company") object
+    of the first source under context.tier2, by name, that has one:
+    email-classifier
+        {"intent", "urgency", "confidence": 0.9} from event.payload.subject and
+        .snippet: intent "no_reply_needed" if they mention "unsubscribe" or
+        "out of office", else "reply_needed"; urgency "high" if they mention
+        "urgent", "asap" or "today", else "normal".
+    copywriter
+        A draft {"to", "subject", "body"}.  "to": event.payload.from, else the
+        tier-2 contact.email, else "prospect@example.com".  With
+        event.payload.subject: subject "Re: <subject>" and a short reply
+        addressed to the first word of event.payload.from_name (else of the
+        tier-2 contact.full_name, else "there").  Else, with
+        outputs["generate-proposal"].title: that title as subject and a cover
+        note quoting event.payload.trigger_phrase and the proposal_id.  Else
+        "Following up".
+    email-send-as-rep
+        Sends the one draft among the values of "outputs" (an object whose
+        "to", "subject" and "body" are strings): {"sent": true, "message_id":
+        "msg_<first 12 hex of sha256 of the JSON [to, subject, body]>", "to",
+        "subject", "body"} (what it sent, echoed).  No such draft, or more
+        than one: 400 {"error": "no_single_draft"}.
+    find-available-slots
+        {"duration_minutes", "timezone": "UTC", "slots": [{"start", "end"}, x3]}:
+        10:00 and 14:00 on event.payload.window_start (YYYY-MM-DD; default
+        2026-12-01) and 09:30 the day after, each event.payload.duration_minutes
+        long (5-480, default 30), as "YYYY-MM-DDTHH:MM:SSZ".
+    monitor-campaigns
+        {"campaigns": [...], "new_replies": total}: one entry per object in
+        outputs["active-campaigns"].campaigns (else event.payload.campaigns),
+        the i-th (from 0) {"id", "name", "sent": 200+100i, "opened": 45% of
+        sent, "replied": 6+4i, "bounced": 2+i, "new_replies": 3+i,
+        "reply_rate": replied/sent rounded to 3 places}.
+    coaching-analysis
+        Canned: {"cost_usd": 0.01, "period_days": 7, "meetings_analysed": 4,
+        "talk_ratio": 0.46, "questions_per_meeting": 11, "highlights": [1],
+        "suggestions": [2]}.
+    proactive-meeting-prep
+        With a list outputs["calendar"].meetings (the morning brief):
+        "meetings": [{"meeting_id": its id, "status"}], status "not_needed"
+        for meeting_type "internal", "ready" for "discovery" or "demo",
+        "in_progress" otherwise.  With event.payload.meeting_id (pre-meeting):
+        "briefing": {"meeting_id", "contact" (tier-2 contact.full_name),
+        "company" and "company_facts" (from context.tier3.apollo_enrichment),
+        "talking_points"}.  Either, both, or {}.
+    proactive-pipeline-analysis
+        Deal health from outputs["pipeline-snapshot"].deals (the org's open
+        deals, each {"name", "user_id", "stage", "amount_usd",
+        "days_inactive" (integer), "contact_name", "company"}), for the deals
+        whose user_id is event.user_id: {"deals_needing_action": how many
+        have days_inactive >= 5, "at_risk": [{"deal_name", "days_inactive"}]
+        for days_inactive >= 10, most inactive first, "proposal_value_usd":
+        sum of amount_usd of stage "proposal", "proposals_awaiting": their
+        number, "attention": [{"contact_name", "company", "summary": "Proposal
+        sent, no reply for N days", "primary_action": "Send nudge",
+        "secondary_action": "Call"}] for those proposals inactive >= 5 days},
+        plus "org": {"open_deals", "open_value_usd"} over all the deals.
+    apollo-enrichment
+        {"source": "apollo", "person": {"name" (tier-2 contact.full_name),
+        "seniority"}, "company": {"name" (event.payload.company, else the
+        tier-2 company.name), "employees": 1200, "industry", "funding"}}.
+    proposal-templates
+        Canned: {"default": "tpl_saas_annual", "templates": [two, each
+        {"id", "name", "sections"}]}.
     any other <name>
         {"ok": true, "function": name, "received": sorted top-level keys of
          the body ([] if the body is JSON but not an object)}
@@ -182,6 +247,7 @@ Example
 """
 
 import argparse
+import datetime
 import hashlib
 import json
 import os
@@ -424,6 +490,203 @@ def fn_generate_proposal(req, raw_body):
             ]}
 
 
+# -- the other capabilities the seed's sequences call (examples/sequences) --
+
+def _text(value):
+    return value if isinstance(value, str) else ""
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _tier2(req, key):
+    """The object at KEY of the first tier-2 context source (by name) that has one."""
+    tier2 = _dict(_dict(req.get("context")).get("tier2"))
+    for name in sorted(tier2):
+        found = _dict(_dict(tier2[name]).get(key))
+        if found:
+            return found
+    return {}
+
+
+def fn_email_classifier(req):
+    payload = _dict(_dict(req.get("event")).get("payload"))
+    text = (_text(payload.get("subject")) + " " + _text(payload.get("snippet"))).lower()
+    if "unsubscribe" in text or "out of office" in text:
+        intent = "no_reply_needed"
+    else:
+        intent = "reply_needed"
+    urgency = "high" if any(w in text for w in ("urgent", "asap", "today")) else "normal"
+    return {"intent": intent, "urgency": urgency, "confidence": 0.9}
+
+
+def fn_copywriter(req):
+    payload = _dict(_dict(req.get("event")).get("payload"))
+    outputs = _dict(req.get("outputs"))
+    contact = _tier2(req, "contact")
+    to = _text(payload.get("from")) or _text(contact.get("email")) or "prospect@example.com"
+    name = _text(payload.get("from_name")) or _text(contact.get("full_name")) or "there"
+    first = (name.split() or ["there"])[0]
+    proposal = _dict(outputs.get("generate-proposal"))
+    if payload.get("subject"):
+        subject = "Re: " + _text(payload["subject"])
+        body = ("Hi %s,\n\nThanks for your note. Happy to help: I will come back "
+                "to you on this shortly.\n\nBest regards" % first)
+    elif proposal.get("title"):
+        subject = _text(proposal["title"])
+        body = ("Hi %s,\n\nAs promised (\"%s\"), here is our proposal, reference %s.\n\n"
+                "Best regards" % (first, _text(payload.get("trigger_phrase")),
+                                  _text(proposal.get("proposal_id"))))
+    else:
+        subject = "Following up"
+        body = "Hi %s,\n\nFollowing up on our conversation.\n\nBest regards" % first
+    return {"to": to, "subject": subject, "body": body}
+
+
+def fn_email_send_as_rep(req):
+    drafts = [v for v in _dict(req.get("outputs")).values()
+              if isinstance(v, dict) and all(isinstance(v.get(k), str)
+                                             for k in ("to", "subject", "body"))]
+    if len(drafts) != 1:
+        return None
+    d = drafts[0]
+    digest = hashlib.sha256(dumps([d["to"], d["subject"], d["body"]])).hexdigest()[:12]
+    return {"sent": True, "message_id": "msg_" + digest,
+            "to": d["to"], "subject": d["subject"], "body": d["body"]}
+
+
+def fn_find_available_slots(req):
+    payload = _dict(_dict(req.get("event")).get("payload"))
+    day = _text(payload.get("window_start"))
+    try:
+        first = datetime.date.fromisoformat(day)
+    except ValueError:
+        first = datetime.date(2026, 12, 1)
+    minutes = payload.get("duration_minutes")
+    if not _is_int(minutes) or not 5 <= minutes <= 480:
+        minutes = 30
+    starts = [datetime.datetime.combine(first, datetime.time(10, 0)),
+              datetime.datetime.combine(first, datetime.time(14, 0)),
+              datetime.datetime.combine(first + datetime.timedelta(days=1),
+                                        datetime.time(9, 30))]
+    return {"duration_minutes": minutes, "timezone": "UTC",
+            "slots": [{"start": s.isoformat() + "Z",
+                       "end": (s + datetime.timedelta(minutes=minutes)).isoformat() + "Z"}
+                      for s in starts]}
+
+
+def fn_monitor_campaigns(req):
+    listed = _dict(_dict(req.get("outputs")).get("active-campaigns")).get("campaigns")
+    if not isinstance(listed, list):
+        listed = _dict(_dict(req.get("event")).get("payload")).get("campaigns")
+    campaigns = []
+    for i, c in enumerate(c for c in _list(listed) if isinstance(c, dict)):
+        sent, replied = 200 + 100 * i, 6 + 4 * i
+        campaigns.append({"id": c.get("id"), "name": _text(c.get("name")),
+                          "sent": sent, "opened": sent * 45 // 100, "replied": replied,
+                          "bounced": 2 + i, "new_replies": 3 + i,
+                          "reply_rate": round(replied / sent, 3)})
+    return {"campaigns": campaigns,
+            "new_replies": sum(c["new_replies"] for c in campaigns)}
+
+
+def fn_coaching_analysis(req):
+    return {"cost_usd": 0.01, "period_days": 7, "meetings_analysed": 4,
+            "talk_ratio": 0.46, "questions_per_meeting": 11,
+            "highlights": ["Clear next steps agreed in 3 of 4 meetings"],
+            "suggestions": ["Let the prospect speak first after the demo",
+                            "Confirm budget owner before sending a proposal"]}
+
+
+def fn_proactive_meeting_prep(req):
+    outputs = _dict(req.get("outputs"))
+    payload = _dict(_dict(req.get("event")).get("payload"))
+    out = {}
+    listed = _dict(outputs.get("calendar")).get("meetings")
+    if isinstance(listed, list):
+        statuses = []
+        for m in listed:
+            m = _dict(m)
+            kind = m.get("meeting_type")
+            if kind == "internal":
+                status = "not_needed"
+            elif kind in ("discovery", "demo"):
+                status = "ready"
+            else:
+                status = "in_progress"
+            statuses.append({"meeting_id": m.get("id"), "status": status})
+        out["meetings"] = statuses
+    if payload.get("meeting_id"):
+        contact = _tier2(req, "contact")
+        enrichment = _dict(_dict(_dict(req.get("context")).get("tier3")).get("apollo_enrichment"))
+        company = _dict(enrichment.get("company"))
+        out["briefing"] = {
+            "meeting_id": payload["meeting_id"],
+            "contact": _text(contact.get("full_name")) or "the prospect",
+            "company": _text(company.get("name")) or "their company",
+            "company_facts": ["%s employees" % company["employees"]]
+                             if _is_int(company.get("employees")) else [],
+            "talking_points": ["Recap what changed since the last call",
+                               "Confirm the decision process and timeline"]}
+    return out
+
+
+def fn_proactive_pipeline_analysis(req):
+    event = _dict(req.get("event"))
+    deals = [d for d in _list(_dict(_dict(req.get("outputs")).get("pipeline-snapshot")).get("deals"))
+             if isinstance(d, dict) and _is_int(d.get("days_inactive"))]
+    mine = [d for d in deals if d.get("user_id") == event.get("user_id")]
+    proposals = [d for d in mine if d.get("stage") == "proposal"]
+    at_risk = sorted((d for d in mine if d["days_inactive"] >= 10),
+                     key=lambda d: (-d["days_inactive"], _text(d.get("name"))))
+    return {"deals_needing_action": sum(1 for d in mine if d["days_inactive"] >= 5),
+            "at_risk": [{"deal_name": _text(d.get("name")), "days_inactive": d["days_inactive"]}
+                        for d in at_risk],
+            "proposal_value_usd": sum(_number(d.get("amount_usd")) for d in proposals),
+            "proposals_awaiting": len(proposals),
+            "attention": [{"contact_name": _text(d.get("contact_name")) or None,
+                           "company": _text(d.get("company")) or None,
+                           "summary": "Proposal sent, no reply for %d days" % d["days_inactive"],
+                           "primary_action": "Send nudge", "secondary_action": "Call"}
+                          for d in proposals if d["days_inactive"] >= 5],
+            "org": {"open_deals": len(deals),
+                    "open_value_usd": sum(_number(d.get("amount_usd")) for d in deals)}}
+
+
+def fn_apollo_enrichment(req):
+    contact = _tier2(req, "contact")
+    payload = _dict(_dict(req.get("event")).get("payload"))
+    company = _text(payload.get("company")) or _text(_tier2(req, "company").get("name"))
+    return {"source": "apollo",
+            "person": {"name": _text(contact.get("full_name")) or None,
+                       "seniority": "director"},
+            "company": {"name": company or None, "employees": 1200,
+                        "industry": "Software", "funding": "Series C"}}
+
+
+def fn_proposal_templates(req):
+    return {"default": "tpl_saas_annual",
+            "templates": [{"id": "tpl_saas_annual", "name": "SaaS annual subscription",
+                           "sections": ["Summary", "Scope", "Pricing"]},
+                          {"id": "tpl_pilot", "name": "90-day pilot",
+                           "sections": ["Goals", "Success criteria", "Pricing"]}]}
+
+
+FUNCTIONS = {
+    "email-classifier": fn_email_classifier,
+    "copywriter": fn_copywriter,
+    "email-send-as-rep": fn_email_send_as_rep,
+    "find-available-slots": fn_find_available_slots,
+    "monitor-campaigns": fn_monitor_campaigns,
+    "coaching-analysis": fn_coaching_analysis,
+    "proactive-meeting-prep": fn_proactive_meeting_prep,
+    "proactive-pipeline-analysis": fn_proactive_pipeline_analysis,
+    "apollo-enrichment": fn_apollo_enrichment,
+    "proposal-templates": fn_proposal_templates,
+}
+
+
 # ---------------------------------------------------------------------------
 # The request handler.
 # ---------------------------------------------------------------------------
@@ -624,6 +887,10 @@ class Handler(BaseHTTPRequestHandler):
                 out = fn_suggest_next_actions(obj)
             elif name == "generate-proposal":
                 out = fn_generate_proposal(obj, raw)
+            elif name in FUNCTIONS:
+                out = FUNCTIONS[name](obj)
+                if out is None:
+                    return self._send_json(400, {"error": "no_single_draft"}, extra)
             else:
                 out = {"ok": True, "function": name, "received": sorted(obj)}
             return self._send_json(200, out, extra)
