@@ -2,9 +2,21 @@
 # examples/demo.sh: the README's demo.  Run as root on a fresh Debian 12
 # machine.  It installs what is missing (apt-get), builds and installs the
 # extension, starts a throwaway cluster as "postgres" (pg_cron and
-# orchestrator preloaded) and a stand-in for the edge functions and Slack
-# (test/standin.py), runs the seed's meeting_ended flow (three edge functions
-# over HTTP, a SQL step, a Slack recap) and prints what happened.  The cluster and its temp
+# orchestrator preloaded, user-scoped steps as role authenticated) and a
+# stand-in for the edge functions and Slack (test/standin.py), loads the
+# seed's sequences (examples/sequences) and runs the seed's flows:
+#
+#   1. a meeting ends (a MeetingBaaS webhook row): intents are detected, a
+#      proposal_generation follow-up is chained, task creation waits for
+#      approval and the rep approves it with a Slack click;
+#   2. the chained proposal's cover email waits for approval; the rep edits
+#      its subject and it is sent as edited;
+#   3. an email for a rep in quiet hours is deferred, not dropped;
+#   4. an edge function answers 429: the step is deferred, then runs;
+#   5. an org over its AI budget: two sequences halt, one Slack notice;
+#   6. the morning brief, fanned out to every rep, printed as Ada gets it;
+#
+# and ends with a readable timeline of every job.  The cluster and its temp
 # directory are removed on exit.
 #
 # Environment: DEMO_PORT (default 5433; the cluster listens on a Unix socket
@@ -18,6 +30,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 [ "$(id -u)" = 0 ] || orch_die "run as root (the server runs as the postgres user)"
 
 heading() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+say() { printf '%s\n' "$*" | fold -s -w 100; }
 
 heading "Installing missing packages, building and installing the extension"
 orch_install_packages
@@ -43,224 +56,272 @@ echo "installed into $($PG_CONFIG --pkglibdir)"
 
 port=${DEMO_PORT:-5433}
 heading "Starting a throwaway cluster in $work (port $port, database demo)"
-orch_start_cluster "$work" "$port" demo
+orch_start_cluster "$work" "$port" demo "orchestrator.workers = 2" "orchestrator.user_role = 'authenticated'"
 echo "server log: $work/server.log"
 
 psql_demo() {
 	psql -X -v ON_ERROR_STOP=1 -q -P pager=off -h "$work" -p "$port" -U postgres -d demo "$@"
 }
+q() { psql_demo -At -c "$1"; }
 
-heading "CREATE EXTENSION, one org, two users, their preferences"
+# The workers connect to database "demo", which orch_start_cluster creates
+# after the server is up: their first attempt fails and the postmaster
+# restarts them a second later.  Wait for them.
+waited=0
+until [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'")" -ge 2 ]; do
+	waited=$((waited + 1))
+	[ $waited -le 300 ] || orch_die "the orchestrator workers did not start within 30 s"
+	sleep 0.1
+done
+
+heading "The outside world: a stand-in for the edge functions and Slack, on loopback"
+orch_start_standin "$work" "$build"
+base="http://127.0.0.1:$ORCH_STANDIN_PORT"
+echo "stand-in on port $ORCH_STANDIN_PORT (test/standin.py)"
+
+heading "CREATE EXTENSION; org Acme Sales with Ada (awake, London) and Bob (in quiet hours, New York)"
 psql_demo <<'SQL'
 CREATE EXTENSION orchestrator;
-
-INSERT INTO orchestrator.orgs (id, name)
-VALUES ('00000000-0000-0000-0000-00000000000a', 'Acme Sales');
-
+INSERT INTO orchestrator.orgs (id, name) VALUES
+	('00000000-0000-0000-0000-00000000000a', 'Acme Sales'),
+	('00000000-0000-0000-0000-00000000000c', 'Frugal Ltd');
 INSERT INTO orchestrator.users (id, org_id, display_name) VALUES
-	('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 'Ada (awake, London)'),
-	('00000000-0000-0000-0000-0000000000a2', '00000000-0000-0000-0000-00000000000a', 'Bob (in quiet hours, New York)');
-
-INSERT INTO orchestrator.notification_feature_settings (org_id, feature_key, is_enabled)
-VALUES ('00000000-0000-0000-0000-00000000000a', 'meeting_ended', true);
-
--- Ada: quiet hours that never contain "now" (they start in 2 h and end in 3 h).
--- Bob: quiet hours from an hour ago to an hour from now, in his own time zone,
--- so a submit for him is always deferred, whatever the time of day.
+	('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 'Ada'),
+	('00000000-0000-0000-0000-0000000000a2', '00000000-0000-0000-0000-00000000000a', 'Bob'),
+	('00000000-0000-0000-0000-0000000000c1', '00000000-0000-0000-0000-00000000000c', 'Carol');
+-- Ada: quiet hours that never contain "now" (they start in 2 h, end in 3 h).
+-- Bob: quiet hours from an hour ago to an hour from now, in his time zone.
 INSERT INTO orchestrator.slack_user_preferences
 	(user_id, org_id, timezone, quiet_hours_start, quiet_hours_end, max_notifications_per_hour)
 VALUES
 	('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 'Europe/London',
 	 ((now() AT TIME ZONE 'Europe/London') + interval '2 hours')::time,
-	 ((now() AT TIME ZONE 'Europe/London') + interval '3 hours')::time, 10),
+	 ((now() AT TIME ZONE 'Europe/London') + interval '3 hours')::time, 30),
 	('00000000-0000-0000-0000-0000000000a2', '00000000-0000-0000-0000-00000000000a', 'America/New_York',
 	 ((now() AT TIME ZONE 'America/New_York') - interval '1 hour')::time,
-	 ((now() AT TIME ZONE 'America/New_York') + interval '1 hour')::time, 10);
-
-SELECT u.display_name, p.timezone, p.quiet_hours_start::time(0) AS quiet_from,
-       p.quiet_hours_end::time(0) AS quiet_until,
-       (now() AT TIME ZONE p.timezone)::time(0) AS local_now
-FROM orchestrator.users u JOIN orchestrator.slack_user_preferences p ON p.user_id = u.id
-ORDER BY u.display_name;
-SQL
-
-# The worker connects to database "demo", which orch_start_cluster creates
-# after the server is up: its first attempt fails and the postmaster restarts
-# it a second later.  Wait for it, so the timings below show the wake-up.
-waited=0
-until [ "$(psql_demo -At -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'")" -ge 1 ]; do
-	waited=$((waited + 1))
-	[ $waited -le 300 ] || orch_die "the orchestrator worker did not start within 30 s"
-	sleep 0.1
-done
-psql_demo -c "SELECT pid, backend_type, datname, wait_event FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'"
-
-heading "The outside world: a stand-in for the edge functions and Slack, on loopback"
-orch_start_standin "$work" "$build"
-echo "stand-in on port $ORCH_STANDIN_PORT (test/standin.py)"
-
-heading "Endpoints, secrets, and the sequence for meeting_ended: three edge functions, SQL, Slack"
-psql_demo -v base="http://127.0.0.1:$ORCH_STANDIN_PORT" <<'SQL'
+	 ((now() AT TIME ZONE 'America/New_York') + interval '1 hour')::time, 30);
+INSERT INTO orchestrator.slack_user_mappings (user_id, org_id, slack_user_id, slack_team_id) VALUES
+	('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 'U0ADA', 'T0ACME'),
+	('00000000-0000-0000-0000-0000000000a2', '00000000-0000-0000-0000-00000000000a', 'U0BOB', 'T0ACME'),
+	('00000000-0000-0000-0000-0000000000c1', '00000000-0000-0000-0000-00000000000c', 'U0CAROL', 'T0FRUGAL');
 -- The service key and the Slack bot token live in orchestrator.secrets, which
 -- no ordinary role can read; endpoint headers refer to them by name.
 SELECT orch_set_secret('service_key', 'demo-service-key-do-not-print');
 SELECT orch_set_secret('slack_bot_token', 'xoxb-demo-token-do-not-print');
-SELECT orch_define_endpoint(fn, :'base' || '/functions/v1/' || fn, 5000,
-                            '{"Authorization": "Bearer {{secret:service_key}}"}')
-FROM unnest(ARRAY['extract-action-items', 'detect-intents', 'suggest-next-actions']) AS fn;
-SELECT orch_define_endpoint('slack', :'base' || '/api/chat.postMessage', 5000,
-                            '{"Authorization": "Bearer {{secret:slack_bot_token}}"}');
-INSERT INTO orchestrator.slack_user_mappings (user_id, org_id, slack_user_id, slack_team_id)
-VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 'U0ADA', 'T0ACME');
-SELECT name, url, timeout_ms, headers FROM orchestrator.endpoints ORDER BY name;
-
-CREATE SCHEMA app;
-
--- The application's own table: a sql step writes into it, in the same
--- transaction as the step's state.
-CREATE TABLE app.action_items (
-	meeting_id text NOT NULL,
-	owner text NOT NULL,
-	item text NOT NULL
-);
-
--- "record-action-items": stores what the extract-action-items edge function
--- returned (state.outputs holds every earlier step's output).
-CREATE FUNCTION app.record_action_items(state jsonb) RETURNS jsonb
-LANGUAGE sql AS $$
-	INSERT INTO app.action_items (meeting_id, owner, item)
-	SELECT state->'event'->'payload'->>'meeting_id', i->>'owner', i->>'item'
-	FROM jsonb_array_elements(state->'outputs'->'extract-action-items'->'action_items') AS i;
-	SELECT jsonb_build_object('recorded', jsonb_array_length(state->'outputs'->'extract-action-items'->'action_items'))
-$$;
-
--- "slack-post-meeting": the Block Kit message the rep gets in Slack.
-CREATE FUNCTION app.post_meeting_message(state jsonb) RETURNS jsonb
-LANGUAGE sql AS $$
-	SELECT jsonb_build_object(
-		'text', format('Recap of %s', state->'event'->'payload'->>'title'),
-		'blocks', jsonb_build_array(
-			jsonb_build_object('type', 'header', 'text',
-				jsonb_build_object('type', 'plain_text', 'text', 'Meeting recap: ' || (state->'event'->'payload'->>'title'))),
-			jsonb_build_object('type', 'section', 'text', jsonb_build_object('type', 'mrkdwn', 'text',
-				format('*%s action items*, %s commitment(s) to send a proposal',
-				       jsonb_array_length(state->'outputs'->'extract-action-items'->'action_items'),
-				       jsonb_array_length(jsonb_path_query_array(state,
-				           '$.outputs."detect-intents".commitments[*] ? (@.intent == "send_proposal")')))))))
-$$;
-
-SELECT orch_define_sequence('meeting_ended', $json$[
-  {"name": "extract-action-items", "kind": "http", "endpoint": "extract-action-items",
-   "on_failure": "retry", "retry": {"attempts": 3, "backoff_ms": 500},
-   "expect": "$.action_items.type() == \"array\"",
-   "description": "The extract-action-items edge function"},
-  {"name": "detect-intents", "kind": "http", "endpoint": "detect-intents",
-   "condition": "$.outputs.\"extract-action-items\".action_items.size() > 0",
-   "description": "Commitments and signals (the detect-intents skill)"},
-  {"name": "record-action-items", "kind": "sql", "function": "app.record_action_items",
-   "description": "Store the action items in the application's table"},
-  {"name": "suggest-next-actions", "kind": "http", "endpoint": "suggest-next-actions",
-   "on_failure": "continue",
-   "description": "Enrichment: skipped, not fatal, if the function is down"},
-  {"name": "slack-post-meeting", "kind": "notify", "function": "app.post_meeting_message",
-   "description": "Inform-only Slack recap, bound by quiet hours and rate"}
-]$json$) AS version;
+SELECT u.display_name, p.timezone, p.quiet_hours_start::time(0) AS quiet_from,
+       p.quiet_hours_end::time(0) AS quiet_until, (now() AT TIME ZONE p.timezone)::time(0) AS local_now
+FROM orchestrator.users u JOIN orchestrator.slack_user_preferences p ON p.user_id = u.id ORDER BY 1;
 SQL
 
-payload='{"meeting_id": "mtg_4711", "contact_id": "c_42", "title": "Acme x Globex discovery call",
-  "action_items": [
-    "I will send you a proposal by Friday",
-    "prospect: We need to check SSO support with IT",
-    "Book a follow-up demo with their CTO"
-  ]}'
-
-submit() {
-	local user=$1
-	psql_demo -v payload="$payload" -v user="$user" <<'SQL'
-SELECT outcome, job_id, run_at, reason
-FROM orch_submit_event('meeting_ended', 'webhook:meetingbaas',
-                       '00000000-0000-0000-0000-00000000000a', :'user', :'payload');
-SQL
-}
-
-heading "orch_submit_event: meeting_ended from webhook:meetingbaas for Ada"
-submit 00000000-0000-0000-0000-0000000000a1
-
-heading "The same event again (the webhook fired twice): a duplicate, pointing at the first job"
-submit 00000000-0000-0000-0000-0000000000a1
-
-heading "The same meeting for Bob, who is inside his quiet hours: deferred, not dropped"
-submit 00000000-0000-0000-0000-0000000000a2
-
-heading "An event type with no sequence: skipped, with the reason logged"
+heading "The seed's sequences (examples/sequences/all.sql): endpoints, the app's tables under RLS, context sources, nine event types"
+psql_demo -v base="$base" -f "$build/examples/sequences/all.sql" >/dev/null
 psql_demo <<'SQL'
-SELECT outcome, job_id, run_at, reason
-FROM orch_submit_event('email_received', 'webhook:email',
-                       '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1',
-                       '{"thread_id": "t_9"}');
+SELECT d.event_type, d.version, string_agg(s->>'name' || CASE WHEN (s->'requires_approval')::boolean THEN ' [approval]' ELSE '' END
+                                           || CASE WHEN (s->'ai')::boolean THEN ' [ai]' ELSE '' END, ' -> ' ORDER BY o) AS steps
+FROM orchestrator.sequence_definitions d, jsonb_array_elements(d.steps) WITH ORDINALITY AS x(s, o)
+WHERE d.event_type NOT LIKE 'orchestrator:%' GROUP BY 1, 2 ORDER BY 1;
+SELECT name, tier, COALESCE(function, 'endpoint ' || endpoint) AS source FROM orchestrator.context_sources ORDER BY tier, name;
+-- the demo's own helpers: a webhook table for MeetingBaaS, and a timeline formatter
+CREATE TABLE app.meetingbaas_webhooks (
+	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	org_id uuid NOT NULL, user_id uuid NOT NULL,
+	meeting_id uuid NOT NULL, contact_id uuid, transcript_id uuid, transcript text,
+	received_at timestamptz NOT NULL DEFAULT now());
+CREATE TRIGGER submit_meeting_ended AFTER INSERT ON app.meetingbaas_webhooks
+	FOR EACH ROW EXECUTE FUNCTION orch_enqueue_trigger('meeting_ended', 'webhook:meetingbaas');
+CREATE SCHEMA demo;
+CREATE FUNCTION demo.describe(entry text, detail jsonb) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+	SELECT CASE
+		WHEN detail ? 'execution_metadata' THEN (SELECT format('%s of %s steps done, %s failed, %s approval gate(s), %s follow-up(s), AI $%s, %s ms in steps',
+			m->>'steps_completed', m->>'steps_attempted', m->>'steps_failed', m->>'approval_gates_hit',
+			m->>'followups_queued', m->>'total_ai_cost', round((m->>'total_duration_ms')::numeric)) FROM (SELECT detail->'execution_metadata' AS m) x)
+		WHEN entry LIKE 'approval %' THEN format('%s by %s via %s%s', detail->>'action',
+			CASE detail->>'resolved_by' WHEN '00000000-0000-0000-0000-0000000000a1' THEN 'Ada' ELSE detail->>'resolved_by' END,
+			detail->>'via', COALESCE(' ' || (detail->'modifications')::text, ''))
+		WHEN entry LIKE 'follow-up %' THEN concat_ws(' ', 'job ' || (detail->>'job_id'), 'reason: ' || (detail->>'reason'))
+		WHEN entry LIKE 'event %' THEN concat_ws(' ', detail->>'source', 'reason: ' || (detail->>'reason'), 'run at ' || to_char((detail->>'run_at')::timestamptz, 'HH24:MI:SS TZ'))
+		WHEN detail ? 'kind' THEN concat_ws(' ', detail->>'kind', (detail->>'duration_ms')::numeric(10,1) || ' ms',
+			'error: ' || (detail->>'error'), '-> ' || left((detail->'output')::text, 70))
+		ELSE COALESCE(detail->>'note', left(detail::text, 90)) END
+$$;
+CREATE FUNCTION demo.timeline(p_job uuid) RETURNS TABLE ("+ms" numeric, entry text, step text, detail text) LANGUAGE sql AS $$
+	SELECT round((extract(epoch FROM t.at - min(t.at) OVER ()) * 1000)::numeric), t.entry, t.step, demo.describe(t.entry, t.detail)
+	FROM orch_job_timeline(p_job) t
+$$;
 SQL
 
-job=$(psql_demo -At -c "SELECT job_id FROM orchestrator.events WHERE outcome = 'accepted' ORDER BY id LIMIT 1")
-[ -n "$job" ] || orch_die "no accepted job found"
-
-heading "Waiting for job $job (the worker was woken by the commit, no polling)"
-deadline=$(($(date +%s%N) / 1000000 + 30000))
-status=
-while :; do
-	status=$(psql_demo -At -c "SELECT status FROM orchestrator.sequence_jobs WHERE id = '$job'")
-	case $status in
-	completed) break ;;
-	failed | cancelled)
-		psql_demo -c "SELECT * FROM orch_job_timeline('$job')"
-		orch_die "job $job ended $status" ;;
-	esac
-	if [ $(($(date +%s%N) / 1000000)) -ge "$deadline" ]; then
-		psql_demo -c "SELECT * FROM orchestrator.jobs WHERE id = '$job'" || true
-		orch_die "job $job did not complete within 30 s (status: ${status:-none})"
-	fi
-	sleep 0.1
-done
-psql_demo -At -c "SELECT format('claimed %s ms and completed %s ms after the submit transaction began',
-                         round((extract(epoch FROM started_at - created_at) * 1000)::numeric, 1),
-                         round((extract(epoch FROM finished_at - created_at) * 1000)::numeric, 1))
-                  FROM orchestrator.sequence_jobs WHERE id = '$job'"
-
-heading "The job row (orchestrator.jobs)"
-psql_demo -c '\x on' -c "SELECT * FROM orchestrator.jobs WHERE id = '$job'"
-
-heading "Its timeline: orch_job_timeline(job_id)"
-psql_demo -c "SELECT at::time(3) AS at, entry, step, attempt, detail FROM orch_job_timeline('$job')"
-
-heading "context->'outputs': what each step returned"
-psql_demo -At -c "SELECT jsonb_pretty(context->'outputs') FROM orchestrator.sequence_jobs WHERE id = '$job'"
-
-heading "context->'execution_metadata': the seed's audit record"
-psql_demo -At -c "SELECT jsonb_pretty(context->'execution_metadata') FROM orchestrator.sequence_jobs WHERE id = '$job'"
-
-heading "Rows the sql step wrote into the application's table (committed with the step)"
-psql_demo -c "SELECT * FROM app.action_items"
-
-heading "What the outside world received (from the stand-in's request log)"
-curl -s "http://127.0.0.1:$ORCH_STANDIN_PORT/_control/requests" | python3 -c '
+# wait_job JOB STATUS...: a bounded wait for a job to reach one of the statuses
+wait_job() {
+	local job=$1 want=" ${*:2} " status deadline=$(($(date +%s) + 60))
+	while :; do
+		status=$(q "SELECT status FROM orchestrator.sequence_jobs WHERE id = '$job'")
+		case "$want" in *" $status "*) return 0 ;; esac
+		case $status in failed | cancelled)
+			psql_demo -c "SELECT * FROM demo.timeline('$job')"
+			orch_die "job $job ended $status" ;;
+		esac
+		[ "$(date +%s)" -lt "$deadline" ] || orch_die "job $job is still ${status:-missing} after 60 s"
+		sleep 0.1
+	done
+}
+# wait_for SQL: a bounded wait for a query to return t
+wait_for() {
+	local deadline=$(($(date +%s) + 60))
+	until [ "$(q "$1")" = t ]; do
+		[ "$(date +%s)" -lt "$deadline" ] || orch_die "timed out waiting for: $1"
+		sleep 0.1
+	done
+}
+timeline() {
+	heading "Timeline of $2 (job $1)"
+	psql_demo -c "SELECT * FROM demo.timeline('$1')"
+}
+slack_messages() {
+	curl -s "$base/_control/requests?path=/api/chat.postMessage" | python3 -c '
 import json, sys
 for r in json.load(sys.stdin):
     b = r["body"] if isinstance(r["body"], dict) else {}
-    what = b.get("step") or ("chat.postMessage to " + str(b.get("channel")) + ": " + str(b.get("text")))
-    print("%-34s HTTP %s  Idempotency-Key %s  (%s)" % (r["path"], r["status"], r["headers"].get("idempotency-key"), what))
+    buttons = [e["text"]["text"] for blk in b.get("blocks") or [] if blk.get("type") == "actions" for e in blk.get("elements", [])]
+    print("  to %-8s %s%s" % (b.get("channel"), (b.get("text") or "").split("\n")[0][:80], ("  [" + "] [".join(buttons) + "]") if buttons else ""))
 '
+}
 
-heading "The secrets are nowhere in the stored state, history or event log"
-psql_demo -c "SELECT count(*) AS rows_mentioning_a_secret FROM (
-	SELECT context::text AS t FROM orchestrator.sequence_jobs
+heading "1. A meeting ends: MeetingBaaS posts its webhook (a row in app.meetingbaas_webhooks)"
+say "The trigger submits meeting_ended in the inserting transaction. The transcript text in the row is dropped: jobs reference transcripts by id."
+psql_demo <<'SQL'
+INSERT INTO app.meetingbaas_webhooks (org_id, user_id, meeting_id, contact_id, transcript_id, transcript)
+VALUES ('00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1',
+        '40000000-0000-0000-0000-000000000005', '20000000-0000-0000-0000-000000000001',
+        '50000000-0000-0000-0000-000000000001', 'Grace: ...  Ada: I will send you a proposal by Friday ...');
+SELECT event_type, event_source, outcome, job_id FROM orchestrator.events ORDER BY id DESC LIMIT 1;
+SQL
+meeting=$(q "SELECT job_id FROM orchestrator.events WHERE event_type = 'meeting_ended' ORDER BY id DESC LIMIT 1")
+wait_job "$meeting" awaiting_approval
+say "The job ran extract-action-items, detect-intents (an AI step, budget-checked), suggest-next-actions and draft-tasks, then stopped before create-tasks: task creation from detected intents needs approval."
+psql_demo <<SQL
+SELECT status, current_step_name AS waiting_at FROM orchestrator.jobs WHERE id = '$meeting';
+SELECT c->>'speaker' AS speaker, c->>'intent' AS intent, c->>'confidence' AS confidence, c->>'phrase' AS phrase
+FROM orchestrator.sequence_jobs, jsonb_array_elements(context->'outputs'->'detect-intents'->'commitments') c WHERE id = '$meeting';
+SELECT id AS pending_action_id, step_name, pattern, effect, status, draft FROM orchestrator.slack_pending_actions WHERE job_id = '$meeting';
+SQL
+say "The rep's commitment to send a proposal (confidence >= 0.8) chained a proposal_generation job, linked both ways:"
+proposal=$(q "SELECT id FROM orchestrator.sequence_jobs WHERE parent_job_id = '$meeting' AND event_type = 'proposal_generation'")
+[ -n "$proposal" ] || orch_die "no proposal_generation follow-up"
+psql_demo -c "SELECT id, event_type, event_source, chain_depth, trigger_payload->>'trigger_phrase' AS trigger_phrase FROM orchestrator.sequence_jobs WHERE id = '$proposal'" \
+	-c "SELECT event_chain FROM orchestrator.sequence_jobs WHERE id = '$meeting'"
+wait_for "SELECT count(*) >= 1 FROM orchestrator.sequence_jobs WHERE event_type = 'orchestrator:approval_request' AND status = 'completed'"
+say "Slack so far (the approval request carries one button per action; each button's value is the slack_approval_received payload):"
+slack_messages
+
+heading "Ada clicks Approve: slack-interactive records the click in app.slack_interactions"
+psql_demo <<SQL
+INSERT INTO app.slack_interactions (org_id, user_id, action, pending_action_id, sequence_job_id, resume_step)
+SELECT org_id, user_id, 'approve', id, job_id, step_index FROM orchestrator.slack_pending_actions WHERE job_id = '$meeting';
+SELECT event_type, event_source, outcome, reason FROM orchestrator.events ORDER BY id DESC LIMIT 1;
+SQL
+say "Slack delivers the same click twice: the second changes nothing."
+psql_demo <<SQL
+INSERT INTO app.slack_interactions (org_id, user_id, action, pending_action_id, sequence_job_id, resume_step)
+SELECT org_id, user_id, 'approve', id, job_id, step_index FROM orchestrator.slack_pending_actions WHERE job_id = '$meeting';
+SELECT event_type, event_source, outcome, reason FROM orchestrator.events ORDER BY id DESC LIMIT 1;
+SQL
+wait_job "$meeting" completed
+psql_demo -c "SELECT title, due_date FROM app.tasks WHERE source_job_id = '$meeting' ORDER BY title"
+
+heading "2. The chained proposal: templates (tier 3) loaded for generate-proposal only; the cover email waits for approval"
+wait_job "$proposal" awaiting_approval
+psql_demo <<SQL
+SELECT jsonb_object_keys(context->'context') AS context_loaded FROM orchestrator.sequence_jobs WHERE id = '$proposal';
+SELECT context->'context'->'tier3' ? 'proposal_templates' AS templates_loaded,
+       context->'context'->'tier3' ? 'apollo_enrichment' AS enrichment_loaded,
+       context->'outputs'->'generate-proposal'->>'title' AS proposal,
+       context->'outputs'->'draft-cover-email'->>'to' AS draft_to,
+       context->'outputs'->'draft-cover-email'->>'subject' AS draft_subject
+FROM orchestrator.sequence_jobs WHERE id = '$proposal';
+SQL
+say "Ada clicks Edit and shortens the subject; the email goes out as edited (email-send-as-rep only ever runs after approval)."
+psql_demo <<SQL
+INSERT INTO app.slack_interactions (org_id, user_id, action, pending_action_id, sequence_job_id, resume_step, user_modifications)
+SELECT org_id, user_id, 'edit', id, job_id, step_index, '{"subject": "Your Globex proposal, as promised"}'
+FROM orchestrator.slack_pending_actions WHERE job_id = '$proposal' AND status = 'pending';
+SQL
+wait_job "$proposal" completed
+psql_demo -c "SELECT context->'outputs'->'send-proposal'->>'to' AS sent_to, context->'outputs'->'send-proposal'->>'subject' AS sent_subject, context->'outputs'->'send-proposal'->>'message_id' AS message_id FROM orchestrator.sequence_jobs WHERE id = '$proposal'"
+
+heading "3. An email for Bob, who is in his quiet hours: deferred to the end of them, not dropped"
+psql_demo <<'SQL'
+SELECT outcome, reason, run_at AT TIME ZONE 'America/New_York' AS runs_at_bobs_time
+FROM orch_submit_event('email_received', 'webhook:email', '00000000-0000-0000-0000-00000000000a',
+	'00000000-0000-0000-0000-0000000000a2',
+	'{"thread_id": "t-77", "from": "art@vandelay.example", "from_name": "Art Vandelay", "subject": "Import volumes",
+	  "snippet": "Can you quote 10,000 crates?", "contact_id": "20000000-0000-0000-0000-000000000004"}');
+SQL
+
+heading "4. find-available-slots answers 429 Retry-After: 2 once: the step is deferred, not failed, then runs"
+curl -s -X POST "$base/_control/behave" -d '{"path": "/functions/v1/find-available-slots", "mode": "429", "retry_after": "2", "times": 1}' >/dev/null
+slots=$(q "SELECT job_id FROM orch_submit_event('calendar_find_times', 'webhook:calendar', '00000000-0000-0000-0000-00000000000a',
+	'00000000-0000-0000-0000-0000000000a1', '{\"contact_id\": \"20000000-0000-0000-0000-000000000002\", \"window_start\": \"2026-12-01\", \"duration_minutes\": 45}')")
+wait_job "$slots" completed
+psql_demo -c "SELECT step_name, outcome, http_status, attempt, error FROM orchestrator.step_history WHERE job_id = '$slots' ORDER BY id"
+
+heading "5. Frugal Ltd has spent its AI budget: two coaching digests halt at their AI step, Carol gets one notice"
+psql_demo <<'SQL'
+INSERT INTO orchestrator.cost_budgets (org_id, monthly_budget_usd) VALUES ('00000000-0000-0000-0000-00000000000c', 1.00);
+BEGIN;
+-- accepted while the budget holds ...
+SELECT outcome FROM orch_submit_event('coaching_digest', 'cron:coaching_weekly', '00000000-0000-0000-0000-00000000000c',
+	'00000000-0000-0000-0000-0000000000c1', '{"week": "2026-W47"}');
+SELECT outcome FROM orch_submit_event('coaching_digest', 'cron:coaching_weekly', '00000000-0000-0000-0000-00000000000c',
+	'00000000-0000-0000-0000-0000000000c1', '{"week": "2026-W48"}');
+-- ... and spent in the same transaction, before any step ran
+INSERT INTO orchestrator.cost_ledger (org_id, step_name, cost_usd) VALUES ('00000000-0000-0000-0000-00000000000c', 'earlier usage', 1.00);
+COMMIT;
+SQL
+wait_for "SELECT count(*) = 2 FROM orchestrator.sequence_jobs WHERE event_type = 'coaching_digest' AND status = 'failed'"
+wait_for "SELECT bool_and(status = 'completed') AND count(*) = 1 FROM orchestrator.sequence_jobs WHERE event_type = 'orchestrator:budget_notice'"
+psql_demo <<'SQL'
+SELECT trigger_payload->>'week' AS week, status, last_error FROM orchestrator.sequence_jobs WHERE event_type = 'coaching_digest' ORDER BY 1;
+SELECT outcome, reason FROM orch_submit_event('coaching_digest', 'cron:coaching_weekly', '00000000-0000-0000-0000-00000000000c',
+	'00000000-0000-0000-0000-0000000000c1', '{"week": "2026-W49"}');
+SQL
+
+heading "6. The morning brief: pg_cron's fan-out, one event per rep with the feature on"
+psql_demo -c "SELECT * FROM orch_fan_out('morning_brief', 'cron:morning')" \
+	-c "SELECT u.display_name, e.outcome, e.reason, e.run_at::timestamptz(0) AS run_at FROM orchestrator.events e JOIN orchestrator.users u ON u.id = e.user_id WHERE e.event_type = 'morning_brief' ORDER BY 1"
+brief=$(q "SELECT id FROM orchestrator.sequence_jobs WHERE event_type = 'morning_brief' AND user_id = '00000000-0000-0000-0000-0000000000a1'")
+wait_job "$brief" completed
+say "What Ada reads in Slack (rendered in the seed's enhanced format; RLS kept Bob's meetings and threads out of her steps):"
+echo
+q "SELECT context->'outputs'->'render'->>'text' FROM orchestrator.sequence_jobs WHERE id = '$brief'" | sed 's/^/    /'
+
+heading "Every Slack message the stand-in received"
+slack_messages
+
+timeline "$meeting" "meeting_ended"
+timeline "$proposal" "the chained proposal_generation"
+timeline "$slots" "calendar_find_times (429 deferral)"
+timeline "$(q "SELECT id FROM orchestrator.sequence_jobs WHERE event_type = 'coaching_digest' ORDER BY created_at LIMIT 1")" "a coaching_digest halted by the budget"
+timeline "$brief" "Ada's morning brief"
+
+heading "Audit: execution_metadata of every job, and the service-scope steps"
+psql_demo <<'SQL'
+SELECT event_type, status, context->'execution_metadata'->>'steps_completed' AS done,
+       context->'execution_metadata'->>'approval_gates_hit' AS gates,
+       context->'execution_metadata'->>'followups_queued' AS followups,
+       context->'execution_metadata'->>'total_ai_cost' AS ai_cost,
+       context->'execution_metadata'->>'chain_depth' AS depth
+FROM orchestrator.sequence_jobs ORDER BY created_at;
+SELECT event_type, step_name, outcome, run_as FROM orchestrator.service_scope_audit ORDER BY id;
+SQL
+
+heading "Nothing secret or private is stored: secrets, transcript text"
+psql_demo -c "SELECT count(*) FILTER (WHERE t LIKE '%do-not-print%') AS rows_with_a_secret,
+	count(*) FILTER (WHERE t LIKE '%I will send you a proposal by Friday ...%') AS rows_with_transcript_text FROM (
+	SELECT context::text || trigger_payload::text AS t FROM orchestrator.sequence_jobs
 	UNION ALL SELECT COALESCE(output::text, '') || COALESCE(error, '') FROM orchestrator.step_history
-	UNION ALL SELECT COALESCE(payload::text, '') FROM orchestrator.event_log) s
-	WHERE t LIKE '%do-not-print%'"
+	UNION ALL SELECT COALESCE(payload::text, '') FROM orchestrator.event_log) s"
 
 heading "orchestrator.events: every submit and what became of it"
-psql_demo -c "SELECT id, event_type, event_source, outcome, reason, job_id, run_at::timestamptz(0) AS run_at
-              FROM orchestrator.events ORDER BY id"
-
-heading "orchestrator.job_counts"
-psql_demo -c "SELECT event_type, status, jobs FROM orchestrator.job_counts ORDER BY 1, 2"
+psql_demo -c "SELECT id, event_type, event_source, outcome, reason, run_at::timestamptz(0) AS run_at FROM orchestrator.events ORDER BY id"
 
 heading "Done: stopping the cluster and removing $work"

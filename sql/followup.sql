@@ -57,6 +57,11 @@ SELECT outcome, reason FROM orchestrator.event_log WHERE event_type = 'fu_too_de
 SELECT count(*) AS too_deep_jobs FROM orchestrator.sequence_jobs WHERE event_type = 'fu_too_deep';
 SELECT status, context->'queued_followups'->0->>'outcome' AS outcome, context->'execution_metadata'->'followups_queued' AS counted
 FROM orchestrator.sequence_jobs WHERE event_type = 'fu_email_draft';
+-- the timelines show what each job queued, and what was refused
+SELECT entry, step, detail ? 'job_id' AS has_job FROM orch_job_timeline(:'root') WHERE entry LIKE 'follow-up%';
+SELECT t.entry, t.step, t.detail->>'reason' AS reason
+FROM orchestrator.sequence_jobs j, orch_job_timeline(j.id) t
+WHERE j.event_type = 'fu_email_draft' AND t.entry LIKE 'follow-up%';
 
 -- follow-ups are queued only by a step that succeeds: a failing step queues nothing
 CREATE FUNCTION public.fu_fail_late(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"score": 0.1}'::jsonb $$;

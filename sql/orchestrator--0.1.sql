@@ -331,6 +331,7 @@ CREATE TABLE orchestrator.event_log (
 CREATE INDEX event_log_dedupe ON orchestrator.event_log (org_id, dedupe_hash, created_at)
 	WHERE outcome IN ('accepted', 'deferred');
 CREATE INDEX event_log_job ON orchestrator.event_log (job_id) WHERE job_id IS NOT NULL;
+CREATE INDEX event_log_parent ON orchestrator.event_log (parent_job_id) WHERE parent_job_id IS NOT NULL;
 COMMENT ON TABLE orchestrator.event_log IS 'Every orch_submit_event outcome, accepted or not: nothing is dropped silently';
 COMMENT ON COLUMN orchestrator.event_log.id IS 'Entry id';
 COMMENT ON COLUMN orchestrator.event_log.created_at IS 'Submit time';
@@ -2063,6 +2064,11 @@ AS $$
 		FROM orchestrator.step_history h
 		WHERE h.job_id = orch_job_timeline.job_id AND h.kind NOT IN ('operator', 'engine', 'approval')
 		UNION ALL
+		SELECT e.created_at, 1, e.id, 'follow-up ' || e.outcome, e.event_type, NULL,
+		       jsonb_strip_nulls(jsonb_build_object('job_id', e.job_id, 'reason', e.reason))
+		FROM orchestrator.event_log e
+		WHERE e.parent_job_id = orch_job_timeline.job_id
+		UNION ALL
 		SELECT h.started_at, 1, h.id, 'approval ' || h.outcome, h.step_name, NULL, h.output
 		FROM orchestrator.step_history h
 		WHERE h.job_id = orch_job_timeline.job_id AND h.kind = 'approval'
@@ -2079,7 +2085,7 @@ AS $$
 	) t
 	ORDER BY t.ord = 2, t.at, t.ord, t.seq
 $$;
-COMMENT ON FUNCTION orch_job_timeline(uuid) IS 'One job''s life in order: the submit, each step attempt, operator actions, the end with its audit metadata';
+COMMENT ON FUNCTION orch_job_timeline(uuid) IS 'One job''s life in order: the submit, each step attempt and context load, approval decisions, the follow-ups it queued, operator actions, the end with its audit metadata';
 
 ------------------------------------------------------------------------------
 -- Entry points: webhook tables, fan-out, pg_cron schedules
