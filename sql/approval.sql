@@ -155,7 +155,7 @@ SELECT r.outcome, r.reason FROM orchestrator.slack_pending_actions a, orch_resol
 SELECT status FROM orchestrator.sequence_jobs WHERE id = :'j4';
 SELECT count(*) AS emails_for_j4 FROM public.sent_emails WHERE job = :'j4';
 
--- a job cancelled while it waits: the late click changes nothing
+-- a job cancelled while it waits: its approval is withdrawn, the late click changes nothing
 SELECT job_id AS j5 FROM orch_submit_event('appr_email', 'webhook:email', :'org_a', :'ada', '{"thread_id": "t-5"}') \gset
 SELECT test_wait_job(:'j5', '{awaiting_approval,failed}');
 SELECT orch_cancel_job(:'j5');

@@ -1984,6 +1984,9 @@ BEGIN
 	INSERT INTO orchestrator.step_history (job_id, org_id, step_index, kind, attempt, outcome, error, worker_pid, fencing_token)
 	VALUES (v_job.id, v_job.org_id, v_job.current_step, 'operator', 1, 'cancelled',
 	        format('cancelled by %s (was %s)', session_user, v_job.status), pg_backend_pid(), v_job.fencing_token + 1);
+	-- an approval the job was waiting for is withdrawn: a late click changes nothing
+	UPDATE orchestrator.slack_pending_actions a SET status = 'superseded', resolved_at = clock_timestamp()
+	WHERE a.job_id = v_job.id AND a.status = 'pending';
 	RETURN true;
 END
 $$;
