@@ -177,4 +177,60 @@ SELECT test_wait_job(:'j1', '{awaiting_approval,failed,completed}');
 SELECT count(*) AS emails_for_j1 FROM public.sent_emails WHERE job = :'j1';
 SELECT status, count(*) FROM orchestrator.slack_pending_actions WHERE job_id = :'j1' GROUP BY status ORDER BY status;
 SELECT orch_cancel_job(:'j1');
+
+-- step code is never an administrator: a user-scoped step (Quincy's job)
+-- trying to approve Ada's email is refused, and the email stays unsent
+SELECT job_id AS jv FROM orch_submit_event('appr_email', 'webhook:email', :'org_a', :'ada', '{"thread_id": "t-victim"}') \gset
+SELECT test_wait_job(:'jv', '{awaiting_approval,failed}');
+CREATE FUNCTION public.approve_other(state jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT to_jsonb(r) FROM orch_resolve_approval(
+		(SELECT a.id FROM orchestrator.slack_pending_actions a
+		 WHERE a.job_id = (state->'event'->'payload'->>'victim')::uuid), 'approve') r
+$$;
+CREATE FUNCTION public.submit_other(state jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT to_jsonb(r) FROM orch_submit_event('appr_email', 'x', (state->'event'->>'org_id')::uuid,
+		(state->'event'->'payload'->>'victim_user')::uuid) r
+$$;
+SELECT orch_define_sequence('appr_attack', '[{"name": "approve", "kind": "sql", "function": "approve_other", "on_failure": "continue"},
+                                             {"name": "submit", "kind": "sql", "function": "submit_other", "on_failure": "continue"}]');
+SELECT job_id AS ja FROM orch_submit_event('appr_attack', 'test', :'org_a', :'quincy',
+	jsonb_build_object('victim', :'jv', 'victim_user', :'ada')) \gset
+SELECT test_wait_job(:'ja');
+SELECT step_name, outcome, regexp_replace(error, 'action [0-9a-f-]{36}', 'action <uuid>') AS error
+FROM orchestrator.step_history WHERE job_id = :'ja' ORDER BY id;
+SELECT a.status, j.status AS job_status FROM orchestrator.slack_pending_actions a JOIN orchestrator.sequence_jobs j ON j.id = a.job_id
+WHERE a.job_id = :'jv';
+
+-- actions the pattern does not offer, and edits without a draft, are refused
+SELECT orch_define_sequence('appr_generic', '[{"name": "move-deal-stage", "kind": "sql", "function": "move_stage"}]');
+SELECT job_id AS jg FROM orch_submit_event('appr_generic', 'test', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'jg', '{awaiting_approval,failed}');
+SELECT id AS pag, pattern FROM orchestrator.slack_pending_actions WHERE job_id = :'jg' \gset
+SELECT :'pattern' AS pattern;
+SELECT test_error(format($$SELECT * FROM orch_resolve_approval(%L, 'edit', '{"stage": "won"}')$$, :'pag'));
+SELECT orch_define_hitl_pattern('stage_no_draft', '{"title": "Move {{step}}?", "actions": ["approve", "edit", "cancel"]}');
+SELECT orch_define_sequence('appr_nodraft', '[{"name": "move-deal-stage", "kind": "sql", "function": "move_stage",
+                                              "approval": {"pattern": "stage_no_draft"}}]');
+SELECT job_id AS jn FROM orch_submit_event('appr_nodraft', 'test', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'jn', '{awaiting_approval,failed}');
+SELECT test_error(format($$SELECT * FROM orch_resolve_approval(%L, 'edit', '{"stage": "won"}')$$,
+	(SELECT id FROM orchestrator.slack_pending_actions WHERE job_id = :'jn')));
+SELECT test_error(format($$SELECT * FROM orch_resolve_approval(%L, 'skip')$$,
+	(SELECT id FROM orchestrator.slack_pending_actions WHERE job_id = :'jn')));
+SELECT orch_cancel_job(:'jg'), orch_cancel_job(:'jn'), orch_cancel_job(:'jv');
+
+-- an endpoint cannot be turned into an email sender under an ungated step,
+-- and context sources never send email, change deal stages or create tasks
+SELECT orch_define_endpoint('crm-sync', current_setting('test.standin') || '/functions/v1/crm-sync');
+SELECT orch_define_sequence('appr_sync', '[{"name": "sync", "kind": "http", "endpoint": "crm-sync"}]');
+SELECT test_error($$SELECT orch_define_endpoint('crm-sync', current_setting('test.standin') || '/functions/v1/email-send-as-rep')$$);
+SELECT url LIKE '%/crm-sync' AS url_unchanged FROM orchestrator.endpoints WHERE name = 'crm-sync';
+SELECT test_error($$SELECT orch_define_context_source('outbox', 2, NULL, 'mailer')$$);
+SELECT test_error($$SELECT orch_define_context_source('tasks', 3, 'create_tasks_fn')$$);
+
+-- the engine's own event types are not for other callers
+SET ROLE appr_rep;
+SELECT test_error(format($$SELECT * FROM orch_submit_event('orchestrator:approval_request', 'x', %L, %L, '{}')$$, :'org_a', :'ada'));
+RESET ROLE;
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "move_stage", "requires_approval": true, "followups": [{"type": "orchestrator:approval_request"}]}]')$$);
 DROP ROLE appr_rep;

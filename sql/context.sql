@@ -94,3 +94,28 @@ WHERE job_id = :'j3' ORDER BY id;
 SELECT r->'body'->>'step' AS step, r->'headers'->>'idempotency-key' LIKE 'orch-%-1-context-apollo' AS key_is_its_own
 FROM standin_requests('/functions/v1/apollo-enrichment') r;
 SELECT source, count(*) FROM public.ctx_calls GROUP BY source ORDER BY source;
+
+-- an endpoint source whose request cannot even be built (a secret that is
+-- not set) is that source's failure: recorded, and the step still runs
+SELECT orch_define_endpoint('news-feed', current_setting('test.standin') || '/functions/v1/news',
+	5000, '{"X-Api-Key": "{{secret:news_key_never_set}}"}');
+SELECT orch_define_context_source('company_news', 3, NULL, 'news-feed');
+SELECT orch_define_sequence('ctx_news', '[{"name": "brief", "kind": "sql", "function": "ctx_step", "requires_context": ["company_news"]}]');
+SELECT job_id AS j4 FROM orch_submit_event('ctx_news', 'test', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'j4');
+SELECT status, context->'context'->'tier3' AS tier3, context->'context'->'errors'->>'company_news' AS error
+FROM orchestrator.sequence_jobs WHERE id = :'j4';
+SELECT count(*) AS news_requests FROM standin_requests('/functions/v1/news');
+
+-- transcript text is dropped at any depth: payloads, outputs, context
+CREATE FUNCTION public.nested_transcript(state jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT '{"meeting": {"id": "m-9", "transcript": "Rep: the whole call", "parts": [{"transcript_text": "more"}, {"n": 1}]}}'::jsonb
+$$;
+SELECT orch_define_sequence('ctx_nested', '[{"name": "n", "kind": "sql", "function": "nested_transcript"}]');
+SELECT job_id AS j5 FROM orch_submit_event('ctx_nested', 'test', :'org_a', :'ada',
+	'{"meeting": {"id": "m-9", "transcript_id": "t-9", "transcript": "Grace: private words"}}') \gset
+SELECT test_wait_job(:'j5');
+SELECT context->'event'->'payload' AS payload, context->'outputs'->'n' AS output
+FROM orchestrator.sequence_jobs WHERE id = :'j5';
+SELECT count(*) AS rows_with_transcript_text FROM orchestrator.step_history
+WHERE job_id = :'j5' AND (output::text LIKE '%whole call%' OR output::text LIKE '%more%');

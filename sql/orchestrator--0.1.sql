@@ -751,17 +751,34 @@ COMMENT ON FUNCTION orchestrator.context_needed(jsonb, jsonb) IS 'Context source
 /*
  * without_transcripts drops transcript text from what the engine stores:
  * the seed references meeting transcripts by id and never copies them into
- * orchestrator state.  Top-level keys transcript, transcript_text and
- * transcript_body go; an id (transcript_id, meeting_id) stays.
+ * orchestrator state.  Keys transcript, transcript_text and transcript_body
+ * go, at any depth; ids (transcript_id, meeting_id) stay.  Values whose text
+ * never mentions such a key are returned as they are, without a walk.
  */
+CREATE FUNCTION orchestrator.strip_transcripts(p_value jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+	IF jsonb_typeof(p_value) = 'object' THEN
+		RETURN (SELECT COALESCE(jsonb_object_agg(e.key, orchestrator.strip_transcripts(e.value)), '{}'::jsonb)
+		        FROM jsonb_each(p_value) e
+		        WHERE e.key NOT IN ('transcript', 'transcript_text', 'transcript_body'));
+	ELSIF jsonb_typeof(p_value) = 'array' THEN
+		RETURN (SELECT COALESCE(jsonb_agg(orchestrator.strip_transcripts(e.value) ORDER BY e.ord), '[]'::jsonb)
+		        FROM jsonb_array_elements(p_value) WITH ORDINALITY AS e(value, ord));
+	END IF;
+	RETURN p_value;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.strip_transcripts(jsonb) IS 'Removes the keys transcript, transcript_text and transcript_body at any depth (used by without_transcripts)';
+
 CREATE FUNCTION orchestrator.without_transcripts(p_value jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 AS $$
-	SELECT CASE WHEN jsonb_typeof(p_value) = 'object'
-	            THEN p_value - 'transcript' - 'transcript_text' - 'transcript_body'
-	            ELSE p_value END
+	SELECT CASE WHEN strpos(p_value::text, '"transcript') = 0 THEN p_value
+	            ELSE orchestrator.strip_transcripts(p_value) END
 $$;
-COMMENT ON FUNCTION orchestrator.without_transcripts(jsonb) IS 'Removes transcript text (keys transcript, transcript_text, transcript_body) from a payload or output: transcripts are referenced by id';
+COMMENT ON FUNCTION orchestrator.without_transcripts(jsonb) IS 'Removes transcript text (keys transcript, transcript_text, transcript_body, at any depth) from a payload, output or edit: transcripts are referenced by id';
 
 /*
  * store_context writes one loaded source into the job's state (or null and
@@ -815,7 +832,30 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	v_fn regprocedure;
 BEGIN
+	-- validated again here, where nobody's search_path applies: a function
+	-- must resolve as given (schema-qualified) and is stored qualified
+	IF p_function IS NOT NULL THEN
+		BEGIN
+			v_fn := pg_catalog.to_regprocedure(p_function || '(jsonb)');
+		EXCEPTION WHEN OTHERS THEN
+			v_fn := NULL;
+		END;
+		IF v_fn IS NULL OR (SELECT p.prorettype <> 'jsonb'::regtype OR p.proretset OR p.prokind <> 'f'
+		                    FROM pg_catalog.pg_proc p WHERE p.oid = v_fn) THEN
+			RAISE EXCEPTION 'context source "%": function "%(jsonb)" does not exist or does not return jsonb', p_name, p_function
+				USING ERRCODE = 'undefined_function', HINT = 'Give the function schema-qualified.';
+		END IF;
+		SELECT format('%I.%I', n.nspname, p.proname) INTO p_function
+		FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = v_fn;
+	END IF;
+	IF orchestrator.guarded_effect(jsonb_build_object('name', p_name, 'function', p_function, 'endpoint', p_endpoint)) IS NOT NULL THEN
+		RAISE EXCEPTION 'context source "%" would send email, change a deal stage or create tasks', p_name
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Context sources only read; such an action belongs in a step, where it is gated behind approval.';
+	END IF;
 	INSERT INTO orchestrator.context_sources AS c (name, tier, function, endpoint, created_by, description)
 	VALUES (p_name, p_tier, p_function, p_endpoint, orchestrator.calling_role(), p_description)
 	ON CONFLICT ON CONSTRAINT context_sources_pkey DO UPDATE
@@ -1086,7 +1126,8 @@ CREATE FUNCTION orchestrator.approval_message(p_state jsonb) RETURNS jsonb
 LANGUAGE sql STABLE
 AS $$
 	SELECT COALESCE((SELECT a.message FROM orchestrator.slack_pending_actions a
-	                 WHERE a.id = (p_state->'event'->'payload'->>'pending_action_id')::uuid),
+	                 WHERE a.id = (p_state->'event'->'payload'->>'pending_action_id')::uuid
+	                   AND a.user_id = (p_state->'event'->>'user_id')::uuid AND a.status = 'pending'),
 	                '{"text": "An approval request was withdrawn."}'::jsonb)
 $$;
 COMMENT ON FUNCTION orchestrator.approval_message(jsonb) IS 'The rendered Slack message of the pending action an orchestrator:approval_request event names';
@@ -1131,6 +1172,11 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 			      HINT = 'For example ''{"subject": "New subject"}''; its keys replace those of the draft.';
 	END IF;
+	p_modifications := orchestrator.without_transcripts(p_modifications);
+	-- lock the job, then the action: the order orch_cancel_job and
+	-- orch_retry_job take them in, so racing them cannot deadlock
+	PERFORM 1 FROM orchestrator.sequence_jobs j
+	WHERE j.id = (SELECT a.job_id FROM orchestrator.slack_pending_actions a WHERE a.id = p_id) FOR UPDATE;
 	SELECT * INTO v_pa FROM orchestrator.slack_pending_actions a WHERE a.id = p_id FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'pending action % does not exist', p_id USING ERRCODE = 'undefined_object';
@@ -1156,6 +1202,17 @@ BEGIN
 		outcome := 'skipped';
 		reason := 'job is ' || COALESCE(v_job.status, 'gone') || ', no longer waiting for this approval';
 		RETURN;
+	END IF;
+
+	IF NOT COALESCE((SELECT h.pattern->'actions' FROM orchestrator.hitl_patterns h WHERE h.name = v_pa.pattern),
+	                '["approve", "edit", "skip", "cancel"]') ? p_action THEN
+		RAISE EXCEPTION 'action % is not offered by this approval request (pattern "%")', p_action, v_pa.pattern
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF p_action = 'edit' AND v_pa.draft_step IS NULL THEN
+		RAISE EXCEPTION 'step "%" has no draft to edit', v_pa.step_name
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Approve, skip or cancel it; a step offers edits when its "approval" names the draft step.';
 	END IF;
 
 	v_status := CASE p_action WHEN 'approve' THEN 'approved' WHEN 'edit' THEN 'edited'
@@ -1380,6 +1437,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	h record;
+	v_bad text;
 BEGIN
 	IF name IS NULL OR url IS NULL OR timeout_ms IS NULL OR headers IS NULL THEN
 		RAISE EXCEPTION 'name, url, timeout_ms and headers must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -1423,6 +1481,30 @@ BEGIN
 	VALUES (orch_define_endpoint.name, orch_define_endpoint.url, orch_define_endpoint.timeout_ms, orch_define_endpoint.headers)
 	ON CONFLICT ON CONSTRAINT endpoints_pkey DO UPDATE
 	SET url = excluded.url, timeout_ms = excluded.timeout_ms, headers = excluded.headers, updated_at = now();
+
+	-- the safeguards hold when an endpoint changes under a definition: no
+	-- ungated step (of a current version, or one a job still runs) and no
+	-- context source may come to send email, change a deal stage or create tasks
+	SELECT string_agg(DISTINCT format('%s v%s step "%s"', d.event_type, d.version, st->>'name'), ', ') INTO v_bad
+	FROM orchestrator.sequence_definitions d, jsonb_array_elements(d.steps) st
+	WHERE st->>'endpoint' = orch_define_endpoint.name
+	  AND (st->'requires_approval') IS DISTINCT FROM 'true'::jsonb
+	  AND orchestrator.guarded_effect(st) IS NOT NULL
+	  AND (d.version = (SELECT max(d2.version) FROM orchestrator.sequence_definitions d2 WHERE d2.event_type = d.event_type)
+	       OR EXISTS (SELECT 1 FROM orchestrator.sequence_jobs j WHERE j.event_type = d.event_type AND j.sequence_version = d.version
+	                  AND j.status IN ('pending', 'in_progress', 'awaiting_approval')));
+	IF v_bad IS NOT NULL THEN
+		RAISE EXCEPTION 'endpoint "%" at this URL would be an email send, deal-stage change or task creation for ungated steps: %', name, v_bad
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Define those sequences again with "requires_approval": true on those steps first, or use another endpoint name.';
+	END IF;
+	SELECT string_agg(c.name, ', ') INTO v_bad FROM orchestrator.context_sources c
+	WHERE c.endpoint = orch_define_endpoint.name
+	  AND orchestrator.guarded_effect(jsonb_build_object('name', c.name, 'endpoint', c.endpoint)) IS NOT NULL;
+	IF v_bad IS NOT NULL THEN
+		RAISE EXCEPTION 'endpoint "%" at this URL would make context source % send email, change deal stages or create tasks', name, v_bad
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Context sources only read; point them at another endpoint.';
+	END IF;
 END
 $$;
 COMMENT ON FUNCTION orch_define_endpoint(text, text, integer, jsonb) IS
@@ -1676,8 +1758,8 @@ BEGIN
 		END IF;
 		FOR v_fu IN SELECT value FROM jsonb_array_elements(p_step->'followups') LOOP
 			IF jsonb_typeof(v_fu) <> 'object' OR jsonb_typeof(v_fu->'type') IS DISTINCT FROM 'string'
-			   OR (v_fu->>'type') !~ '^[A-Za-z0-9_.:-]{1,100}$' THEN
-				RAISE EXCEPTION 'invalid step "%": each entry of field "followups" needs a valid "type"', v_name
+			   OR (v_fu->>'type') !~ '^[A-Za-z0-9_.:-]{1,100}$' OR (v_fu->>'type') LIKE 'orchestrator:%' THEN
+				RAISE EXCEPTION 'invalid step "%": each entry of field "followups" needs a valid "type" (not one of the engine''s orchestrator: types)', v_name
 					USING ERRCODE = 'invalid_parameter_value',
 					      HINT = 'For example {"type": "proposal_generation", "for_each": "$.outputs.x[*]", "payload": {"phrase": "@.phrase"}}.';
 			END IF;
@@ -2123,7 +2205,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 			      HINT = 'EXECUTE FUNCTION orch_enqueue_trigger(''meeting_ended'', ''webhook:meetingbaas'').';
 	END IF;
-	v_row := to_jsonb(NEW);
+	v_row := orchestrator.without_transcripts(to_jsonb(NEW));
 	IF NOT (v_row ? v_org_col) OR NOT (v_row ? v_user_col) THEN
 		RAISE EXCEPTION 'table %.% has no column "%" or "%" for orch_enqueue_trigger', TG_TABLE_SCHEMA, TG_TABLE_NAME, v_org_col, v_user_col
 			USING ERRCODE = 'undefined_column',

@@ -11,7 +11,10 @@
  * request.jwt.claims.  When those claims name a user ("sub"), a caller who
  * is not an administrator acts only for that user: orch_submit_event and
  * orch_resolve_approval refuse anything else.  Without claims nothing is
- * assumed: SQL callers are governed by their grants.
+ * assumed: SQL callers are governed by their grants, so a role that may
+ * set request.jwt.claims itself in a SQL session (orchestrator_submitter)
+ * is trusted to act for any user, as a webhook ingester is.  Step code is
+ * never an administrator, whatever the worker's own role.
  *
  * src/auth.c
  *
@@ -85,12 +88,18 @@ orch_caller_user(pg_uuid_t *user_id)
 
 /*
  * orch_caller_is_admin: a superuser, or a member of orchestrator_admin.
+ * Code running inside a step (a security-restricted operation in a worker,
+ * whose outer role is the worker's superuser) is never an administrator:
+ * it acts for the job's user, whose claims are set.
  */
 bool
 orch_caller_is_admin(void)
 {
 	Oid			caller = GetOuterUserId();
 	Oid			admin;
+
+	if (InSecurityRestrictedOperation())
+		return false;
 
 	if (superuser_arg(caller))
 		return true;

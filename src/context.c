@@ -27,6 +27,8 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "postmaster/interrupt.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -47,6 +49,9 @@ typedef struct ContextSource
 	char	   *endpoint;
 	Oid			run_as;
 } ContextSource;
+
+static OrchHttpRequest *build_endpoint_request(const OrchClaimedJob *job, int step_index,
+											   ContextSource *s, Jsonb *state);
 
 /*
  * store writes one source's result (or its error) into the job's state.
@@ -132,7 +137,7 @@ needed(Jsonb *state, Jsonb *step)
  * output, or NULL with *error set.
  */
 static Jsonb *
-load_function(ContextSource *s, Jsonb *state, char **error)
+load_function(ContextSource *s, Jsonb *state, char **error, bool *interrupted)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -160,7 +165,54 @@ load_function(ContextSource *s, Jsonb *state, char **error)
 		pushJsonbValue(&ps, WJB_VALUE, &v);
 		fake = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 
+		/* SIGTERM cancels it like a step's function (worker.c) */
+		orch_step_running = true;
 		out = orch_step_sql_execute(fake, state, s->run_as, &scope);
+		orch_step_running = false;
+		if (ShutdownRequestPending)
+			QueryCancelPending = false;
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		orch_step_running = false;
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		*error = pstrdup(edata->message);
+		*interrupted = (ShutdownRequestPending && edata->sqlerrcode == ERRCODE_QUERY_CANCELED);
+		FreeErrorData(edata);
+		out = NULL;
+	}
+	PG_END_TRY();
+	return out;
+}
+
+/*
+ * endpoint_request prepares an endpoint source's request, as an http step
+ * named "context:<name>" whose Idempotency-Key is its own, in a
+ * subtransaction: a request that cannot be built (a secret not set) is that
+ * source's failure, not the job's.  Returns NULL with *error set then.
+ */
+static OrchHttpRequest *
+endpoint_request(const OrchClaimedJob *job, int step_index, ContextSource *s, Jsonb *state, char **error)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	OrchHttpRequest *volatile req = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		req = build_endpoint_request(job, step_index, s, state);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
@@ -175,20 +227,18 @@ load_function(ContextSource *s, Jsonb *state, char **error)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+		if (req)
+			orch_http_free(req);
+		req = NULL;
 		*error = pstrdup(edata->message);
 		FreeErrorData(edata);
-		out = NULL;
 	}
 	PG_END_TRY();
-	return out;
+	return req;
 }
 
-/*
- * endpoint_request prepares an endpoint source's request, as an http step
- * named "context:<name>" whose Idempotency-Key is its own.
- */
 static OrchHttpRequest *
-endpoint_request(const OrchClaimedJob *job, int step_index, ContextSource *s, Jsonb *state)
+build_endpoint_request(const OrchClaimedJob *job, int step_index, ContextSource *s, Jsonb *state)
 {
 	char	   *json = psprintf("{\"name\": \"context:%s\", \"kind\": \"http\", \"endpoint\": \"%s\"}",
 								s->name, s->endpoint);
@@ -210,7 +260,7 @@ endpoint_request(const OrchClaimedJob *job, int step_index, ContextSource *s, Js
 /*
  * orch_context_load loads the sources due before the step at step_index.
  * Returns the new state (the old one if nothing was due), or NULL when the
- * lease was lost.  When an endpoint source must be fetched, *parked is set
+ * lease was lost or SIGTERM cancelled a source (the job is handed back).  When an endpoint source must be fetched, *parked is set
  * to its request and the caller parks the job; the rest load on resume.
  */
 Jsonb *
@@ -241,12 +291,20 @@ orch_context_load(const OrchClaimedJob *job, int step_index, Jsonb *step, Jsonb 
 		char	   *error = NULL;
 		Jsonb	   *data;
 
+		bool		interrupted = false;
+
 		if (s->endpoint != NULL)
 		{
-			*parked = endpoint_request(job, step_index, s, state);
-			return state;
+			*parked = endpoint_request(job, step_index, s, state, &error);
+			if (*parked)
+				return state;
+			data = NULL;
 		}
-		data = load_function(s, state, &error);
+		else
+			data = load_function(s, state, &error, &interrupted);
+		/* SIGTERM cancelled it: store nothing; the lease is handed back */
+		if (interrupted)
+			return NULL;
 		state = store(job, step_index, s->tier, s->name, data, error, started, 0);
 		if (state == NULL)
 			return NULL;

@@ -5,8 +5,11 @@
  *	  everything a worker writes to the server log.
  *
  * orch_redact replaces each email address (local@domain.tld) with
- * "[email]" and the word after "Bearer", "bearer", "Token" or "token" and
- * whitespace with "[redacted]".  It is the one implementation: SQL calls it
+ * "[email]", and with "[redacted]": the credential after an authentication
+ * scheme (Bearer, Basic, Token, in any case; a credential has a digit or is
+ * at least 8 characters long), the value of a secret-bearing
+ * key (token, access_token, secret, password, api_key, authorization, ...
+ * followed by ":" or "="), Slack tokens (xoxb-...) and JWTs (eyJ...).  It is the one implementation: SQL calls it
  * as orchestrator.redact (last_error, step_history.error, context errors),
  * and workers install it as an emit_log_hook, so a step function's RAISE, a
  * failed statement or the engine's own messages reach the log masked.
@@ -76,6 +79,123 @@ email_end(const char *text, int at)
 	return best;
 }
 
+/* case-insensitive "word" at s, not followed by a letter or digit */
+static bool
+word_at(const char *s, const char *word)
+{
+	size_t		len = strlen(word);
+
+	return pg_strncasecmp(s, word, len) == 0 && !isalnum((unsigned char) s[len]) && s[len] != '_';
+}
+
+static bool
+value_char(char c)
+{
+	return c != '\0' && !isspace((unsigned char) c) && strchr("\"',;&})]", c) == NULL;
+}
+
+/*
+ * looks_like_credential: a run of token characters with a digit in it, or
+ * at least 8 long ("the bearer of bad news" keeps its words).
+ */
+static bool
+looks_like_credential(const char *s)
+{
+	int			len = 0;
+	bool		digit = false;
+
+	while (token_char(s[len]))
+	{
+		digit |= isdigit((unsigned char) s[len]) != 0;
+		len++;
+	}
+	return len > 0 && (digit || len >= 8);
+}
+
+/*
+ * scheme_end: at s + i an authentication scheme word (Bearer, Basic, Token)
+ * followed by whitespace and a credential; returns the index just past the
+ * word, or 0.
+ */
+static int
+scheme_end(const char *s, int i)
+{
+	static const char *const schemes[] = {"bearer", "basic", "token"};
+
+	for (int k = 0; k < lengthof(schemes); k++)
+	{
+		int			end = i + strlen(schemes[k]);
+		int			j = end;
+
+		if (!word_at(s + i, schemes[k]))
+			continue;
+		while (isspace((unsigned char) s[j]))
+			j++;
+		if (j > end && looks_like_credential(s + j))
+			return end;
+	}
+	return 0;
+}
+
+/*
+ * key_value_end: at s + i a secret-bearing key (token, access_token,
+ * secret, password, api_key, authorization, ...) followed by ":" or "=" and
+ * a value that is not itself a scheme word; returns the index where the
+ * value starts, or 0.
+ */
+static int
+key_value_end(const char *s, int i)
+{
+	static const char *const keys[] = {"access_token", "refresh_token", "token", "client_secret",
+		"secret", "password", "passwd", "api_key", "apikey", "api-key", "authorization"};
+
+	for (int k = 0; k < lengthof(keys); k++)
+	{
+		int			j = i + strlen(keys[k]);
+
+		if (!word_at(s + i, keys[k]))
+			continue;
+		while (s[j] == '"' || s[j] == '\'')
+			j++;
+		while (s[j] == ' ' || s[j] == '\t')
+			j++;
+		if (s[j] != ':' && s[j] != '=')
+			return 0;
+		j++;
+		while (s[j] == ' ' || s[j] == '\t' || s[j] == '"' || s[j] == '\'')
+			j++;
+		if (!value_char(s[j]) || scheme_end(s, j) > 0)
+			return 0;
+		return j;
+	}
+	return 0;
+}
+
+/*
+ * bare_token_end: at s + i a Slack token (xoxb-..., xoxp-...) or a JWT
+ * (eyJ... . ... . ...); returns the index just past it, or 0.
+ */
+static int
+bare_token_end(const char *s, int i)
+{
+	int			j;
+	int			dots = 0;
+
+	if (strncmp(s + i, "xox", 3) == 0 && s[i + 3] != '\0' && strchr("abprs", s[i + 3]) && s[i + 4] == '-')
+	{
+		for (j = i + 5; isalnum((unsigned char) s[j]) || s[j] == '-'; j++)
+			;
+		return j > i + 5 ? j : 0;
+	}
+	if (strncmp(s + i, "eyJ", 3) == 0)
+	{
+		for (j = i + 3; isalnum((unsigned char) s[j]) || s[j] == '-' || s[j] == '_' || s[j] == '.'; j++)
+			dots += (s[j] == '.');
+		return dots >= 2 ? j : 0;
+	}
+	return 0;
+}
+
 /*
  * orch_redact returns a palloc'd copy of text with emails and tokens masked.
  */
@@ -122,32 +242,40 @@ orch_redact(const char *text)
 	i = 0;
 	while (i < pass1.len)
 	{
-		const char *s = pass1.data + i;
-		int			word = 0;
+		const char *d = pass1.data;
+		bool		boundary = (i == 0 || !isalnum((unsigned char) d[i - 1]));
+		int			n;
 
-		if (strncmp(s, "Bearer", 6) == 0 || strncmp(s, "bearer", 6) == 0)
-			word = 6;
-		else if (strncmp(s, "Token", 5) == 0 || strncmp(s, "token", 5) == 0)
-			word = 5;
-		if (word > 0)
+		if (boundary && (n = key_value_end(d, i)) > 0)
 		{
-			int			j = i + word;
-			int			k;
-
-			while (j < pass1.len && isspace((unsigned char) pass1.data[j]))
-				j++;
-			k = j;
-			while (k < pass1.len && token_char(pass1.data[k]))
-				k++;
-			if (j > i + word && k > j)
-			{
-				appendBinaryStringInfo(&out, s, word);
-				appendStringInfoString(&out, " [redacted]");
-				i = k;
-				continue;
-			}
+			/* key: value, key=value, "key": "value": the value goes */
+			appendBinaryStringInfo(&out, d + i, n - i);
+			appendStringInfoString(&out, "[redacted]");
+			i = n;
+			while (i < pass1.len && value_char(d[i]))
+				i++;
+			continue;
 		}
-		appendStringInfoChar(&out, pass1.data[i]);
+		if (boundary && (n = scheme_end(d, i)) > 0)
+		{
+			/* Bearer abc, basic abc, token abc: the credential goes */
+			appendBinaryStringInfo(&out, d + i, n - i);
+			appendStringInfoString(&out, " [redacted]");
+			i = n;
+			while (i < pass1.len && isspace((unsigned char) d[i]))
+				i++;
+			while (i < pass1.len && token_char(d[i]))
+				i++;
+			continue;
+		}
+		if (boundary && (n = bare_token_end(d, i)) > 0)
+		{
+			/* a Slack token or a JWT, wherever it stands */
+			appendStringInfoString(&out, "[redacted]");
+			i = n;
+			continue;
+		}
+		appendStringInfoChar(&out, d[i]);
 		i++;
 	}
 	pfree(pass1.data);
@@ -175,6 +303,13 @@ redact_field(char **field)
 static void
 redact_log(ErrorData *edata)
 {
+	/* reporting an error about reporting: emit as is, allocate nothing */
+	if (in_error_recursion_trouble())
+	{
+		if (prev_emit_log_hook)
+			prev_emit_log_hook(edata);
+		return;
+	}
 	redact_field(&edata->message);
 	redact_field(&edata->detail);
 	redact_field(&edata->detail_log);

@@ -34,10 +34,12 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "nodes/pg_list.h"
 #include "parser/parse_func.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/guc.h"
 #include "utils/regproc.h"
@@ -103,6 +105,7 @@ orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as, const char **scope_
 		Jsonb	   *event = orch_jsonb_get(state, "event");
 		char	   *org = orch_jsonb_get_text(event, "org_id");
 		char	   *role;
+		StringInfoData buf;
 
 		if (orch_user_role != NULL && orch_user_role[0] != '\0')
 		{
@@ -113,10 +116,18 @@ orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as, const char **scope_
 						 errmsg("role \"%s\" named by orchestrator.user_role does not exist", orch_user_role),
 						 errhint("Create the role, or set orchestrator.user_role to an existing one (or to '' to run user-scoped steps as the sequence's definer).")));
 		}
+
 		sub = orch_jsonb_get_text(event, "user_id");
 		role = GetUserNameFromId(run_as, false);
-		claims = psprintf("{\"sub\": \"%s\", \"role\": \"%s\", \"org_id\": \"%s\", \"aud\": \"authenticated\"}",
-						  sub ? sub : "", role, org ? org : "");
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "{\"sub\": ");
+		escape_json(&buf, sub ? sub : "");
+		appendStringInfoString(&buf, ", \"role\": ");
+		escape_json(&buf, role);
+		appendStringInfoString(&buf, ", \"org_id\": ");
+		escape_json(&buf, org ? org : "");
+		appendStringInfoString(&buf, ", \"aud\": \"authenticated\"}");
+		claims = buf.data;
 	}
 	*scope_out = user_scope ? "user" : "service";
 

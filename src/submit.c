@@ -364,6 +364,11 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	org_id = PG_GETARG_DATUM(2);
 	user_id = PG_GETARG_DATUM(3);
 	orch_check_acting_for(DatumGetUUIDP(user_id), "submitting an event");
+	if (internal && !orch_caller_is_admin())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("event types starting with \"orchestrator:\" are the engine's own"),
+				 errhint("Submit your own event types; the engine queues its notices and continuations itself.")));
 	is_approval = (VARSIZE_ANY_EXHDR(type) == strlen(ORCH_APPROVAL_EVENT) &&
 				   strncmp(VARDATA_ANY(type), ORCH_APPROVAL_EVENT, strlen(ORCH_APPROVAL_EVENT)) == 0);
 

@@ -56,9 +56,20 @@ like($stored, qr/send to \[email\] failed \(token \[redacted\] rejected\)/, 'the
 unlike($stored, qr/\Q$tag\E/, 'and carries neither value');
 
 # the one implementation, through SQL
-is( $node->safe_psql('postgres', q{SELECT orchestrator.redact('a.b+c@x-y.example.org, x@y, @no.pe, Bearer abc.DEF_1 token  Z9 Token: kept, see me@host.io.')}),
-	'[email], x@y, @no.pe, Bearer [redacted] token [redacted] Token: kept, see [email].',
-	'orchestrator.redact masks addresses and the word after Bearer/Token only');
+my @cases = (
+	[ 'a.b+c@x-y.example.org, x@y, @no.pe, see me@host.io.', '[email], x@y, @no.pe, see [email].', 'addresses, and nothing that only looks like one' ],
+	[ 'Bearer abc.DEF_1 token  Z9 BEARER q1 basic dXNlcjpw', 'Bearer [redacted] token [redacted] BEARER [redacted] basic [redacted]', 'the credential after a scheme word, in any case' ],
+	[ 'Authorization: Bearer abc', 'Authorization: Bearer [redacted]', 'an Authorization header keeps its scheme' ],
+	[ '{"token": "s3cr3t", "access_token":"a1", "api_key" : \'k9\'} password=hunter2&user=ann', '{"token": "[redacted]", "access_token":"[redacted]", "api_key" : \'[redacted]\'} password=[redacted]&user=ann', 'values of secret-bearing keys' ],
+	[ 'slack said xoxb-1234-abcd and jwt eyJhbGciOi.eyJzdWIiOi.sig_1 ok', 'slack said [redacted] and jwt [redacted] ok', 'Slack tokens and JWTs' ],
+	[ 'tokens: 3, the bearer of bad news, secretary, token', 'tokens: 3, the bearer of bad news, secretary, token', 'ordinary words are left alone' ],
+);
+for my $c (@cases)
+{
+	my ($in, $want, $what) = @$c;
+	(my $lit = $in) =~ s/'/''/g;
+	is($node->safe_psql('postgres', "SELECT orchestrator.redact('$lit')"), $want, "orchestrator.redact masks $what");
+}
 
 $node->stop;
 done_testing();
