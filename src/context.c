@@ -50,9 +50,6 @@ typedef struct ContextSource
 	Oid			run_as;
 } ContextSource;
 
-static OrchHttpRequest *build_endpoint_request(const OrchClaimedJob *job, int step_index,
-											   ContextSource *s, Jsonb *state);
-
 /*
  * store writes one source's result (or its error) into the job's state.
  */
@@ -133,52 +130,28 @@ needed(Jsonb *state, Jsonb *step)
 }
 
 /*
- * load_function runs a function source in a subtransaction; returns its
- * output, or NULL with *error set.
+ * in_subxact runs fn(arg) in an internal subtransaction, so that a source
+ * that fails rolls back alone and fails that source only.  Returns NULL,
+ * or the error it raised.
  */
-static Jsonb *
-load_function(ContextSource *s, Jsonb *state, char **error, bool *interrupted)
+static ErrorData *
+in_subxact(void (*fn) (void *), void *arg)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	Jsonb	   *out = NULL;
-	const char *scope;
+	ErrorData  *volatile edata = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
 	{
-		JsonbParseState *ps = NULL;
-		JsonbValue	k,
-					v;
-		Jsonb	   *fake;
-
-		/* {"function": ...}: scope user is the default */
-		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-		k.type = jbvString;
-		k.val.string.val = "function";
-		k.val.string.len = strlen("function");
-		pushJsonbValue(&ps, WJB_KEY, &k);
-		v.type = jbvString;
-		v.val.string.val = s->function;
-		v.val.string.len = strlen(s->function);
-		pushJsonbValue(&ps, WJB_VALUE, &v);
-		fake = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
-
-		/* SIGTERM cancels it like a step's function (worker.c) */
-		orch_step_running = true;
-		out = orch_step_sql_execute(fake, state, s->run_as, &scope);
-		orch_step_running = false;
-		if (ShutdownRequestPending)
-			QueryCancelPending = false;
+		fn(arg);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		orch_step_running = false;
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
@@ -186,60 +159,66 @@ load_function(ContextSource *s, Jsonb *state, char **error, bool *interrupted)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
-		*error = pstrdup(edata->message);
-		*interrupted = (ShutdownRequestPending && edata->sqlerrcode == ERRCODE_QUERY_CANCELED);
-		FreeErrorData(edata);
-		out = NULL;
 	}
 	PG_END_TRY();
-	return out;
+	return edata;
+}
+
+/* One source's load: what in_subxact runs. */
+typedef struct Load
+{
+	const OrchClaimedJob *job;
+	int			step_index;
+	ContextSource *source;
+	Jsonb	   *state;
+	OrchHttpRequest *response;	/* an endpoint's answer, when resuming */
+	Jsonb	   *data;			/* out: what the source returned */
+	OrchHttpRequest *request;	/* out: an endpoint's request to send */
+} Load;
+
+/*
+ * run_function calls a function source, user-scoped, as its definer; SIGTERM
+ * cancels it like a step's function (worker.c).
+ */
+static void
+run_function(void *arg)
+{
+	Load	   *l = arg;
+	JsonbParseState *ps = NULL;
+	JsonbValue	k,
+				v;
+	Jsonb	   *fake;
+	const char *scope;
+
+	/* {"function": ...}: scope user is the default */
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	k.type = jbvString;
+	k.val.string.val = "function";
+	k.val.string.len = strlen("function");
+	pushJsonbValue(&ps, WJB_KEY, &k);
+	v.type = jbvString;
+	v.val.string.val = l->source->function;
+	v.val.string.len = strlen(l->source->function);
+	pushJsonbValue(&ps, WJB_VALUE, &v);
+	fake = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+
+	orch_step_running = true;
+	l->data = orch_step_sql_execute(fake, l->state, l->source->run_as, &scope);
+	orch_step_running = false;
+	if (ShutdownRequestPending)
+		QueryCancelPending = false;
 }
 
 /*
- * endpoint_request prepares an endpoint source's request, as an http step
- * named "context:<name>" whose Idempotency-Key is its own, in a
- * subtransaction: a request that cannot be built (a secret not set) is that
- * source's failure, not the job's.  Returns NULL with *error set then.
+ * build_request prepares an endpoint source's request, as an http step
+ * named "context:<name>" whose Idempotency-Key is its own.  A request that
+ * cannot be built (a secret not set) is that source's failure.
  */
-static OrchHttpRequest *
-endpoint_request(const OrchClaimedJob *job, int step_index, ContextSource *s, Jsonb *state, char **error)
+static void
+build_request(void *arg)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	OrchHttpRequest *volatile req = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		req = build_endpoint_request(job, step_index, s, state);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		if (req)
-			orch_http_free(req);
-		req = NULL;
-		*error = pstrdup(edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return req;
-}
-
-static OrchHttpRequest *
-build_endpoint_request(const OrchClaimedJob *job, int step_index, ContextSource *s, Jsonb *state)
-{
+	Load	   *l = arg;
+	ContextSource *s = l->source;
 	char	   *json = psprintf("{\"name\": \"context:%s\", \"kind\": \"http\", \"endpoint\": \"%s\"}",
 								s->name, s->endpoint);
 	Jsonb	   *fake = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
@@ -248,13 +227,26 @@ build_endpoint_request(const OrchClaimedJob *job, int step_index, ContextSource 
 	OrchHttpRequest *req;
 	MemoryContext old;
 
-	req = orch_step_http_prepare(job, step_index, 1, fake, state, NULL, &defer_until, &reason);
+	req = orch_step_http_prepare(l->job, l->step_index, 1, fake, l->state, NULL, &defer_until, &reason);
 	old = MemoryContextSwitchTo(req->context);
-	req->idempotency_key = psprintf("orch-%s-%d-context-%s", orch_uuid_str(&job->id), step_index, s->name);
+	req->idempotency_key = psprintf("orch-%s-%d-context-%s", orch_uuid_str(&l->job->id), l->step_index, s->name);
 	req->context_tier = s->tier;
 	req->context_name = pstrdup(s->name);
 	MemoryContextSwitchTo(old);
-	return req;
+	l->request = req;
+}
+
+/* read_response reads an endpoint source's answer (a 429 is a failure here) */
+static void
+read_response(void *arg)
+{
+	Load	   *l = arg;
+	TimestampTz defer_until;
+
+	l->data = orch_step_http_result(l->response, &defer_until);
+	if (l->data == NULL)
+		ereport(ERROR,
+				(errmsg("endpoint \"%s\" answered HTTP 429 (rate limited)", l->response->endpoint)));
 }
 
 /*
@@ -288,24 +280,18 @@ orch_context_load(const OrchClaimedJob *job, int step_index, Jsonb *step, Jsonb 
 	{
 		ContextSource *s = lfirst(lc);
 		TimestampTz started = GetCurrentTimestamp();
-		char	   *error = NULL;
-		Jsonb	   *data;
+		Load		l = {job, step_index, s, state, NULL, NULL, NULL};
+		ErrorData  *edata = in_subxact(s->endpoint ? build_request : run_function, &l);
 
-		bool		interrupted = false;
-
-		if (s->endpoint != NULL)
+		if (edata == NULL && l.request != NULL)
 		{
-			*parked = endpoint_request(job, step_index, s, state, &error);
-			if (*parked)
-				return state;
-			data = NULL;
+			*parked = l.request;
+			return state;
 		}
-		else
-			data = load_function(s, state, &error, &interrupted);
 		/* SIGTERM cancelled it: store nothing; the lease is handed back */
-		if (interrupted)
+		if (edata && ShutdownRequestPending && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			return NULL;
-		state = store(job, step_index, s->tier, s->name, data, error, started, 0);
+		state = store(job, step_index, s->tier, s->name, l.data, edata ? edata->message : NULL, started, 0);
 		if (state == NULL)
 			return NULL;
 	}
@@ -319,39 +305,9 @@ orch_context_load(const OrchClaimedJob *job, int step_index, Jsonb *step, Jsonb 
 Jsonb *
 orch_context_resume(const OrchClaimedJob *job, OrchHttpRequest *resume)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	Jsonb	   *data = NULL;
-	char	   *error = NULL;
+	Load		l = {job, resume->step_index, NULL, NULL, resume, NULL, NULL};
+	ErrorData  *edata = in_subxact(read_response, &l);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		TimestampTz defer_until;
-
-		data = orch_step_http_result(resume, &defer_until);
-		if (data == NULL)
-			error = psprintf("endpoint \"%s\" answered HTTP 429 (rate limited)", resume->endpoint);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		error = pstrdup(edata->message);
-		FreeErrorData(edata);
-		data = NULL;
-	}
-	PG_END_TRY();
-	return store(job, resume->step_index, resume->context_tier, resume->context_name, data, error,
-				 resume->prepared_at, resume->status);
+	return store(job, resume->step_index, resume->context_tier, resume->context_name, l.data,
+				 edata ? edata->message : NULL, resume->prepared_at, resume->status);
 }
