@@ -172,6 +172,16 @@ wait_for() {
 		sleep 0.1
 	done
 }
+# click JOB ACTION [MODIFICATIONS]: the rep's click on the job's approval
+# request, as slack-interactive records it; prints what the engine made of it
+click() {
+	psql_demo -v job="$1" -v action="$2" -v mods="${3:-}" <<'SQL'
+INSERT INTO app.slack_interactions (org_id, user_id, action, pending_action_id, sequence_job_id, resume_step, user_modifications)
+SELECT a.org_id, a.user_id, :'action', a.id, a.job_id, a.step_index, NULLIF(:'mods', '')::jsonb
+FROM orchestrator.slack_pending_actions a WHERE a.job_id = :'job' ORDER BY a.created_at DESC LIMIT 1;
+SELECT event_type, event_source, outcome, reason FROM orchestrator.events ORDER BY id DESC LIMIT 1;
+SQL
+}
 timeline() {
 	heading "Timeline of $2 (job $1)"
 	psql_demo -c "SELECT * FROM demo.timeline('$1')"
@@ -214,17 +224,9 @@ say "Slack so far (the approval request carries one button per action; each butt
 slack_messages
 
 heading "Ada clicks Approve: slack-interactive records the click in app.slack_interactions"
-psql_demo <<SQL
-INSERT INTO app.slack_interactions (org_id, user_id, action, pending_action_id, sequence_job_id, resume_step)
-SELECT org_id, user_id, 'approve', id, job_id, step_index FROM orchestrator.slack_pending_actions WHERE job_id = '$meeting';
-SELECT event_type, event_source, outcome, reason FROM orchestrator.events ORDER BY id DESC LIMIT 1;
-SQL
+click "$meeting" approve
 say "Slack delivers the same click twice: the second changes nothing."
-psql_demo <<SQL
-INSERT INTO app.slack_interactions (org_id, user_id, action, pending_action_id, sequence_job_id, resume_step)
-SELECT org_id, user_id, 'approve', id, job_id, step_index FROM orchestrator.slack_pending_actions WHERE job_id = '$meeting';
-SELECT event_type, event_source, outcome, reason FROM orchestrator.events ORDER BY id DESC LIMIT 1;
-SQL
+click "$meeting" approve
 wait_job "$meeting" completed
 psql_demo -c "SELECT title, due_date FROM app.tasks WHERE source_job_id = '$meeting' ORDER BY title"
 
@@ -240,11 +242,7 @@ SELECT context->'context'->'tier3' ? 'proposal_templates' AS templates_loaded,
 FROM orchestrator.sequence_jobs WHERE id = '$proposal';
 SQL
 say "Ada clicks Edit and shortens the subject; the email goes out as edited (email-send-as-rep only ever runs after approval)."
-psql_demo <<SQL
-INSERT INTO app.slack_interactions (org_id, user_id, action, pending_action_id, sequence_job_id, resume_step, user_modifications)
-SELECT org_id, user_id, 'edit', id, job_id, step_index, '{"subject": "Your Globex proposal, as promised"}'
-FROM orchestrator.slack_pending_actions WHERE job_id = '$proposal' AND status = 'pending';
-SQL
+click "$proposal" edit '{"subject": "Your Globex proposal, as promised"}'
 wait_job "$proposal" completed
 psql_demo -c "SELECT context->'outputs'->'send-proposal'->>'to' AS sent_to, context->'outputs'->'send-proposal'->>'subject' AS sent_subject, context->'outputs'->'send-proposal'->>'message_id' AS message_id FROM orchestrator.sequence_jobs WHERE id = '$proposal'"
 
