@@ -136,7 +136,9 @@ SELECT test_wait_job(:'j2');
 SELECT count(*) AS emails_for_j2 FROM public.sent_emails WHERE job = :'j2';
 SELECT event_type, event_source, outcome, reason FROM orchestrator.events
 WHERE event_type = 'slack_approval_received' ORDER BY id;
--- the wrong user's click, and a malformed payload, are errors
+-- the wrong user's click, a malformed payload and a button of another gate are errors
+SELECT test_error(format($$SELECT * FROM orch_submit_event('slack_approval_received', 'slack:button_approve', %L, %L, '{"action": "approve", "pending_action_id": "%s", "resume_step": 0}')$$, :'org_a', :'ada', :'pa2'));
+SELECT test_error(format($$SELECT * FROM orch_submit_event('slack_approval_received', 'slack:button_approve', %L, %L, '{"action": "approve", "pending_action_id": "%s", "sequence_job_id": "%s"}')$$, :'org_a', :'ada', :'pa2', :'j1'));
 SELECT test_error(format($$SELECT * FROM orch_submit_event('slack_approval_received', 'slack:button_approve', %L, %L, '{"action": "approve", "pending_action_id": "%s"}')$$, :'org_a', :'quincy', :'pa2'));
 SELECT test_error(format($$SELECT * FROM orch_submit_event('slack_approval_received', 'slack:button_approve', %L, %L, '{"action": "approve"}')$$, :'org_a', :'ada'));
 

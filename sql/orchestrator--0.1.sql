@@ -1975,16 +1975,19 @@ BEGIN
 			      HINT = 'The Slack button''s value carries both: {"action": "approve", "pending_action_id": "...", "sequence_job_id": "...", "resume_step": 3}.';
 	END IF;
 	v_id := (p_payload->>'pending_action_id')::uuid;
+	-- the button's other fields must describe the same gate
+	IF EXISTS (SELECT 1 FROM orchestrator.slack_pending_actions a WHERE a.id = v_id
+	           AND ((p_payload ? 'sequence_job_id' AND p_payload->>'sequence_job_id' IS DISTINCT FROM a.job_id::text)
+	                OR (p_payload ? 'resume_step' AND p_payload->>'resume_step' IS DISTINCT FROM a.step_index::text))) THEN
+		RAISE EXCEPTION 'the payload''s sequence_job_id or resume_step does not match pending action %', v_id
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Send the value of the Slack button as it is.';
+	END IF;
 	SELECT * INTO r FROM orchestrator.resolve_approval(v_id, p_payload->>'action', p_payload->'user_modifications',
 		p_user_id, false, 'slack_approval_received');
 	job_id := r.job_id;
 	reason := r.reason;
 	outcome := CASE r.outcome WHEN 'resolved' THEN 'accepted' ELSE r.outcome END;
-	IF (p_payload ? 'sequence_job_id' AND p_payload->>'sequence_job_id' IS DISTINCT FROM r.job_id::text)
-	THEN
-		RAISE EXCEPTION 'pending action % belongs to job %, not %', v_id, r.job_id, p_payload->>'sequence_job_id'
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
 END
 $$;
 COMMENT ON FUNCTION orchestrator.approval_received(jsonb, uuid) IS 'Resolves the approval a slack_approval_received event carries; for orch_submit_event only';
