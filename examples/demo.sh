@@ -16,7 +16,8 @@
 #   5. an org over its AI budget: two sequences halt, one Slack notice;
 #   6. the morning brief, fanned out to every rep, printed as Ada gets it;
 #
-# and ends with a readable timeline of every job.  The cluster and its temp
+# and ends with a readable timeline of every job, the engine's own notices
+# included.  The cluster and its temp
 # directory are removed on exit.
 #
 # Environment: DEMO_PORT (default 5433; the cluster listens on a Unix socket
@@ -183,7 +184,7 @@ SELECT event_type, event_source, outcome, reason FROM orchestrator.events ORDER 
 SQL
 }
 timeline() {
-	heading "Timeline of $2 (job $1)"
+	heading "Timeline: $2, job $1"
 	psql_demo -c "SELECT * FROM demo.timeline('$1')"
 }
 slack_messages() {
@@ -295,11 +296,11 @@ q "SELECT context->'outputs'->'render'->>'text' FROM orchestrator.sequence_jobs 
 heading "Every Slack message the stand-in received"
 slack_messages
 
-timeline "$meeting" "meeting_ended"
-timeline "$proposal" "the chained proposal_generation"
-timeline "$slots" "calendar_find_times (429 deferral)"
-timeline "$(q "SELECT id FROM orchestrator.sequence_jobs WHERE event_type = 'coaching_digest' ORDER BY created_at LIMIT 1")" "a coaching_digest halted by the budget"
-timeline "$brief" "Ada's morning brief"
+# every job, in the order they were created (the engine's own notices too)
+while IFS='|' read -r job what; do
+	timeline "$job" "$what"
+done < <(q "SELECT j.id, j.event_type || ' for ' || u.display_name || ' (' || j.status || ')'
+            FROM orchestrator.sequence_jobs j JOIN orchestrator.users u ON u.id = j.user_id ORDER BY j.created_at, j.id")
 
 heading "Audit: execution_metadata of every job, and the service-scope steps"
 psql_demo <<'SQL'
