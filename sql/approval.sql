@@ -162,7 +162,8 @@ SELECT job_id AS j5 FROM orch_submit_event('appr_email', 'webhook:email', :'org_
 SELECT test_wait_job(:'j5', '{awaiting_approval,failed}');
 SELECT orch_cancel_job(:'j5');
 SELECT r.outcome, r.reason FROM orchestrator.slack_pending_actions a, orch_resolve_approval(a.id, 'approve') r WHERE a.job_id = :'j5';
-SELECT a.status FROM orchestrator.slack_pending_actions a WHERE a.job_id = :'j5';
+SELECT a.status, jsonb_array_length(j.context->'pending_approvals') AS pending_in_state
+FROM orchestrator.slack_pending_actions a JOIN orchestrator.sequence_jobs j ON j.id = a.job_id WHERE a.job_id = :'j5';
 SELECT count(*) AS emails_for_j5 FROM public.sent_emails WHERE job = :'j5';
 
 -- a false condition skips the step without asking

@@ -40,6 +40,7 @@ SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sq
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "retry": {"tries": 2}}]')$$);
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "retry": 3}]')$$);
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "timeout_ms": 0}]')$$);
+SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "timeout_ms": 1.5}]')$$);
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "requires_approval": "yes"}]')$$);
 SELECT test_error($$SELECT orch_define_sequence('t', '[{"name": "a", "kind": "sql", "function": "step_ok", "colour": "blue"}]')$$);
 -- nothing was stored for the rejected type

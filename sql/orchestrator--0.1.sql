@@ -240,6 +240,7 @@ CREATE TABLE orchestrator.notification_log (
 	slack_ts text
 );
 CREATE INDEX notification_log_user ON orchestrator.notification_log (user_id, sent_at);
+CREATE INDEX notification_log_sending ON orchestrator.notification_log (job_id, step_name) WHERE status = 'sending';
 COMMENT ON TABLE orchestrator.notification_log IS 'Slack messages sent by notify steps, for max_notifications_per_hour';
 COMMENT ON COLUMN orchestrator.notification_log.id IS 'Entry id';
 COMMENT ON COLUMN orchestrator.notification_log.org_id IS 'Organisation';
@@ -439,7 +440,7 @@ COMMENT ON FUNCTION orchestrator.budget_exceeded(uuid) IS 'True when the org has
 CREATE FUNCTION orchestrator.redact(p_text text) RETURNS text
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'orch_redact_sql';
-COMMENT ON FUNCTION orchestrator.redact(text) IS 'Masks email addresses (as [email]) and the word after Bearer or Token (as [redacted]) in text stored as an error; workers mask their server log lines the same way';
+COMMENT ON FUNCTION orchestrator.redact(text) IS 'Masks email addresses (as [email]) and credentials (after Bearer/Basic/Token, values of secret-bearing keys, Slack tokens, JWTs, as [redacted]) in text stored as an error; workers mask their server log lines the same way';
 
 CREATE FUNCTION orchestrator.initial_state(p_job_id uuid, p_type text, p_source text, p_org_id uuid,
 	p_user_id uuid, p_payload jsonb, p_parent_job_id uuid, p_chain_depth integer)
@@ -505,7 +506,7 @@ AS $$
 			                          ELSE p_state->'pending_approvals' END,
 			'cost_accumulated', (p_state->>'cost_accumulated')::numeric + COALESCE(p_cost_usd, 0),
 			'outputs', CASE WHEN p_outcome = 'succeeded'
-			                THEN p_state->'outputs' || jsonb_build_object(p_step_name, orchestrator.without_transcripts(p_output))
+			                THEN p_state->'outputs' || jsonb_build_object(p_step_name, p_output)
 			                ELSE p_state->'outputs' END,
 			'steps_completed', CASE WHEN p_outcome = 'succeeded'
 			                        THEN (p_state->'steps_completed') || to_jsonb(p_step_name)
@@ -521,8 +522,8 @@ AS $$
 					+ CASE WHEN p_outcome = 'failed' THEN 1 ELSE 0 END,
 				'total_ai_cost', (p_state->'execution_metadata'->>'total_ai_cost')::numeric + COALESCE(p_cost_usd, 0),
 				'followups_queued', (p_state->'execution_metadata'->>'followups_queued')::int
-					+ COALESCE((SELECT count(*)::int FROM jsonb_array_elements(p_followups) f
-					            WHERE f->>'outcome' IN ('accepted', 'deferred')), 0),
+					+ COALESCE(jsonb_array_length(jsonb_path_query_array(p_followups,
+					           '$[*] ? (@.outcome == "accepted" || @.outcome == "deferred")')), 0),
 				'total_duration_ms', round(((p_state->'execution_metadata'->>'total_duration_ms')::numeric
 					+ p_duration_ms::numeric), 3)))
 $$;
@@ -696,6 +697,33 @@ VALUES ('orchestrator:failure_notice', 1,
 	   "scope": "service", "on_failure": "retry", "retry": {"attempts": 3, "backoff_ms": 60000}}]',
 	CURRENT_USER::regrole);
 
+/*
+ * resolve_state_function resolves the name of a function taking the state
+ * (jsonb) in the current search_path: the function, its schema-qualified
+ * name, and whether it returns a single jsonb value.  fn is NULL when no
+ * such function exists.  Every definition that names a function (steps,
+ * context sources) goes through it.
+ */
+CREATE FUNCTION orchestrator.resolve_state_function(p_name text,
+	OUT fn regprocedure, OUT qualified text, OUT returns_jsonb boolean)
+RETURNS record
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+	BEGIN
+		fn := pg_catalog.to_regprocedure(p_name || '(jsonb)');
+	EXCEPTION WHEN OTHERS THEN
+		fn := NULL;
+	END;
+	SELECT format('%I.%I', n.nspname, p.proname),
+	       p.prorettype = 'jsonb'::regtype AND NOT p.proretset AND p.prokind = 'f'
+	INTO qualified, returns_jsonb
+	FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+	WHERE p.oid = fn;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.resolve_state_function(text) IS 'Resolves a step or context-source function name (f(jsonb)) in the current search_path: the function, its qualified name, whether it returns jsonb';
+
 ------------------------------------------------------------------------------
 -- Context tiers 2 and 3: sources are definitions
 --
@@ -728,25 +756,24 @@ COMMENT ON COLUMN orchestrator.context_sources.description IS 'What it loads';
 COMMENT ON COLUMN orchestrator.context_sources.updated_at IS 'Last change';
 
 /*
- * context_needed lists the sources to load before a step: tier 2 ones not
- * loaded yet when the payload names a contact or deal, tier 3 ones the
- * step requires that are not loaded yet.  A source that failed is recorded
- * (as null) and not tried again for the job.
+ * context_needed lists the sources to load: when p_tier2, the tier 2 ones
+ * not loaded yet; the tier 3 ones step p_step (NULL: none) requires that
+ * are not loaded yet.  A source that failed is recorded (as null) and not
+ * tried again for the job.
  */
-CREATE FUNCTION orchestrator.context_needed(p_state jsonb, p_step jsonb,
+CREATE FUNCTION orchestrator.context_needed(p_state jsonb, p_step jsonb, p_tier2 boolean,
 	OUT name text, OUT tier integer, OUT function text, OUT endpoint text, OUT run_as oid)
 RETURNS SETOF record
 LANGUAGE sql STABLE
 AS $$
 	SELECT s.name, s.tier, s.function, s.endpoint, s.created_by::oid
 	FROM orchestrator.context_sources s
-	WHERE (s.tier = 2 AND (p_state->'event'->'payload' ? 'contact_id' OR p_state->'event'->'payload' ? 'deal_id')
-	       AND NOT COALESCE(p_state->'context'->'tier2' ? s.name, false))
+	WHERE (s.tier = 2 AND p_tier2 AND NOT COALESCE(p_state->'context'->'tier2' ? s.name, false))
 	   OR (s.tier = 3 AND COALESCE(p_step->'requires_context' ? s.name, false)
 	       AND NOT COALESCE(p_state->'context'->'tier3' ? s.name, false))
 	ORDER BY s.tier, s.name
 $$;
-COMMENT ON FUNCTION orchestrator.context_needed(jsonb, jsonb) IS 'Context sources to load before a step (tier 2 for contact/deal events, tier 3 on demand); for the worker only';
+COMMENT ON FUNCTION orchestrator.context_needed(jsonb, jsonb, boolean) IS 'Context sources not loaded yet: tier 2 when asked for, tier 3 a step requires; for the worker only';
 
 /*
  * without_transcripts drops transcript text from what the engine stores:
@@ -795,15 +822,17 @@ DECLARE
 	v_key text := 'tier' || p_tier;
 	v_state jsonb;
 BEGIN
+	p_data := orchestrator.without_transcripts(p_data);
+	p_error := orchestrator.redact(p_error);
 	UPDATE orchestrator.sequence_jobs j
 	SET context = jsonb_set(
 			CASE WHEN p_error IS NULL THEN j.context
 			     ELSE jsonb_set(j.context, '{context,errors}',
 			                    COALESCE(j.context->'context'->'errors', '{}')
-			                    || jsonb_build_object(p_name, orchestrator.redact(p_error))) END,
+			                    || jsonb_build_object(p_name, p_error)) END,
 			ARRAY['context', v_key],
 			COALESCE(j.context->'context'->v_key, '{}')
-			|| jsonb_build_object(p_name, orchestrator.without_transcripts(p_data))),
+			|| jsonb_build_object(p_name, p_data)),
 	    updated_at = clock_timestamp()
 	WHERE j.id = p_job_id AND j.fencing_token = p_token AND j.status = 'in_progress'
 	RETURNING j.context INTO v_state;
@@ -816,15 +845,18 @@ BEGIN
 	        CASE WHEN p_error IS NULL THEN 'succeeded' ELSE 'failed' END,
 	        jsonb_build_object('tier', p_tier, 'source', p_name,
 	                           'bytes', octet_length(COALESCE(p_data, 'null'::jsonb)::text)),
-	        orchestrator.redact(p_error), p_started, pg_backend_pid(), p_token, p_http_status);
+	        p_error, p_started, pg_backend_pid(), p_token, p_http_status);
 	RETURN v_state;
 END
 $$;
 COMMENT ON FUNCTION orchestrator.store_context(uuid, bigint, integer, integer, text, jsonb, text, timestamptz, integer) IS 'Stores a loaded context source in a job''s state, with its history row; for the worker only';
 
 /*
- * store_context_source is the only way into context_sources: it records
- * the real caller as the role a function source runs as.
+ * store_context_source validates a context source and stores it, recording
+ * the real caller as the role a function source runs as.  It is the only way
+ * into context_sources.  Here nobody's search_path applies: a function must
+ * resolve as given (orch_define_context_source qualifies it in the caller's
+ * search_path first) and is stored qualified.
  */
 CREATE FUNCTION orchestrator.store_context_source(p_name text, p_tier integer, p_function text, p_endpoint text,
 	p_description text)
@@ -833,23 +865,35 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	v_fn regprocedure;
+	v_fn record;
 BEGIN
-	-- validated again here, where nobody's search_path applies: a function
-	-- must resolve as given (schema-qualified) and is stored qualified
+	IF p_name IS NULL OR p_tier IS NULL THEN
+		RAISE EXCEPTION 'name and tier must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF p_name !~ '^[A-Za-z0-9_.-]{1,100}$' THEN
+		RAISE EXCEPTION 'invalid context source name "%"', p_name
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use 1 to 100 letters, digits, "_", "." or "-".';
+	END IF;
+	IF p_tier NOT IN (2, 3) THEN
+		RAISE EXCEPTION 'context source tier must be 2 or 3, not %', p_tier
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Tier 1 (org, user, preferences, features, budget) is built in and always loaded.';
+	END IF;
+	IF (p_function IS NULL) = (p_endpoint IS NULL) THEN
+		RAISE EXCEPTION 'a context source needs exactly one of function and endpoint'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
 	IF p_function IS NOT NULL THEN
-		BEGIN
-			v_fn := pg_catalog.to_regprocedure(p_function || '(jsonb)');
-		EXCEPTION WHEN OTHERS THEN
-			v_fn := NULL;
-		END;
-		IF v_fn IS NULL OR (SELECT p.prorettype <> 'jsonb'::regtype OR p.proretset OR p.prokind <> 'f'
-		                    FROM pg_catalog.pg_proc p WHERE p.oid = v_fn) THEN
+		v_fn := orchestrator.resolve_state_function(p_function);
+		IF v_fn.fn IS NULL OR NOT v_fn.returns_jsonb THEN
 			RAISE EXCEPTION 'context source "%": function "%(jsonb)" does not exist or does not return jsonb', p_name, p_function
-				USING ERRCODE = 'undefined_function', HINT = 'Give the function schema-qualified.';
+				USING ERRCODE = 'undefined_function',
+				      HINT = 'The function takes the state as jsonb and returns the context as jsonb.';
 		END IF;
-		SELECT format('%I.%I', n.nspname, p.proname) INTO p_function
-		FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = v_fn;
+		p_function := v_fn.qualified;
+	ELSIF NOT EXISTS (SELECT 1 FROM orchestrator.endpoints e WHERE e.name = p_endpoint) THEN
+		RAISE EXCEPTION 'context source "%": endpoint "%" does not exist', p_name, p_endpoint
+			USING ERRCODE = 'undefined_object', HINT = 'Define it first with orch_define_endpoint.';
 	END IF;
 	IF orchestrator.guarded_effect(jsonb_build_object('name', p_name, 'function', p_function, 'endpoint', p_endpoint)) IS NOT NULL THEN
 		RAISE EXCEPTION 'context source "%" would send email, change a deal stage or create tasks', p_name
@@ -863,57 +907,20 @@ BEGIN
 	    created_by = excluded.created_by, description = excluded.description, updated_at = now();
 END
 $$;
-COMMENT ON FUNCTION orchestrator.store_context_source(text, integer, text, text, text) IS 'Stores a context source as the calling role (used by orch_define_context_source)';
+COMMENT ON FUNCTION orchestrator.store_context_source(text, integer, text, text, text) IS 'Validates and stores a context source as the calling role (used by orch_define_context_source)';
 
 /*
  * orch_define_context_source runs as its caller, so the function name
- * resolves in the caller's search_path; it is stored schema-qualified.
+ * resolves in the caller's search_path; store_context_source validates and
+ * stores it.
  */
 CREATE FUNCTION orch_define_context_source(name text, tier integer, function text DEFAULT NULL,
 	endpoint text DEFAULT NULL, description text DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE sql
 AS $$
-DECLARE
-	v_fn regprocedure;
-	v_qualified text;
-BEGIN
-	IF name IS NULL OR tier IS NULL THEN
-		RAISE EXCEPTION 'name and tier must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF name !~ '^[A-Za-z0-9_.-]{1,100}$' THEN
-		RAISE EXCEPTION 'invalid context source name "%"', name
-			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use 1 to 100 letters, digits, "_", "." or "-".';
-	END IF;
-	IF tier NOT IN (2, 3) THEN
-		RAISE EXCEPTION 'context source tier must be 2 or 3, not %', tier
-			USING ERRCODE = 'invalid_parameter_value',
-			      HINT = 'Tier 1 (org, user, preferences, features, budget) is built in and always loaded.';
-	END IF;
-	IF (function IS NULL) = (endpoint IS NULL) THEN
-		RAISE EXCEPTION 'a context source needs exactly one of function and endpoint'
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	IF function IS NOT NULL THEN
-		BEGIN
-			v_fn := pg_catalog.to_regprocedure(function || '(jsonb)');
-		EXCEPTION WHEN OTHERS THEN
-			v_fn := NULL;
-		END;
-		IF v_fn IS NULL OR (SELECT p.prorettype <> 'jsonb'::regtype OR p.proretset OR p.prokind <> 'f'
-		                    FROM pg_catalog.pg_proc p WHERE p.oid = v_fn) THEN
-			RAISE EXCEPTION 'context source "%": function "%(jsonb)" does not exist or does not return jsonb', name, function
-				USING ERRCODE = 'undefined_function',
-				      HINT = 'The function takes the state as jsonb and returns the context as jsonb.';
-		END IF;
-		SELECT format('%I.%I', n.nspname, p.proname) INTO v_qualified
-		FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = v_fn;
-	ELSIF NOT EXISTS (SELECT 1 FROM orchestrator.endpoints e WHERE e.name = endpoint) THEN
-		RAISE EXCEPTION 'context source "%": endpoint "%" does not exist', name, endpoint
-			USING ERRCODE = 'undefined_object', HINT = 'Define it first with orch_define_endpoint.';
-	END IF;
-	PERFORM orchestrator.store_context_source(name, tier, v_qualified, endpoint, description);
-END
+	SELECT orchestrator.store_context_source(name, tier,
+		COALESCE((orchestrator.resolve_state_function(function)).qualified, function), endpoint, description)
 $$;
 COMMENT ON FUNCTION orch_define_context_source(text, integer, text, text, text) IS
 'Defines (or replaces) a tier 2 or tier 3 context source: a SQL function or an endpoint';
@@ -1139,6 +1146,20 @@ VALUES ('orchestrator:approval_request', 1,
 	CURRENT_USER::regrole);
 
 /*
+ * withdraw_approvals supersedes the approval a job waits for (it was
+ * cancelled or is run again), in the table and in the job's state.
+ */
+CREATE FUNCTION orchestrator.withdraw_approvals(p_job_id uuid) RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+	UPDATE orchestrator.slack_pending_actions a SET status = 'superseded', resolved_at = pg_catalog.clock_timestamp()
+	WHERE a.job_id = p_job_id AND a.status = 'pending';
+	UPDATE orchestrator.sequence_jobs j SET context = j.context || '{"pending_approvals": []}'::jsonb
+	WHERE j.id = p_job_id AND j.context->'pending_approvals' <> '[]'::jsonb;
+$$;
+COMMENT ON FUNCTION orchestrator.withdraw_approvals(uuid) IS 'Supersedes the approval a job waits for, in slack_pending_actions and in its state (orch_cancel_job, orch_retry_job)';
+
+/*
  * resolve_approval applies an approval decision.  The pending action's row
  * lock serialises concurrent decisions; the second finds it resolved and
  * changes nothing (outcome duplicate).  approve and edit put the job back to
@@ -1175,7 +1196,7 @@ BEGIN
 	p_modifications := orchestrator.without_transcripts(p_modifications);
 	-- lock the job, then the action: the order orch_cancel_job and
 	-- orch_retry_job take them in, so racing them cannot deadlock
-	PERFORM 1 FROM orchestrator.sequence_jobs j
+	SELECT * INTO v_job FROM orchestrator.sequence_jobs j
 	WHERE j.id = (SELECT a.job_id FROM orchestrator.slack_pending_actions a WHERE a.id = p_id) FOR UPDATE;
 	SELECT * INTO v_pa FROM orchestrator.slack_pending_actions a WHERE a.id = p_id FOR UPDATE;
 	IF NOT FOUND THEN
@@ -1194,8 +1215,7 @@ BEGIN
 	END IF;
 	v_by := CASE WHEN p_acting_user IS NOT NULL THEN p_acting_user::text ELSE orchestrator.calling_role()::text END;
 
-	SELECT * INTO v_job FROM orchestrator.sequence_jobs j WHERE j.id = v_pa.job_id FOR UPDATE;
-	IF NOT FOUND OR v_job.status <> 'awaiting_approval' OR v_job.current_step <> v_pa.step_index THEN
+	IF v_job.id IS NULL OR v_job.status <> 'awaiting_approval' OR v_job.current_step <> v_pa.step_index THEN
 		UPDATE orchestrator.slack_pending_actions a SET status = 'superseded', resolved_at = clock_timestamp(),
 			resolved_by = v_by, resolved_via = p_via
 		WHERE a.id = p_id;
@@ -1224,8 +1244,7 @@ BEGIN
 
 	v_ctx := v_job.context
 		|| jsonb_build_object(
-			'pending_approvals', COALESCE((SELECT jsonb_agg(x) FROM jsonb_array_elements(v_job.context->'pending_approvals') x
-			                               WHERE x->>'pending_action_id' IS DISTINCT FROM p_id::text), '[]'),
+			'pending_approvals', '[]'::jsonb,	-- a job waits at one gate at a time
 			'approvals', COALESCE(v_job.context->'approvals', '{}') || jsonb_build_object(v_pa.step_name,
 				jsonb_strip_nulls(jsonb_build_object('action', p_action, 'pending_action_id', p_id,
 					'resolved_by', v_by, 'resolved_at', clock_timestamp(), 'modifications', p_modifications))));
@@ -1374,7 +1393,6 @@ DECLARE
 	v_user uuid := (p_state->'event'->>'user_id')::uuid;
 	v_org uuid := (p_state->'event'->>'org_id')::uuid;
 	v_max integer;
-	v_sent integer;
 	v_channel text;
 	v_text text;
 	v_blocks jsonb;
@@ -1387,14 +1405,16 @@ BEGIN
 	END IF;
 	SELECT p.max_notifications_per_hour INTO v_max FROM orchestrator.user_preferences_source p WHERE p.user_id = v_user;
 	v_max := COALESCE(v_max, 10);
-	SELECT count(*) INTO v_sent FROM orchestrator.notification_log l
-	WHERE l.user_id = v_user AND l.sent_at > clock_timestamp() - interval '1 hour' AND l.status <> 'failed';
-	IF v_sent >= v_max THEN
-		-- when the oldest message counted falls out of the hour, one more fits
+	-- at the limit when the hour holds v_max messages: one more fits when the
+	-- v_max-th most recent falls out of the hour
+	IF v_max = 0 THEN
+		defer_until := clock_timestamp() + interval '1 hour';
+	ELSE
 		SELECT l.sent_at + interval '1 hour' INTO defer_until FROM orchestrator.notification_log l
 		WHERE l.user_id = v_user AND l.sent_at > clock_timestamp() - interval '1 hour' AND l.status <> 'failed'
-		ORDER BY l.sent_at OFFSET v_sent - v_max LIMIT 1;
-		defer_until := COALESCE(defer_until, clock_timestamp() + interval '1 hour');
+		ORDER BY l.sent_at DESC OFFSET v_max - 1 LIMIT 1;
+	END IF;
+	IF defer_until IS NOT NULL THEN
 		defer_reason := 'rate_limit';
 		RETURN;
 	END IF;
@@ -1553,6 +1573,27 @@ END
 $$;
 COMMENT ON FUNCTION orchestrator.validate_jsonpath(text, text, jsonb) IS 'Raises an error naming the step and field when a jsonpath does not compile';
 
+CREATE FUNCTION orchestrator.validate_int(p_step text, p_field text, p_value jsonb, p_min integer, p_max integer)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF p_value IS NULL THEN
+		RETURN;
+	END IF;
+	IF jsonb_typeof(p_value) <> 'number' THEN
+		RAISE EXCEPTION 'invalid step "%": field "%" must be a number', p_step, p_field
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF (p_value #>> '{}')::numeric <> trunc((p_value #>> '{}')::numeric)
+	   OR (p_value #>> '{}')::numeric NOT BETWEEN p_min AND p_max THEN
+		RAISE EXCEPTION 'invalid step "%": field "%" must be an integer between % and %', p_step, p_field, p_min, p_max
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.validate_int(text, text, jsonb, integer, integer) IS 'Raises an error naming the step and field unless an integer field is absent or a whole number in range';
+
 /*
  * validate_step checks one step and returns it normalised: defaults filled in,
  * an sql step's function resolved to its regprocedure text.
@@ -1563,11 +1604,9 @@ AS $$
 DECLARE
 	v_name text;
 	v_kind text;
-	v_fn regprocedure;
+	v_fn record;
 	v_key text;
 	v_on_failure text;
-	v_attempts numeric;
-	v_backoff numeric;
 	v_fu jsonb;
 	v_effect text;
 	v_out jsonb := p_step;
@@ -1637,26 +1676,18 @@ BEGIN
 				USING ERRCODE = 'invalid_parameter_value',
 				      HINT = 'Name a function taking the state as jsonb and returning jsonb.';
 		END IF;
-		BEGIN
-			v_fn := pg_catalog.to_regprocedure((p_step->>'function') || '(jsonb)');
-		EXCEPTION WHEN OTHERS THEN
-			v_fn := NULL;
-		END;
-		IF v_fn IS NULL THEN
+		v_fn := orchestrator.resolve_state_function(p_step->>'function');
+		IF v_fn.fn IS NULL THEN
 			RAISE EXCEPTION 'invalid step "%": function "%(jsonb)" in field "function" does not exist', v_name, p_step->>'function'
 				USING ERRCODE = 'undefined_function',
 				      HINT = 'The function must take one jsonb argument (the state) and return jsonb.';
 		END IF;
-		IF (SELECT p.prorettype FROM pg_catalog.pg_proc p WHERE p.oid = v_fn) <> 'jsonb'::regtype
-		   OR (SELECT p.proretset OR p.prokind <> 'f' FROM pg_catalog.pg_proc p WHERE p.oid = v_fn) THEN
-			RAISE EXCEPTION 'invalid step "%": function "%" in field "function" must return jsonb', v_name, v_fn
+		IF NOT v_fn.returns_jsonb THEN
+			RAISE EXCEPTION 'invalid step "%": function "%" in field "function" must return jsonb', v_name, v_fn.fn
 				USING ERRCODE = 'invalid_parameter_value',
 				      HINT = 'The function must take one jsonb argument (the state) and return a single jsonb value.';
 		END IF;
-		v_out := v_out || jsonb_build_object('function',
-			(SELECT format('%I.%I', n.nspname, p.proname)
-			 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-			 WHERE p.oid = v_fn));
+		v_out := v_out || jsonb_build_object('function', v_fn.qualified);
 	END IF;
 
 	PERFORM orchestrator.validate_jsonpath(v_name, 'condition', p_step->'condition');
@@ -1679,28 +1710,8 @@ BEGIN
 				USING ERRCODE = 'invalid_parameter_value';
 		END IF;
 	END IF;
-	IF jsonb_typeof(p_step->'retry'->'attempts') IS NOT NULL THEN
-		IF jsonb_typeof(p_step->'retry'->'attempts') <> 'number' THEN
-			RAISE EXCEPTION 'invalid step "%": field "retry.attempts" must be a number', v_name
-				USING ERRCODE = 'invalid_parameter_value';
-		END IF;
-		v_attempts := (p_step->'retry'->>'attempts')::numeric;
-		IF v_attempts <> trunc(v_attempts) OR v_attempts < 1 OR v_attempts > 100 THEN
-			RAISE EXCEPTION 'invalid step "%": field "retry.attempts" must be an integer between 1 and 100', v_name
-				USING ERRCODE = 'invalid_parameter_value';
-		END IF;
-	END IF;
-	IF jsonb_typeof(p_step->'retry'->'backoff_ms') IS NOT NULL THEN
-		IF jsonb_typeof(p_step->'retry'->'backoff_ms') <> 'number' THEN
-			RAISE EXCEPTION 'invalid step "%": field "retry.backoff_ms" must be a number', v_name
-				USING ERRCODE = 'invalid_parameter_value';
-		END IF;
-		v_backoff := (p_step->'retry'->>'backoff_ms')::numeric;
-		IF v_backoff <> trunc(v_backoff) OR v_backoff < 0 OR v_backoff > 86400000 THEN
-			RAISE EXCEPTION 'invalid step "%": field "retry.backoff_ms" must be an integer between 0 and 86400000', v_name
-				USING ERRCODE = 'invalid_parameter_value';
-		END IF;
-	END IF;
+	PERFORM orchestrator.validate_int(v_name, 'retry.attempts', p_step->'retry'->'attempts', 1, 100);
+	PERFORM orchestrator.validate_int(v_name, 'retry.backoff_ms', p_step->'retry'->'backoff_ms', 0, 86400000);
 	v_out := v_out || jsonb_build_object('retry', jsonb_build_object(
 		'attempts', COALESCE((p_step->'retry'->>'attempts')::int, CASE WHEN v_on_failure = 'retry' THEN 2 ELSE 1 END),
 		'backoff_ms', COALESCE((p_step->'retry'->>'backoff_ms')::int, 1000)));
@@ -1806,11 +1817,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 
-	IF p_step ? 'timeout_ms' AND (jsonb_typeof(p_step->'timeout_ms') <> 'number'
-	    OR (p_step->>'timeout_ms')::numeric < 1 OR (p_step->>'timeout_ms')::numeric > 3600000) THEN
-		RAISE EXCEPTION 'invalid step "%": field "timeout_ms" must be a number between 1 and 3600000', v_name
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
+	PERFORM orchestrator.validate_int(v_name, 'timeout_ms', p_step->'timeout_ms', 1, 3600000);
 	IF p_step ? 'ai' AND jsonb_typeof(p_step->'ai') <> 'boolean' THEN
 		RAISE EXCEPTION 'invalid step "%": field "ai" must be true or false', v_name
 			USING ERRCODE = 'invalid_parameter_value';
@@ -1886,8 +1893,8 @@ COMMENT ON FUNCTION orchestrator.store_sequence(text, jsonb) IS 'Validates and s
 /*
  * orch_define_sequence runs as its caller (SECURITY INVOKER, no pinned
  * search_path) so step function names resolve in the caller's search_path,
- * exactly as they would in the caller's own SQL; they are stored
- * schema-qualified.
+ * exactly as they would in the caller's own SQL; it qualifies them and
+ * store_sequence validates and stores the steps.
  */
 CREATE FUNCTION orch_define_sequence(event_type text, steps jsonb) RETURNS integer
 LANGUAGE plpgsql
@@ -1895,13 +1902,17 @@ AS $$
 DECLARE
 	v_steps jsonb := '[]';
 	v_step jsonb;
-	v_idx integer := 0;
+	v_qualified text;
 BEGIN
 	IF jsonb_typeof(steps) = 'array' THEN
-		-- resolve function names here, in the caller's search_path
 		FOR v_step IN SELECT value FROM jsonb_array_elements(steps) LOOP
-			v_steps := v_steps || jsonb_build_array(orchestrator.validate_step(v_step, v_idx));
-			v_idx := v_idx + 1;
+			IF jsonb_typeof(v_step->'function') = 'string' THEN
+				v_qualified := (orchestrator.resolve_state_function(v_step->>'function')).qualified;
+				IF v_qualified IS NOT NULL THEN
+					v_step := v_step || jsonb_build_object('function', v_qualified);
+				END IF;
+			END IF;
+			v_steps := v_steps || jsonb_build_array(v_step);
 		END LOOP;
 	ELSE
 		v_steps := steps;
@@ -2070,8 +2081,7 @@ BEGIN
 	VALUES (v_job.id, v_job.org_id, v_job.current_step, 'operator', 1, 'cancelled',
 	        format('cancelled by %s (was %s)', session_user, v_job.status), pg_backend_pid(), v_job.fencing_token + 1);
 	-- an approval the job was waiting for is withdrawn: a late click changes nothing
-	UPDATE orchestrator.slack_pending_actions a SET status = 'superseded', resolved_at = clock_timestamp()
-	WHERE a.job_id = v_job.id AND a.status = 'pending';
+	PERFORM orchestrator.withdraw_approvals(v_job.id);
 	RETURN true;
 END
 $$;
@@ -2119,11 +2129,10 @@ BEGIN
 	SET status = 'pending', current_step = v_idx, attempts = 0, reclaims = 0, run_at = clock_timestamp(),
 	    fencing_token = j.fencing_token + 1, lease_owner = NULL, lease_expires_at = NULL,
 	    finished_at = NULL, last_error = NULL, updated_at = clock_timestamp(),
-	    context = (j.context - 'approvals') || jsonb_build_object('current_step', v_idx, 'pending_approvals', '[]'::jsonb)
+	    context = (j.context - 'approvals') || jsonb_build_object('current_step', v_idx)
 	WHERE j.id = v_job.id;
 	-- a job run again asks again: earlier decisions and open requests lapse
-	UPDATE orchestrator.slack_pending_actions a SET status = 'superseded', resolved_at = clock_timestamp()
-	WHERE a.job_id = v_job.id AND a.status = 'pending';
+	PERFORM orchestrator.withdraw_approvals(v_job.id);
 	INSERT INTO orchestrator.step_history (job_id, org_id, step_index, step_name, kind, attempt, outcome, error, worker_pid, fencing_token)
 	VALUES (v_job.id, v_job.org_id, v_idx, v_steps->v_idx->>'name', 'operator', 1, 'retry_requested',
 	        format('retry requested by %s (was %s)', session_user, v_job.status), pg_backend_pid(), v_job.fencing_token + 1);
@@ -2501,8 +2510,10 @@ GRANT EXECUTE ON FUNCTION orchestrator.store_sequence(text, jsonb) TO orchestrat
 GRANT SELECT ON orchestrator.cost_ledger TO orchestrator_admin;
 -- CHECK constraints call it with the privileges of whoever writes preferences
 GRANT EXECUTE ON FUNCTION orchestrator.is_valid_timezone(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION orchestrator.resolve_state_function(text) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orchestrator.validate_step(jsonb, integer),
-	orchestrator.validate_jsonpath(text, text, jsonb) TO orchestrator_admin;
+	orchestrator.validate_jsonpath(text, text, jsonb),
+	orchestrator.validate_int(text, text, jsonb, integer, integer) TO orchestrator_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON orchestrator.orgs, orchestrator.users,
 	orchestrator.notification_feature_settings, orchestrator.slack_user_preferences,
 	orchestrator.slack_user_mappings, orchestrator.cost_budgets TO orchestrator_admin;

@@ -3,10 +3,11 @@
  * context.c
  *	  Context tiers 2 and 3: loading a job's context sources before a step.
  *
- * Tier 1 is loaded with the claim (claim.c, orchestrator.load_tier1).  Before
- * each step, orch_context_load asks orchestrator.context_needed which
- * sources are due: tier 2 ones when the payload names a contact_id or
- * deal_id, tier 3 ones only when the step lists them in requires_context.
+ * Tier 1 is loaded with the claim (claim.c, orchestrator.load_tier1).
+ * orch_context_load loads tier 2 sources before a job's first step, when
+ * the payload names a contact_id or deal_id, and tier 3 sources only before
+ * a step that lists them in requires_context; only then does it ask
+ * orchestrator.context_needed which of them are not loaded yet.
  * Nothing else is ever loaded, so tier 3 is never fetched speculatively.
  *
  * A function source runs at once, user-scoped, as the role that defined it
@@ -24,15 +25,12 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "miscadmin.h"
 #include "postmaster/interrupt.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -87,26 +85,30 @@ store(const OrchClaimedJob *job, int step_index, int tier, const char *name, Jso
 }
 
 /*
- * needed lists the sources due before this step.
+ * needed lists the sources not loaded yet: tier 2 ones when tier2, tier 3
+ * ones the step (NULL: none) requires.
  */
 static List *
-needed(Jsonb *state, Jsonb *step)
+needed(Jsonb *state, Jsonb *step, bool tier2)
 {
-	Datum		args[2];
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	int			ret;
 	List	   *out = NIL;
 
 	if (needed_plan == NULL)
 	{
-		Oid			types[2] = {JSONBOID, JSONBOID};
+		Oid			types[3] = {JSONBOID, JSONBOID, BOOLOID};
 
 		needed_plan = orch_prepare_kept(
-			"SELECT name, tier, function, endpoint, run_as FROM orchestrator.context_needed($1, $2)",
-			2, types);
+			"SELECT name, tier, function, endpoint, run_as FROM orchestrator.context_needed($1, $2, $3)",
+			3, types);
 	}
 	args[0] = JsonbPGetDatum(state);
-	args[1] = JsonbPGetDatum(step);
-	ret = SPI_execute_plan(needed_plan, args, NULL, true, 0);
+	args[1] = step ? JsonbPGetDatum(step) : (Datum) 0;
+	nulls[1] = step ? ' ' : 'n';
+	args[2] = BoolGetDatum(tier2);
+	ret = SPI_execute_plan(needed_plan, args, nulls, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "orchestrator context lookup failed: %s", SPI_result_code_string(ret));
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -129,42 +131,7 @@ needed(Jsonb *state, Jsonb *step)
 	return out;
 }
 
-/*
- * in_subxact runs fn(arg) in an internal subtransaction, so that a source
- * that fails rolls back alone and fails that source only.  Returns NULL,
- * or the error it raised.
- */
-static ErrorData *
-in_subxact(void (*fn) (void *), void *arg)
-{
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		orch_step_running = false;
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_END_TRY();
-	return edata;
-}
-
-/* One source's load: what in_subxact runs. */
+/* One source's load: what orch_in_subxact runs. */
 typedef struct Load
 {
 	const OrchClaimedJob *job;
@@ -178,35 +145,14 @@ typedef struct Load
 
 /*
  * run_function calls a function source, user-scoped, as its definer; SIGTERM
- * cancels it like a step's function (worker.c).
+ * cancels it like a step's function.
  */
 static void
 run_function(void *arg)
 {
 	Load	   *l = arg;
-	JsonbParseState *ps = NULL;
-	JsonbValue	k,
-				v;
-	Jsonb	   *fake;
-	const char *scope;
 
-	/* {"function": ...}: scope user is the default */
-	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	k.type = jbvString;
-	k.val.string.val = "function";
-	k.val.string.len = strlen("function");
-	pushJsonbValue(&ps, WJB_KEY, &k);
-	v.type = jbvString;
-	v.val.string.val = l->source->function;
-	v.val.string.len = strlen(l->source->function);
-	pushJsonbValue(&ps, WJB_VALUE, &v);
-	fake = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
-
-	orch_step_running = true;
-	l->data = orch_step_sql_execute(fake, l->state, l->source->run_as, &scope);
-	orch_step_running = false;
-	if (ShutdownRequestPending)
-		QueryCancelPending = false;
+	l->data = orch_step_sql_execute(l->source->function, NULL, l->state, l->source->run_as, 0, NULL);
 }
 
 /*
@@ -250,38 +196,41 @@ read_response(void *arg)
 }
 
 /*
- * orch_context_load loads the sources due before the step at step_index.
- * Returns the new state (the old one if nothing was due), or NULL when the
- * lease was lost or SIGTERM cancelled a source (the job is handed back).  When an endpoint source must be fetched, *parked is set
- * to its request and the caller parks the job; the rest load on resume.
+ * orch_context_load loads the sources due before the step at step_index:
+ * tier 2 before the first step, when the payload names a contact or deal;
+ * tier 3 the step requires, when its condition holds.  Returns the new
+ * state (the old one if nothing was due), or NULL when the lease was lost
+ * or SIGTERM cancelled a source (the job is handed back).  When an endpoint
+ * source must be fetched, *parked is set to its request and the caller
+ * parks the job; the rest load on resume.
  */
 Jsonb *
 orch_context_load(const OrchClaimedJob *job, int step_index, Jsonb *step, Jsonb *state,
 				  OrchHttpRequest **parked)
 {
 	Jsonb	   *payload = orch_jsonb_get(orch_jsonb_get(state, "event"), "payload");
+	bool		tier2 = (step_index == 0 &&
+						 (orch_jsonb_get(payload, "contact_id") != NULL ||
+						  orch_jsonb_get(payload, "deal_id") != NULL));
+	bool		tier3 = (orch_jsonb_get(step, "requires_context") != NULL);
+	char	   *condition;
 	ListCell   *lc;
 	List	   *sources;
 
-	char	   *condition;
-
 	*parked = NULL;
-	if (orch_jsonb_get(step, "requires_context") == NULL &&
-		orch_jsonb_get(payload, "contact_id") == NULL &&
-		orch_jsonb_get(payload, "deal_id") == NULL)
-		return state;
-	/* a step that will be skipped needs nothing */
-	condition = orch_jsonb_get_text(step, "condition");
-	if (condition != NULL && !orch_jsonpath_truthy(state, condition))
+	/* a step that will be skipped needs no tier 3 */
+	if (tier3 && (condition = orch_jsonb_get_text(step, "condition")) != NULL)
+		tier3 = orch_jsonpath_truthy(state, condition);
+	if (!tier2 && !tier3)
 		return state;
 
-	sources = needed(state, step);
+	sources = needed(state, tier3 ? step : NULL, tier2);
 	foreach(lc, sources)
 	{
 		ContextSource *s = lfirst(lc);
 		TimestampTz started = GetCurrentTimestamp();
 		Load		l = {job, step_index, s, state, NULL, NULL, NULL};
-		ErrorData  *edata = in_subxact(s->endpoint ? build_request : run_function, &l);
+		ErrorData  *edata = orch_in_subxact(s->endpoint ? build_request : run_function, &l);
 
 		if (edata == NULL && l.request != NULL)
 		{
@@ -306,7 +255,7 @@ Jsonb *
 orch_context_resume(const OrchClaimedJob *job, OrchHttpRequest *resume)
 {
 	Load		l = {job, resume->step_index, NULL, NULL, resume, NULL, NULL};
-	ErrorData  *edata = in_subxact(read_response, &l);
+	ErrorData  *edata = orch_in_subxact(read_response, &l);
 
 	return store(job, resume->step_index, resume->context_tier, resume->context_name, l.data,
 				 edata ? edata->message : NULL, resume->prepared_at, resume->status);

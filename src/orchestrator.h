@@ -24,6 +24,17 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
+/* The engine's own event types (notices, approval requests) start so. */
+#define ORCH_ENGINE_EVENT_PREFIX "orchestrator:"
+
+static inline bool
+orch_is_engine_event(const char *type, int len)
+{
+	int			plen = (int) strlen(ORCH_ENGINE_EVENT_PREFIX);
+
+	return len > plen && strncmp(type, ORCH_ENGINE_EVENT_PREFIX, plen) == 0;
+}
+
 /* Hard upper bound on orchestrator.workers (sizes shared memory). */
 #define ORCH_MAX_WORKERS 64
 
@@ -64,6 +75,7 @@ extern void orch_redact_log_init(void);
 /* util.c: helpers shared by several files */
 struct _SPI_plan;
 extern struct _SPI_plan *orch_prepare_kept(const char *sql, int nargs, Oid *argtypes);
+extern ErrorData *orch_in_subxact(void (*fn) (void *arg), void *arg);
 extern Datum orch_exec_scalar(struct _SPI_plan *plan, Datum *args, const char *nulls,
 							  bool *isnull, const char *what);
 extern char *orch_uuid_str(const pg_uuid_t *id);
@@ -159,7 +171,6 @@ extern TimestampTz orch_next_wakeup(bool *contended);
 
 /* step.c: runs a claimed job's steps inside the current transaction. */
 extern void orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest **parked);
-extern volatile sig_atomic_t orch_step_running;
 
 /* context.c: context tiers 2 and 3 */
 extern Jsonb *orch_context_load(const OrchClaimedJob *job, int step_index, Jsonb *step, Jsonb *state,
@@ -170,7 +181,9 @@ extern Jsonb *orch_context_resume(const OrchClaimedJob *job, OrchHttpRequest *re
 extern Jsonb *orch_queue_followups(const OrchClaimedJob *job, Jsonb *step, Jsonb *state, Jsonb *output);
 
 /* step_sql.c */
-extern Jsonb *orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as, const char **scope);
+extern Jsonb *orch_step_sql_execute(const char *fname, const char *scope, Jsonb *state, Oid run_as,
+									int timeout_ms, const char **scope_out);
+extern volatile sig_atomic_t orch_step_running;
 
 /* writeback.c: one step's result, under the job's fencing token. */
 typedef enum OrchStepOutcome

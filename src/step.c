@@ -44,7 +44,6 @@
 
 #include <math.h>
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -53,10 +52,7 @@
 #include "postmaster/interrupt.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 #include "utils/syscache.h"
-#include "utils/timeout.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -67,10 +63,6 @@ static SPIPlanPtr budget_plan = NULL;
 static SPIPlanPtr cost_plan = NULL;
 static SPIPlanPtr approval_plan = NULL;
 static SPIPlanPtr failure_plan = NULL;
-
-/* true while a step's function runs: SIGTERM then cancels it (worker.c) */
-volatile sig_atomic_t orch_step_running = false;
-
 
 /* What the engine needs of a job to run it. */
 typedef struct JobRun
@@ -89,8 +81,11 @@ typedef struct JobRun
 
 static bool load_job(const OrchClaimedJob *job, JobRun *run);
 static void run_steps(JobRun *run);
-static void run_one_step(JobRun *run, OrchStepResult *r);
-static Jsonb *run_step_function(JobRun *run, Jsonb *step, int timeout_ms, const char **scope);
+static void run_job(void *arg);
+static void park(JobRun *run, OrchHttpRequest *request);
+static void run_one_step(JobRun *run, Jsonb *step, OrchStepResult *r);
+static void step_body(void *arg);
+static void stay(JobRun *run, OrchStepResult *r, const char *job_status);
 static bool step_approved(Jsonb *state, const char *step_name);
 static Jsonb *open_approval(JobRun *run, Jsonb *step);
 static bool budget_allows(JobRun *run);
@@ -103,59 +98,43 @@ static double record_cost(JobRun *run, const char *step_name, Jsonb *output);
 void
 orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest **parked)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
 	JobRun		run;
+	ErrorData  *edata;
 
-	*parked = NULL;
 	memset(&run, 0, sizeof(run));
+	run.job = job;
+	run.resume = resume;
 	SPI_connect();
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-
-	PG_TRY();
+	edata = orch_in_subxact(run_job, &run);
+	if (edata == NULL)
+		*parked = run.parked;	/* only now is it the job's: its state is written */
+	else
 	{
-		run.resume = resume;
-		if (load_job(job, &run))
-		{
-			if (resume && resume->step_index != run.current_step)
-				ereport(LOG,
-						(errmsg("orchestrator discarded the response of step \"%s\" of job %s: the job moved on",
-								resume->step_name,
-								orch_uuid_str(&job->id))));
-			else
-				run_steps(&run);
-		}
-
-		ReleaseCurrentSubTransaction();
-		/* only now is the parked request the job's: its state is written */
-		*parked = run.parked;
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
+		*parked = NULL;
 		if (run.parked)
 			orch_http_free(run.parked);
-
 		ereport(WARNING,
 				(errmsg("orchestrator job %s failed outside a step: %s",
-						orch_uuid_str(&job->id),
-						edata->message)));
+						orch_uuid_str(&job->id), edata->message)));
 		orch_write_job_failure(job, edata->message);
 	}
-	PG_END_TRY();
-
 	SPI_finish();
+}
+
+/* run_job: the job's subtransaction */
+static void
+run_job(void *arg)
+{
+	JobRun	   *run = arg;
+
+	if (!load_job(run->job, run))
+		return;
+	if (run->resume && run->resume->step_index != run->current_step)
+		ereport(LOG,
+				(errmsg("orchestrator discarded the response of step \"%s\" of job %s: the job moved on",
+						run->resume->step_name, orch_uuid_str(&run->job->id))));
+	else
+		run_steps(run);
 }
 
 /*
@@ -201,7 +180,6 @@ load_job(const OrchClaimedJob *job, JobRun *run)
 
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	run->job = job;
 	run->state = DatumGetJsonbP(SPI_getbinval(tup, desc, 1, &isnull));
 	{
 		Datum		steps = SPI_getbinval(tup, desc, 2, &isnull);
@@ -242,6 +220,7 @@ run_steps(JobRun *run)
 
 	while (run->current_step < run->nsteps)
 	{
+		Jsonb	   *step = orch_jsonb_array_get(run->steps, run->current_step);
 		OrchStepResult r;
 		Jsonb	   *state;
 
@@ -260,25 +239,18 @@ run_steps(JobRun *run)
 		{
 			OrchHttpRequest *request;
 
-			state = orch_context_load(run->job, run->current_step,
-									  orch_jsonb_array_get(run->steps, run->current_step),
-									  run->state, &request);
+			state = orch_context_load(run->job, run->current_step, step, run->state, &request);
 			if (state == NULL)
 				break;
 			run->state = state;
 			if (request)
 			{
-				if (!orch_write_park(run->job, request->timeout_ms + orch_lease_ms))
-				{
-					orch_http_free(request);
-					break;
-				}
-				run->parked = request;
+				park(run, request);
 				break;
 			}
 		}
 
-		run_one_step(run, &r);
+		run_one_step(run, step, &r);
 		run->resume = NULL;
 
 		/* SIGTERM cancelled the step: leave the job leased, release hands it back */
@@ -288,15 +260,7 @@ run_steps(JobRun *run)
 		/* an http or notify step sent its request: wait, holding the lease */
 		if (r.outcome == ORCH_STEP_PARKED)
 		{
-			long		lease_ms = r.request->timeout_ms + orch_lease_ms;
-
-			if (!orch_write_park(run->job, lease_ms))
-			{
-				/* as above: the step moved its own job on; send nothing */
-				orch_http_free(r.request);
-				break;
-			}
-			run->parked = r.request;
+			park(run, r.request);
 			break;
 		}
 
@@ -318,7 +282,7 @@ run_steps(JobRun *run)
 
 		/* on_failure stop (or retries used up): the user hears why */
 		if (strcmp(r.job_status, "failed") == 0 && !r.halted &&
-			strncmp(run->event_type, "orchestrator:", 13) != 0)
+			!orch_is_engine_event(run->event_type, strlen(run->event_type)))
 			notify_failure(run, &r);
 
 		if (strcmp(r.job_status, "in_progress") != 0)
@@ -345,26 +309,44 @@ run_steps(JobRun *run)
 }
 
 /*
+ * park makes the job wait for request (a step's, or a context source's):
+ * its lease is stretched to cover the request's timeout, and the request
+ * is sent once the transaction commits.  Nothing is sent when the job's
+ * own step moved it on meanwhile.
+ */
+static void
+park(JobRun *run, OrchHttpRequest *request)
+{
+	if (orch_write_park(run->job, request->timeout_ms + orch_lease_ms))
+		run->parked = request;
+	else
+		orch_http_free(request);
+}
+
+/* A step's run, as step_body sees it in its subtransaction. */
+typedef struct StepCall
+{
+	JobRun	   *run;
+	Jsonb	   *step;
+	OrchStepResult *r;
+} StepCall;
+
+/*
  * run_one_step runs the step at run->current_step in a subtransaction and
  * decides, from its outcome and on_failure, where the job goes next.
  */
 static void
-run_one_step(JobRun *run, OrchStepResult *r)
+run_one_step(JobRun *run, Jsonb *step, OrchStepResult *r)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	Jsonb	   *step = orch_jsonb_array_get(run->steps, run->current_step);
 	char	   *condition = orch_jsonb_get_text(step, "condition");
-	char	   *expect = orch_jsonb_get_text(step, "expect");
 	char	   *on_failure = orch_jsonb_get_text(step, "on_failure");
-	int			timeout_ms = orch_jsonb_get_int(step, "timeout_ms", 0);
 	Jsonb	   *retry = orch_jsonb_get(step, "retry");
 	int			max_attempts = orch_jsonb_get_int(retry, "attempts", 1);
 	int			backoff_ms = orch_jsonb_get_int(retry, "backoff_ms", 1000);
 	bool		last;
-
 	OrchHttpRequest *resume = run->resume;
-	bool		remote;
+	StepCall	call = {run, step, r};
+	ErrorData  *edata;
 
 	memset(r, 0, sizeof(*r));
 	r->step_index = run->current_step;
@@ -374,7 +356,6 @@ run_one_step(JobRun *run, OrchStepResult *r)
 	r->started_at = resume ? resume->prepared_at : GetCurrentTimestamp();
 	if (r->step_name == NULL || r->kind == NULL)
 		elog(ERROR, "step %d of the sequence has no name or kind", run->current_step + 1);
-	remote = (strcmp(r->kind, "http") == 0 || strcmp(r->kind, "notify") == 0);
 
 	if (MyBackendType == B_BG_WORKER)
 		pgstat_report_activity(STATE_RUNNING,
@@ -394,10 +375,7 @@ run_one_step(JobRun *run, OrchStepResult *r)
 	{
 		r->output = open_approval(run, step);
 		r->outcome = ORCH_STEP_AWAITING;
-		r->finished_at = GetCurrentTimestamp();
-		r->next_step = run->current_step;
-		r->job_attempts = run->attempts;
-		r->job_status = "awaiting_approval";
+		stay(run, r, "awaiting_approval");
 		return;
 	}
 
@@ -411,99 +389,13 @@ run_one_step(JobRun *run, OrchStepResult *r)
 		r->outcome = ORCH_STEP_FAILED;
 		r->halted = true;
 		r->error = pstrdup("AI budget limit reached: sequence halted until the next billing period");
-		r->finished_at = GetCurrentTimestamp();
-		r->next_step = run->current_step;
-		r->job_attempts = run->attempts;
-		r->job_status = "failed";
+		stay(run, r, "failed");
 		return;
 	}
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-
-	PG_TRY();
+	edata = orch_in_subxact(step_body, &call);
+	if (edata)
 	{
-		if (resume)
-		{
-			/* the response of this step's request; its condition held when sent */
-			TimestampTz defer_until;
-
-			r->http_status = resume->status;
-			r->output = orch_step_http_result(resume, &defer_until);
-			if (r->output == NULL)
-			{
-				r->outcome = ORCH_STEP_DEFERRED;
-				r->run_at = defer_until;
-				r->error = psprintf("endpoint \"%s\" answered HTTP 429 (rate limited); deferred until %s",
-									resume->endpoint, timestamptz_to_str(defer_until));
-			}
-			else
-				r->outcome = ORCH_STEP_SUCCEEDED;
-		}
-		else if (condition != NULL && !orch_jsonpath_truthy(run->state, condition))
-			r->outcome = ORCH_STEP_SKIPPED;
-		else if (remote)
-		{
-			Jsonb	   *message = NULL;
-			TimestampTz defer_until;
-			const char *reason;
-
-			/* a notify step's message comes from its function, as its definer */
-			if (orch_jsonb_get_text(step, "function") != NULL)
-				message = run_step_function(run, step, timeout_ms, &r->scope);
-			r->request = orch_step_http_prepare(run->job, run->current_step, r->attempt, step,
-												run->state, message, &defer_until, &reason);
-			if (r->request == NULL)
-			{
-				r->outcome = ORCH_STEP_DEFERRED;
-				r->run_at = defer_until;
-				r->error = psprintf("%s; deferred until %s",
-									strcmp(reason, "quiet_hours") == 0 ? "user is in quiet hours" :
-									strcmp(reason, "rate_limit") == 0 ? "user reached max_notifications_per_hour" :
-									reason,
-									timestamptz_to_str(defer_until));
-			}
-			else
-				r->outcome = ORCH_STEP_PARKED;
-		}
-		else
-		{
-			r->output = run_step_function(run, step, timeout_ms, &r->scope);
-			r->outcome = ORCH_STEP_SUCCEEDED;
-		}
-
-		if (r->outcome == ORCH_STEP_SUCCEEDED && expect != NULL &&
-			!orch_jsonpath_truthy(r->output, expect))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("output of step \"%s\" does not satisfy its expect path", r->step_name),
-					 errdetail("expect: %s", expect)));
-
-		/* follow-up events and the cost booked commit with the step, or not at all */
-		if (r->outcome == ORCH_STEP_SUCCEEDED)
-		{
-			r->followups = orch_queue_followups(run->job, step, run->state, r->output);
-			if (orch_jsonb_get_bool(step, "ai"))
-				r->cost_usd = record_cost(run, r->step_name, r->output);
-		}
-
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		orch_step_running = false;
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-
 		r->outcome = ORCH_STEP_FAILED;
 		r->interrupted = (ShutdownRequestPending && edata->sqlerrcode == ERRCODE_QUERY_CANCELED);
 		r->output = NULL;
@@ -521,7 +413,6 @@ run_one_step(JobRun *run, OrchStepResult *r)
 		if (resume && strcmp(r->kind, "notify") == 0)
 			orch_step_notify_record(resume, false, NULL);
 	}
-	PG_END_TRY();
 
 	r->finished_at = GetCurrentTimestamp();
 	r->next_step = run->current_step + 1;
@@ -531,12 +422,7 @@ run_one_step(JobRun *run, OrchStepResult *r)
 	if (r->outcome == ORCH_STEP_PARKED)
 		r->job_status = "in_progress";
 	else if (r->outcome == ORCH_STEP_DEFERRED)
-	{
-		/* not a failure and not an attempt: the same step, later */
-		r->next_step = run->current_step;
-		r->job_attempts = run->attempts;
-		r->job_status = "pending";
-	}
+		stay(run, r, "pending");	/* not a failure, not an attempt: later */
 	else if (r->outcome != ORCH_STEP_FAILED)
 		r->job_status = last ? "completed" : "in_progress";
 	else if (on_failure && strcmp(on_failure, "retry") == 0 && r->attempt < max_attempts)
@@ -557,6 +443,104 @@ run_one_step(JobRun *run, OrchStepResult *r)
 		r->next_step = run->current_step;
 		r->job_attempts = r->attempt;
 		r->job_status = "failed";
+	}
+}
+
+/*
+ * stay leaves the job at this step, its attempts unchanged (an approval
+ * gate, a budget halt, a deferral).
+ */
+static void
+stay(JobRun *run, OrchStepResult *r, const char *job_status)
+{
+	r->finished_at = GetCurrentTimestamp();
+	r->next_step = run->current_step;
+	r->job_attempts = run->attempts;
+	r->job_status = job_status;
+}
+
+/*
+ * step_body runs the step itself, in its subtransaction (run_one_step):
+ * its function, or its HTTP request prepared to be sent after the commit,
+ * or the response that came in; then its expect check, and the follow-ups
+ * and cost that commit with it.
+ */
+static void
+step_body(void *arg)
+{
+	StepCall   *call = arg;
+	JobRun	   *run = call->run;
+	Jsonb	   *step = call->step;
+	OrchStepResult *r = call->r;
+	OrchHttpRequest *resume = run->resume;
+	char	   *condition = orch_jsonb_get_text(step, "condition");
+	char	   *expect = orch_jsonb_get_text(step, "expect");
+	char	   *function = orch_jsonb_get_text(step, "function");
+	char	   *scope = orch_jsonb_get_text(step, "scope");
+	int			timeout_ms = orch_jsonb_get_int(step, "timeout_ms", 0);
+
+	if (resume)
+	{
+		/* the response of this step's request; its condition held when sent */
+		TimestampTz defer_until;
+
+		r->http_status = resume->status;
+		r->output = orch_step_http_result(resume, &defer_until);
+		if (r->output == NULL)
+		{
+			r->outcome = ORCH_STEP_DEFERRED;
+			r->run_at = defer_until;
+			r->error = psprintf("endpoint \"%s\" answered HTTP 429 (rate limited); deferred until %s",
+								resume->endpoint, timestamptz_to_str(defer_until));
+		}
+		else
+			r->outcome = ORCH_STEP_SUCCEEDED;
+	}
+	else if (condition != NULL && !orch_jsonpath_truthy(run->state, condition))
+		r->outcome = ORCH_STEP_SKIPPED;
+	else if (strcmp(r->kind, "http") == 0 || strcmp(r->kind, "notify") == 0)
+	{
+		Jsonb	   *message = NULL;
+		TimestampTz defer_until;
+		const char *reason;
+
+		/* a notify step's message comes from its function */
+		if (function != NULL)
+			message = orch_step_sql_execute(function, scope, run->state, run->run_as, timeout_ms, &r->scope);
+		r->request = orch_step_http_prepare(run->job, run->current_step, r->attempt, step,
+											run->state, message, &defer_until, &reason);
+		if (r->request == NULL)
+		{
+			r->outcome = ORCH_STEP_DEFERRED;
+			r->run_at = defer_until;
+			r->error = psprintf("%s; deferred until %s",
+								strcmp(reason, "quiet_hours") == 0 ? "user is in quiet hours" :
+								strcmp(reason, "rate_limit") == 0 ? "user reached max_notifications_per_hour" :
+								reason,
+								timestamptz_to_str(defer_until));
+		}
+		else
+			r->outcome = ORCH_STEP_PARKED;
+	}
+	else
+	{
+		r->output = orch_step_sql_execute(function, scope, run->state, run->run_as, timeout_ms, &r->scope);
+		r->outcome = ORCH_STEP_SUCCEEDED;
+	}
+
+	if (r->outcome == ORCH_STEP_SUCCEEDED && expect != NULL &&
+		!orch_jsonpath_truthy(r->output, expect))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("output of step \"%s\" does not satisfy its expect path", r->step_name),
+				 errdetail("expect: %s", expect)));
+
+	/* follow-up events and the cost booked commit with the step, or not at all */
+	if (r->outcome == ORCH_STEP_SUCCEEDED)
+	{
+		r->followups = orch_queue_followups(run->job, step, run->state, r->output);
+		if (orch_jsonb_get_bool(step, "ai"))
+			r->cost_usd = record_cost(run, r->step_name, r->output);
 	}
 }
 
@@ -604,7 +588,7 @@ notify_failure(JobRun *run, OrchStepResult *r)
 {
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
-	int			ret;
+	bool		isnull;
 
 	if (failure_plan == NULL)
 	{
@@ -617,9 +601,7 @@ notify_failure(JobRun *run, OrchStepResult *r)
 	args[2] = CStringGetTextDatum(r->step_name);
 	args[3] = r->error ? CStringGetTextDatum(r->error) : (Datum) 0;
 	nulls[3] = r->error ? ' ' : 'n';
-	ret = SPI_execute_plan(failure_plan, args, nulls, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "orchestrator failure notice failed: %s", SPI_result_code_string(ret));
+	(void) orch_exec_scalar(failure_plan, args, nulls, &isnull, "failure notice");
 }
 
 /*
@@ -662,28 +644,6 @@ record_cost(JobRun *run, const char *step_name, Jsonb *output)
 	args[2] = CStringGetTextDatum(step_name);
 	args[3] = JsonbPGetDatum(output);
 	return DatumGetFloat8(orch_exec_scalar(cost_plan, args, NULL, &isnull, "cost booking"));
-}
-
-/*
- * run_step_function calls a step's SQL function (an sql step's work, a
- * notify step's message) as the sequence's definer, bounded by the step's
- * timeout_ms like statement_timeout, and cancellable by SIGTERM.
- */
-static Jsonb *
-run_step_function(JobRun *run, Jsonb *step, int timeout_ms, const char **scope)
-{
-	Jsonb	   *out;
-
-	if (timeout_ms > 0)
-		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
-	orch_step_running = true;
-	out = orch_step_sql_execute(step, run->state, run->run_as, scope);
-	orch_step_running = false;
-	disable_timeout(STATEMENT_TIMEOUT, false);
-	/* a SIGTERM or timeout that came as the step ended needs no cancel */
-	if (ShutdownRequestPending || get_timeout_indicator(STATEMENT_TIMEOUT, true))
-		QueryCancelPending = false;
-	return out;
 }
 
 PG_FUNCTION_INFO_V1(orch_run_claimed_job_sql);

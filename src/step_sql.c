@@ -39,30 +39,38 @@
 #include "utils/acl.h"
 #include "nodes/pg_list.h"
 #include "parser/parse_func.h"
+#include "postmaster/interrupt.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/guc.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
+#include "utils/timeout.h"
 
 #include "orchestrator.h"
 
+/* true while a step's function runs: SIGTERM then cancels it (worker.c) */
+volatile sig_atomic_t orch_step_running = false;
+
 /*
- * orch_step_sql_execute calls the step's function and returns its output.
- * Any error raised (missing function, NULL result, the function's own
- * errors) propagates to the caller's subtransaction.
+ * orch_step_sql_execute calls function fname(state) with the given scope
+ * ("user" when NULL) and returns its output; *scope_out, when asked for,
+ * says how it ran.  timeout_ms > 0 bounds it like statement_timeout, and
+ * SIGTERM cancels it.  Any error raised (missing function, NULL result, the
+ * function's own errors, the timeout) propagates to the caller's
+ * subtransaction.  Used for sql steps, notify steps' messages and function
+ * context sources alike.
  */
 Jsonb *
-orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as, const char **scope_out)
+orch_step_sql_execute(const char *fname, const char *scope, Jsonb *state, Oid run_as,
+					  int timeout_ms, const char **scope_out)
 {
-	char	   *scope = orch_jsonb_get_text(step, "scope");
 	bool		user_scope = (scope == NULL || strcmp(scope, "user") == 0);
 	char	   *claims = NULL;
 	char	   *sub = NULL;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
-	char	   *fname = orch_jsonb_get_text(step, "function");
 	Oid			argtype = JSONBOID;
 	Oid			fnoid;
 	FmgrInfo	flinfo;
@@ -129,14 +137,15 @@ orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as, const char **scope_
 		appendStringInfoString(&buf, ", \"aud\": \"authenticated\"}");
 		claims = buf.data;
 	}
-	*scope_out = user_scope ? "user" : "service";
+	if (scope_out)
+		*scope_out = user_scope ? "user" : "service";
 
 	if (pg_proc_aclcheck(fnoid, run_as, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for function %s", fname),
-				 errdetail("Steps run as the role that defined the sequence, \"%s\".",
-						   GetUserNameFromId(run_as, false))));
+				 errdetail("It runs as role \"%s\" (scope %s).",
+						   GetUserNameFromId(run_as, false), user_scope ? "user" : "service")));
 
 	fmgr_info(fnoid, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
@@ -157,7 +166,15 @@ orch_step_sql_execute(Jsonb *step, Jsonb *state, Oid run_as, const char **scope_
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
 	(void) set_config_option("request.jwt.claim.sub", sub ? sub : "",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
+	if (timeout_ms > 0)
+		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
+	orch_step_running = true;
 	result = FunctionCallInvoke(fcinfo);
+	orch_step_running = false;
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	/* a SIGTERM or timeout that came as the function ended needs no cancel */
+	if (ShutdownRequestPending || get_timeout_indicator(STATEMENT_TIMEOUT, true))
+		QueryCancelPending = false;
 	/* as on abort: every setting made inside, SET or SET LOCAL, is undone */
 	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);

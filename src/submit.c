@@ -126,13 +126,13 @@ prepare_plans(void)
 		TIMESTAMPTZOID, JSONBOID, UUIDOID, INT4OID, UUIDOID};
 
 		enqueue_plan = orch_prepare_kept(
-			"WITH n AS (SELECT pg_catalog.gen_random_uuid() AS id),"
+			"WITH n AS (SELECT pg_catalog.gen_random_uuid() AS id, orchestrator.without_transcripts($7) AS payload),"
 			" j AS (INSERT INTO orchestrator.sequence_jobs"
 			"        (id, org_id, user_id, event_type, event_source, sequence_version, run_at,"
 			"         context, trigger_payload, event_chain, parent_job_id, chain_depth)"
 			"       SELECT n.id, $1, $2, $3, $4, $5, $6,"
-			"              orchestrator.initial_state(n.id, $3, $4, $1, $2, orchestrator.without_transcripts($7), $8, $9),"
-			"              orchestrator.without_transcripts($7),"
+			"              orchestrator.initial_state(n.id, $3, $4, $1, $2, n.payload, $8, $9),"
+			"              n.payload,"
 			"              pg_catalog.jsonb_build_object('parent', $8, 'children', '[]'::jsonb), $8, $9"
 			"       FROM n RETURNING id, run_at),"
 			" l AS (INSERT INTO orchestrator.event_log"
@@ -337,7 +337,7 @@ orch_submit_event(PG_FUNCTION_ARGS)
 
 	type = PG_GETARG_TEXT_PP(0);
 	check_event_type(type);
-	internal = (VARSIZE_ANY_EXHDR(type) > 13 && strncmp(VARDATA_ANY(type), "orchestrator:", 13) == 0);
+	internal = orch_is_engine_event(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
 	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * util.c
- *	  Small helpers shared by several files: kept SPI plans, reading
- *	  fields of a jsonb object, and evaluating a jsonpath as a condition.
+ *	  Small helpers shared by several files: kept SPI plans, running code
+ *	  in a subtransaction, reading fields of a jsonb object, and
+ *	  evaluating a jsonpath as a condition.
  *
  * Nothing here touches orchestrator tables or holds state.
  *
@@ -12,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -19,6 +21,8 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/resowner.h"
+#include "utils/timeout.h"
 #include "utils/uuid.h"
 #include "miscadmin.h"
 
@@ -46,6 +50,45 @@ get_value(Jsonb *obj, const char *key, JsonbValue *v)
 	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj) || JB_ROOT_IS_SCALAR(obj))
 		return false;
 	return getKeyJsonValueFromContainer(&obj->root, key, strlen(key), v) != NULL;
+}
+
+/*
+ * orch_in_subxact runs fn(arg) in an internal subtransaction.  Returns NULL
+ * when it succeeded (the subtransaction is released), or the error it
+ * raised, copied into the caller's memory context: the subtransaction is
+ * rolled back, and a step function's timeout and SIGTERM cancel are
+ * disarmed.  So a failing job, step or context source rolls back its own
+ * writes only, and the caller decides what the error means.
+ */
+ErrorData *
+orch_in_subxact(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		orch_step_running = false;
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+	return edata;
 }
 
 /*

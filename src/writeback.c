@@ -5,7 +5,8 @@
  *
  * One statement per step result updates sequence_jobs (state folded by
  * orchestrator.advance_state, next step, status, retry time) and inserts
- * the step_history row, in the transaction that ran the step, so the
+ * the step_history row, with the output's transcript text dropped and the
+ * error redacted once for both, in the transaction that ran the step, so the
  * output, the state, the history and the step function's own writes
  * commit together.  The update carries the fencing token the job was
  * claimed with.  The job's row is locked by this transaction from the moment
@@ -80,25 +81,26 @@ orch_write_step_result(const OrchClaimedJob *job, const OrchStepResult *r)
 		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, JSONBOID, FLOAT8OID, TEXTOID};
 
 		step_plan = orch_prepare_kept(
-			"WITH u AS ("
+			"WITH r AS (SELECT orchestrator.without_transcripts($5) AS output, orchestrator.redact($12) AS error),"
+			" u AS ("
 			"  UPDATE orchestrator.sequence_jobs j SET"
-			"    context = orchestrator.advance_state(j.context, $3, $4, $5, $6, $7, $18, $19::numeric),"
+			"    context = orchestrator.advance_state(j.context, $3, $4, r.output, $6, $7, $18, $19::numeric),"
 			"    current_step = $7, attempts = $8, status = $9,"
 			"    run_at = COALESCE($10, j.run_at),"
 			"    lease_owner = CASE WHEN $9 = 'in_progress' THEN j.lease_owner END,"
 			"    lease_expires_at = CASE WHEN $9 = 'in_progress' THEN j.lease_expires_at END,"
-			"    last_error = COALESCE(orchestrator.redact($12), j.last_error),"
+			"    last_error = COALESCE(r.error, j.last_error),"
 			"    finished_at = CASE WHEN $9 IN ('completed', 'failed') THEN pg_catalog.clock_timestamp() END,"
 			"    updated_at = pg_catalog.clock_timestamp()"
+			"  FROM r"
 			"  WHERE j.id = $1 AND j.fencing_token = $2 AND j.status = 'in_progress'"
 			"  RETURNING j.id, j.org_id, j.context),"
 			" h AS ("
 			"  INSERT INTO orchestrator.step_history"
 			"   (job_id, org_id, step_index, step_name, kind, attempt, outcome, output, error,"
 			"    started_at, finished_at, worker_pid, fencing_token, http_status, scope)"
-			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, orchestrator.without_transcripts($5),"
-			"         orchestrator.redact($12), $15, $16,"
-			"         pg_catalog.pg_backend_pid(), $2, $17, $20 FROM u)"
+			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, r.output, r.error, $15, $16,"
+			"         pg_catalog.pg_backend_pid(), $2, $17, $20 FROM u, r)"
 			" SELECT u.context FROM u",
 			20, types);
 	}
