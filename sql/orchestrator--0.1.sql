@@ -445,7 +445,7 @@ COMMENT ON FUNCTION orchestrator.redact(text) IS 'Masks email addresses (as [ema
 CREATE FUNCTION orchestrator.initial_state(p_job_id uuid, p_type text, p_source text, p_org_id uuid,
 	p_user_id uuid, p_payload jsonb, p_parent_job_id uuid, p_chain_depth integer)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 AS $$
 	SELECT jsonb_build_object(
 		'event', jsonb_build_object('type', p_type, 'source', p_source, 'org_id', p_org_id,
@@ -487,7 +487,8 @@ COMMENT ON FUNCTION orchestrator.load_tier1(uuid, uuid) IS 'Tier 1 context (org,
 
 /*
  * advance_state folds one step result into the SequenceState and its
- * execution_metadata.  outcome: succeeded | skipped | failed | retry_scheduled
+ * execution_metadata.  STABLE, like the jsonb builders it calls, and a
+ * single expression, so it is inlined into the write-back's kept plan.  outcome: succeeded | skipped | failed | retry_scheduled
  * | deferred (a deferral is not an attempt) | awaiting_approval (an approval
  * gate: p_output describes the pending action).
  */
@@ -495,7 +496,7 @@ CREATE FUNCTION orchestrator.advance_state(p_state jsonb, p_step_name text, p_ou
 	p_output jsonb, p_duration_ms double precision, p_next_step integer, p_followups jsonb DEFAULT NULL,
 	p_cost_usd numeric DEFAULT 0)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 AS $$
 	SELECT p_state
 		|| jsonb_build_object(
@@ -674,7 +675,7 @@ $$;
 COMMENT ON FUNCTION orchestrator.failure_notice(uuid, jsonb, text, text) IS 'Queues the Slack notice for a sequence halted by a failing step; for the worker only';
 
 CREATE FUNCTION orchestrator.failure_message(p_state jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 AS $$
 	SELECT jsonb_build_object(
 		'text', format('Workflow %s stopped at step %s: %s',
