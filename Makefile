@@ -17,7 +17,9 @@ OBJS = \
 	src/context.o \
 	src/followup.o \
 	src/http.o \
-	src/writeback.o \
+	src/job_state.o \
+	src/approval.o \
+	src/budget.o \
 	src/worker.o
 
 EXTENSION = orchestrator
@@ -41,4 +43,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS tracks no header dependencies: every object depends on the one header
-$(OBJS): src/orchestrator.h
+$(OBJS): $(wildcard src/*.h)

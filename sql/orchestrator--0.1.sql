@@ -809,50 +809,6 @@ $$;
 COMMENT ON FUNCTION orchestrator.without_transcripts(jsonb) IS 'Removes transcript text (keys transcript, transcript_text, transcript_body, at any depth) from a payload, output or edit: transcripts are referenced by id';
 
 /*
- * store_context writes one loaded source into the job's state (or null and
- * the error, when it failed) with a step_history row of kind context,
- * under the job's fencing token.  Returns the new state, NULL when the
- * lease was lost.
- */
-CREATE FUNCTION orchestrator.store_context(p_job_id uuid, p_token bigint, p_step_index integer, p_tier integer,
-	p_name text, p_data jsonb, p_error text, p_started timestamptz, p_http_status integer)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-	v_key text := 'tier' || p_tier;
-	v_state jsonb;
-BEGIN
-	p_data := orchestrator.without_transcripts(p_data);
-	p_error := orchestrator.redact(p_error);
-	UPDATE orchestrator.sequence_jobs j
-	SET context = jsonb_set(
-			CASE WHEN p_error IS NULL THEN j.context
-			     ELSE jsonb_set(j.context, '{context,errors}',
-			                    COALESCE(j.context->'context'->'errors', '{}')
-			                    || jsonb_build_object(p_name, p_error)) END,
-			ARRAY['context', v_key],
-			COALESCE(j.context->'context'->v_key, '{}')
-			|| jsonb_build_object(p_name, p_data)),
-	    updated_at = clock_timestamp()
-	WHERE j.id = p_job_id AND j.fencing_token = p_token AND j.status = 'in_progress'
-	RETURNING j.context INTO v_state;
-	IF NOT FOUND THEN
-		RETURN NULL;
-	END IF;
-	INSERT INTO orchestrator.step_history (job_id, org_id, step_index, step_name, kind, attempt, outcome, output,
-	                                       error, started_at, worker_pid, fencing_token, http_status)
-	VALUES (p_job_id, (v_state->'event'->>'org_id')::uuid, p_step_index, 'context:' || p_name, 'context', 1,
-	        CASE WHEN p_error IS NULL THEN 'succeeded' ELSE 'failed' END,
-	        jsonb_build_object('tier', p_tier, 'source', p_name,
-	                           'bytes', octet_length(COALESCE(p_data, 'null'::jsonb)::text)),
-	        p_error, p_started, pg_backend_pid(), p_token, p_http_status);
-	RETURN v_state;
-END
-$$;
-COMMENT ON FUNCTION orchestrator.store_context(uuid, bigint, integer, integer, text, jsonb, text, timestamptz, integer) IS 'Stores a loaded context source in a job''s state, with its history row; for the worker only';
-
-/*
  * store_context_source validates a context source and stores it, recording
  * the real caller as the role a function source runs as.  It is the only way
  * into context_sources.  Here nobody's search_path applies: a function must
@@ -925,6 +881,23 @@ AS $$
 $$;
 COMMENT ON FUNCTION orch_define_context_source(text, integer, text, text, text) IS
 'Defines (or replaces) a tier 2 or tier 3 context source: a SQL function or an endpoint';
+
+/*
+ * transition_job: the one way SQL moves a job (cancel, retry, an approval
+ * decision).  The caller holds the job's row lock and passes the status it
+ * saw; job_state.c checks the edge is legal, writes the row and the
+ * history row, and returns false when the job was no longer in p_from.
+ */
+CREATE FUNCTION orchestrator.transition_job(p_job_id uuid, p_from text, p_to text, p_kind text, p_outcome text,
+	p_step_index integer, p_step_name text DEFAULT NULL, p_context jsonb DEFAULT NULL,
+	p_current_step integer DEFAULT NULL, p_attempts integer DEFAULT NULL, p_reclaims integer DEFAULT NULL,
+	p_new_token boolean DEFAULT false, p_clear_error boolean DEFAULT false, p_output jsonb DEFAULT NULL,
+	p_note text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'orch_transition_job_sql';
+COMMENT ON FUNCTION orchestrator.transition_job(uuid, text, text, text, text, integer, text, jsonb, integer, integer, integer, boolean, boolean, jsonb, text) IS
+'Moves a job from one status to another along a legal edge, with its history row (for orch_cancel_job, orch_retry_job and approval decisions)';
 
 ------------------------------------------------------------------------------
 -- Approval gates (HITL)
@@ -1148,17 +1121,16 @@ VALUES ('orchestrator:approval_request', 1,
 
 /*
  * withdraw_approvals supersedes the approval a job waits for (it was
- * cancelled or is run again), in the table and in the job's state.
+ * cancelled or is run again); the caller clears state.pending_approvals in
+ * the job's transition.
  */
 CREATE FUNCTION orchestrator.withdraw_approvals(p_job_id uuid) RETURNS void
 LANGUAGE sql VOLATILE
 AS $$
 	UPDATE orchestrator.slack_pending_actions a SET status = 'superseded', resolved_at = pg_catalog.clock_timestamp()
 	WHERE a.job_id = p_job_id AND a.status = 'pending';
-	UPDATE orchestrator.sequence_jobs j SET context = j.context || '{"pending_approvals": []}'::jsonb
-	WHERE j.id = p_job_id AND j.context->'pending_approvals' <> '[]'::jsonb;
 $$;
-COMMENT ON FUNCTION orchestrator.withdraw_approvals(uuid) IS 'Supersedes the approval a job waits for, in slack_pending_actions and in its state (orch_cancel_job, orch_retry_job)';
+COMMENT ON FUNCTION orchestrator.withdraw_approvals(uuid) IS 'Supersedes the approval a job waits for in slack_pending_actions (orch_cancel_job, orch_retry_job)';
 
 /*
  * resolve_approval applies an approval decision.  The pending action's row
@@ -1257,31 +1229,20 @@ BEGIN
 	SELECT jsonb_array_length(d.steps) INTO v_steps FROM orchestrator.sequence_definitions d
 	WHERE d.event_type = v_job.event_type AND d.version = v_job.sequence_version;
 
-	IF p_action IN ('approve', 'edit') THEN
-		UPDATE orchestrator.sequence_jobs j
-		SET status = 'pending', run_at = clock_timestamp(), context = v_ctx, updated_at = clock_timestamp()
-		WHERE j.id = v_job.id;
-	ELSIF p_action = 'skip' THEN
-		UPDATE orchestrator.sequence_jobs j
-		SET status = CASE WHEN v_pa.step_index + 1 >= v_steps THEN 'completed' ELSE 'pending' END,
-		    current_step = v_pa.step_index + 1, attempts = 0, run_at = clock_timestamp(),
-		    context = v_ctx || jsonb_build_object('current_step', v_pa.step_index + 1),
-		    finished_at = CASE WHEN v_pa.step_index + 1 >= v_steps THEN clock_timestamp() END,
-		    updated_at = clock_timestamp()
-		WHERE j.id = v_job.id;
-	ELSE
-		UPDATE orchestrator.sequence_jobs j
-		SET status = 'cancelled', context = v_ctx, fencing_token = j.fencing_token + 1,
-		    finished_at = clock_timestamp(), updated_at = clock_timestamp()
-		WHERE j.id = v_job.id;
-	END IF;
-	INSERT INTO orchestrator.step_history (job_id, org_id, step_index, step_name, kind, attempt, outcome, output,
-	                                       error, worker_pid, fencing_token)
-	VALUES (v_job.id, v_job.org_id, v_pa.step_index, v_pa.step_name, 'approval', 1, v_status,
-	        jsonb_strip_nulls(jsonb_build_object('pending_action_id', p_id, 'action', p_action, 'resolved_by', v_by,
-	                                             'via', p_via, 'modifications', p_modifications)),
-	        NULL, pg_backend_pid(), v_job.fencing_token);
-	PERFORM orchestrator.wake_workers();
+	-- approve and edit run the gated step; skip moves past it; cancel ends the job
+	PERFORM orchestrator.transition_job(v_job.id, 'awaiting_approval',
+		CASE WHEN p_action = 'cancel' THEN 'cancelled'
+		     WHEN p_action = 'skip' AND v_pa.step_index + 1 >= v_steps THEN 'completed'
+		     ELSE 'pending' END,
+		'approval', v_status, v_pa.step_index, v_pa.step_name,
+		p_context => CASE WHEN p_action = 'skip'
+		                  THEN v_ctx || jsonb_build_object('current_step', v_pa.step_index + 1) ELSE v_ctx END,
+		p_current_step => CASE WHEN p_action = 'skip' THEN v_pa.step_index + 1 END,
+		p_attempts => CASE WHEN p_action = 'skip' THEN 0 END,
+		p_new_token => p_action = 'cancel',
+		p_output => jsonb_strip_nulls(jsonb_build_object('pending_action_id', p_id, 'action', p_action,
+		                                                 'resolved_by', v_by, 'via', p_via,
+		                                                 'modifications', p_modifications)));
 	outcome := 'resolved';
 	reason := v_status;
 END
@@ -1331,14 +1292,16 @@ AS 'MODULE_PATHNAME', 'orch_run_claimed_job_sql';
 COMMENT ON FUNCTION orchestrator.run_claimed_job(uuid, bigint) IS 'Runs a job claimed with orchestrator.claim_jobs in the calling session, under its fencing token (for tests and tools)';
 
 /*
- * http_request builds the request an http (or notify) step sends: the
- * endpoint's URL, its timeout (the step's timeout_ms wins), its headers with
+ * http_request builds the request an http (or notify) step, or an
+ * endpoint context source, sends: the endpoint's URL, its timeout (the
+ * step's timeout_ms wins when given), its headers with
  * {{secret:NAME}} replaced, the JSON body (the state's event, context and
  * outputs, unless p_body is given) and the secret values used, so the
  * worker can scrub them from whatever comes back.  Errors name secrets,
  * never their values.
  */
-CREATE FUNCTION orchestrator.http_request(p_job_id uuid, p_step jsonb, p_state jsonb, p_body jsonb DEFAULT NULL,
+CREATE FUNCTION orchestrator.http_request(p_job_id uuid, p_endpoint text, p_step_name text, p_timeout_ms integer,
+	p_state jsonb, p_body jsonb DEFAULT NULL,
 	OUT url text, OUT timeout_ms integer, OUT headers text[], OUT body text, OUT secrets text[])
 LANGUAGE plpgsql STABLE
 AS $$
@@ -1349,9 +1312,9 @@ DECLARE
 	ref text;
 	secret text;
 BEGIN
-	SELECT * INTO e FROM orchestrator.endpoints en WHERE en.name = p_step->>'endpoint';
+	SELECT * INTO e FROM orchestrator.endpoints en WHERE en.name = p_endpoint;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'endpoint "%" does not exist', p_step->>'endpoint'
+		RAISE EXCEPTION 'endpoint "%" does not exist', p_endpoint
 			USING ERRCODE = 'undefined_object', HINT = 'Define it with orch_define_endpoint.';
 	END IF;
 	headers := '{}';
@@ -1370,13 +1333,13 @@ BEGIN
 		headers := headers || (h.key || ': ' || v);
 	END LOOP;
 	url := e.url;
-	timeout_ms := COALESCE((p_step->>'timeout_ms')::integer, e.timeout_ms);
+	timeout_ms := COALESCE(p_timeout_ms, e.timeout_ms);
 	body := COALESCE(p_body, jsonb_build_object(
-		'sequence_job_id', p_job_id, 'step', p_step->>'name', 'event', p_state->'event',
+		'sequence_job_id', p_job_id, 'step', p_step_name, 'event', p_state->'event',
 		'context', p_state->'context', 'outputs', p_state->'outputs'))::text;
 END
 $$;
-COMMENT ON FUNCTION orchestrator.http_request(uuid, jsonb, jsonb, jsonb) IS 'Builds an http step''s request (URL, timeout, headers with secrets, body); for the worker only';
+COMMENT ON FUNCTION orchestrator.http_request(uuid, text, text, integer, jsonb, jsonb) IS 'Builds an http step''s (or an endpoint context source''s) request (URL, timeout, headers with secrets, body); for the worker only';
 
 /*
  * notify_request decides whether a notify step may send now: inside the
@@ -1430,7 +1393,8 @@ BEGIN
 			'text', jsonb_build_object('type', 'mrkdwn', 'text', v_text))));
 	INSERT INTO orchestrator.notification_log (org_id, user_id, job_id, step_name)
 	VALUES (v_org, v_user, p_job_id, p_step->>'name');
-	SELECT * INTO r FROM orchestrator.http_request(p_job_id, p_step, p_state,
+	SELECT * INTO r FROM orchestrator.http_request(p_job_id, p_step->>'endpoint', p_step->>'name',
+		(p_step->>'timeout_ms')::integer, p_state,
 		jsonb_strip_nulls(jsonb_build_object('channel', v_channel, 'text', v_text, 'blocks', v_blocks)));
 	url := r.url;
 	timeout_ms := r.timeout_ms;
@@ -2074,15 +2038,11 @@ BEGIN
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 			      HINT = 'Only pending, in_progress and awaiting_approval jobs can be cancelled; use orch_retry_job to run a finished job again.';
 	END IF;
-	UPDATE orchestrator.sequence_jobs j
-	SET status = 'cancelled', fencing_token = j.fencing_token + 1, lease_owner = NULL,
-	    lease_expires_at = NULL, finished_at = clock_timestamp(), updated_at = clock_timestamp()
-	WHERE j.id = v_job.id;
-	INSERT INTO orchestrator.step_history (job_id, org_id, step_index, kind, attempt, outcome, error, worker_pid, fencing_token)
-	VALUES (v_job.id, v_job.org_id, v_job.current_step, 'operator', 1, 'cancelled',
-	        format('cancelled by %s (was %s)', session_user, v_job.status), pg_backend_pid(), v_job.fencing_token + 1);
 	-- an approval the job was waiting for is withdrawn: a late click changes nothing
 	PERFORM orchestrator.withdraw_approvals(v_job.id);
+	PERFORM orchestrator.transition_job(v_job.id, v_job.status, 'cancelled', 'operator', 'cancelled',
+		v_job.current_step, p_context => v_job.context || '{"pending_approvals": []}'::jsonb,
+		p_new_token => true, p_note => format('cancelled by %s (was %s)', session_user, v_job.status));
 	RETURN true;
 END
 $$;
@@ -2126,18 +2086,14 @@ BEGIN
 				USING ERRCODE = 'undefined_object';
 		END IF;
 	END IF;
-	UPDATE orchestrator.sequence_jobs j
-	SET status = 'pending', current_step = v_idx, attempts = 0, reclaims = 0, run_at = clock_timestamp(),
-	    fencing_token = j.fencing_token + 1, lease_owner = NULL, lease_expires_at = NULL,
-	    finished_at = NULL, last_error = NULL, updated_at = clock_timestamp(),
-	    context = (j.context - 'approvals') || jsonb_build_object('current_step', v_idx)
-	WHERE j.id = v_job.id;
 	-- a job run again asks again: earlier decisions and open requests lapse
 	PERFORM orchestrator.withdraw_approvals(v_job.id);
-	INSERT INTO orchestrator.step_history (job_id, org_id, step_index, step_name, kind, attempt, outcome, error, worker_pid, fencing_token)
-	VALUES (v_job.id, v_job.org_id, v_idx, v_steps->v_idx->>'name', 'operator', 1, 'retry_requested',
-	        format('retry requested by %s (was %s)', session_user, v_job.status), pg_backend_pid(), v_job.fencing_token + 1);
-	PERFORM orchestrator.wake_workers();
+	PERFORM orchestrator.transition_job(v_job.id, v_job.status, 'pending', 'operator', 'retry_requested',
+		v_idx, v_steps->v_idx->>'name',
+		p_context => (v_job.context - 'approvals')
+		             || jsonb_build_object('current_step', v_idx, 'pending_approvals', '[]'::jsonb),
+		p_current_step => v_idx, p_attempts => 0, p_reclaims => 0, p_new_token => true, p_clear_error => true,
+		p_note => format('retry requested by %s (was %s)', session_user, v_job.status));
 	RETURN true;
 END
 $$;

@@ -31,7 +31,8 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
-#include "orchestrator.h"
+#include "auth.h"
+#include "util.h"
 
 PG_FUNCTION_INFO_V1(orch_calling_role);
 PG_FUNCTION_INFO_V1(orch_caller_user_id);

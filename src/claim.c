@@ -1,19 +1,20 @@
 /*-------------------------------------------------------------------------
  *
  * claim.c
- *	  Claiming runnable jobs: SKIP LOCKED batches, leases, reclaim, release.
+ *	  Claiming runnable jobs: the worker's claim pass, and when to look next.
  *
- * All reads and writes of a job's lease columns (status in_progress,
- * lease_owner, lease_expires_at, fencing_token) happen here.  A claim
- * takes up to orchestrator.batch_size pending jobs whose run_at has come,
- * in run_at order, with FOR UPDATE SKIP LOCKED so concurrent workers never
- * take the same row; each claim bumps the job's fencing token, and every
- * later write for the job (writeback.c) carries the token it was claimed
- * with, so a worker that lost its lease cannot overwrite the new holder.
- *
- * A lease that has expired (its worker died or hung) is reclaimed: the job
- * goes back to pending and the reclaim is recorded in the step history.
- * On SIGTERM a worker hands its own leases back the same way.
+ * A claim takes up to orchestrator.batch_size pending jobs whose run_at
+ * has come, in run_at order, with FOR UPDATE SKIP LOCKED so concurrent
+ * workers never take the same row, and leases them to this worker for
+ * orchestrator.lease_duration; each claim bumps the job's fencing token,
+ * and every later write for the job carries the token it was claimed with,
+ * so a worker that lost its lease cannot overwrite the new holder.  A
+ * lease that has lapsed (its worker died or hung) is reclaimed first: the
+ * job goes back to pending, or fails past orchestrator.max_reclaims.  On
+ * SIGTERM a worker hands its own leases back.  The statements themselves
+ * are transitions of job_state.c, which alone writes a job's status and
+ * lease; this file decides when they run and reads when the next job
+ * falls due.
  *
  * Every function here runs inside the caller's transaction with SPI
  * connected; plans are prepared once per worker and kept.
@@ -33,11 +34,10 @@
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"
 
-#include "orchestrator.h"
+#include "claim.h"
+#include "guc.h"
+#include "util.h"
 
-static SPIPlanPtr reclaim_plan = NULL;
-static SPIPlanPtr claim_plan = NULL;
-static SPIPlanPtr release_plan = NULL;
 static SPIPlanPtr wakeup_plan = NULL;
 
 /*
@@ -47,132 +47,32 @@ static SPIPlanPtr wakeup_plan = NULL;
 int
 orch_reclaim_expired(void)
 {
-	Datum		args[2];
-	int			ret;
+	int			n = orch_job_reclaim_expired(orch_max_reclaims);
 
-	if (reclaim_plan == NULL)
-	{
-		Oid			types[2] = {INT4OID, INT4OID};
-
-		/* a job whose workers keep dying while running it is failed, not retried forever */
-		reclaim_plan = orch_prepare_kept(
-			"WITH r AS (SELECT j.id, j.lease_owner FROM orchestrator.sequence_jobs j"
-			"           WHERE j.status = 'in_progress' AND j.lease_expires_at < pg_catalog.now()"
-			"           ORDER BY j.lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED),"
-			" u AS (UPDATE orchestrator.sequence_jobs j"
-			"       SET status = CASE WHEN j.reclaims >= $2 THEN 'failed' ELSE 'pending' END,"
-			"           reclaims = j.reclaims + 1,"
-			"           last_error = CASE WHEN j.reclaims >= $2"
-			"                        THEN 'given up: its worker died while running it ' || (j.reclaims + 1) || ' times'"
-			"                        ELSE j.last_error END,"
-			"           finished_at = CASE WHEN j.reclaims >= $2 THEN pg_catalog.clock_timestamp() END,"
-			"           run_at = pg_catalog.now(), lease_owner = NULL,"
-			"           lease_expires_at = NULL, updated_at = pg_catalog.clock_timestamp()"
-			"       FROM r WHERE j.id = r.id"
-			"       RETURNING j.id, j.org_id, j.current_step, j.fencing_token, j.status, j.last_error, r.lease_owner)"
-			" INSERT INTO orchestrator.step_history"
-			"  (job_id, org_id, step_index, kind, outcome, error, worker_pid, fencing_token)"
-			" SELECT u.id, u.org_id, u.current_step, 'engine',"
-			"        CASE u.status WHEN 'failed' THEN 'failed' ELSE 'lease_expired' END,"
-			"        CASE u.status WHEN 'failed' THEN u.last_error"
-			"             ELSE 'lease of worker pid ' || COALESCE(u.lease_owner::text, '?') || ' expired; job returned to the queue' END,"
-			"        $1, u.fencing_token FROM u",
-			2, types);
-	}
-
-	args[0] = Int32GetDatum(MyProcPid);
-	args[1] = Int32GetDatum(orch_max_reclaims);
-	ret = SPI_execute_plan(reclaim_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "orchestrator reclaim failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed > 0)
+	if (n > 0)
 		ereport(LOG,
-				(errmsg("orchestrator worker reclaimed %llu job(s) whose lease expired",
-						(unsigned long long) SPI_processed)));
-	return (int) SPI_processed;
+				(errmsg("orchestrator worker reclaimed %d job(s) whose lease expired", n)));
+	return n;
 }
 
 /*
  * orch_claim_jobs leases up to max runnable jobs to this worker and fills
- * jobs[] with their ids and new fencing tokens.  On a job's first claim its
- * tier 1 context is loaded into the state.
+ * jobs[] with their ids and new fencing tokens.
  */
 int
 orch_claim_jobs(OrchClaimedJob *jobs, int max)
 {
-	Datum		args[3];
-	int			ret;
-
-	if (claim_plan == NULL)
-	{
-		Oid			types[3] = {INT4OID, INT4OID, FLOAT8OID};
-
-		claim_plan = orch_prepare_kept(
-			"WITH c AS (SELECT j.id FROM orchestrator.sequence_jobs j"
-			"           WHERE j.status = 'pending' AND j.run_at <= pg_catalog.now()"
-			"           ORDER BY j.run_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
-			" UPDATE orchestrator.sequence_jobs j"
-			" SET status = 'in_progress', lease_owner = $2,"
-			"     lease_expires_at = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3 / 1000.0),"
-			"     fencing_token = j.fencing_token + 1,"
-			"     started_at = COALESCE(j.started_at, pg_catalog.clock_timestamp()),"
-			"     updated_at = pg_catalog.clock_timestamp(),"
-			"     context = CASE WHEN (j.context->'context') ? 'tier1' THEN j.context"
-			"               ELSE j.context || pg_catalog.jsonb_build_object("
-			"                      'context', (j.context->'context') || pg_catalog.jsonb_build_object("
-			"                                 'tier1', orchestrator.load_tier1(j.org_id, j.user_id)),"
-			"                      'started_at', pg_catalog.clock_timestamp()) END"
-			" FROM c WHERE j.id = c.id"
-			" RETURNING j.id, j.fencing_token",
-			3, types);
-	}
-
-	args[0] = Int32GetDatum(max);
-	args[1] = Int32GetDatum(MyProcPid);
-	args[2] = Float8GetDatum((double) orch_lease_ms);
-	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "orchestrator claim failed: %s", SPI_result_code_string(ret));
-
-	for (uint64 i = 0; i < SPI_processed && i < (uint64) max; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		bool		isnull;
-		pg_uuid_t  *id;
-
-		id = DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-		memcpy(&jobs[i].id, id, sizeof(pg_uuid_t));
-		jobs[i].token = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
-	}
-	return (int) Min(SPI_processed, (uint64) max);
+	return orch_job_claim(jobs, max, orch_lease_ms);
 }
 
 /*
  * orch_release_leases hands this worker's leased jobs back to the queue
- * (SIGTERM).  The next claim bumps the fencing token as usual.
+ * (SIGTERM).
  */
 int
 orch_release_leases(void)
 {
-	Datum		args[1];
-	int			ret;
-
-	if (release_plan == NULL)
-	{
-		Oid			types[1] = {INT4OID};
-
-		release_plan = orch_prepare_kept(
-			"UPDATE orchestrator.sequence_jobs j"
-			" SET status = 'pending', run_at = pg_catalog.now(), lease_owner = NULL,"
-			"     lease_expires_at = NULL, updated_at = pg_catalog.clock_timestamp()"
-			" WHERE j.status = 'in_progress' AND j.lease_owner = $1",
-			1, types);
-	}
-	args[0] = Int32GetDatum(MyProcPid);
-	ret = SPI_execute_plan(release_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "orchestrator lease release failed: %s", SPI_result_code_string(ret));
-	return (int) SPI_processed;
+	return orch_job_release();
 }
 
 /*

@@ -34,10 +34,13 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "orchestrator.h"
+#include "context.h"
+#include "job_state.h"
+#include "step_http.h"
+#include "step_sql.h"
+#include "util.h"
 
 static SPIPlanPtr needed_plan = NULL;
-static SPIPlanPtr store_plan = NULL;
 
 typedef struct ContextSource
 {
@@ -49,39 +52,30 @@ typedef struct ContextSource
 } ContextSource;
 
 /*
- * store writes one source's result (or its error) into the job's state.
+ * store writes one source's result (or its error) into the job's state, a
+ * transition of the job (job_state.c).  Returns the new state, or NULL
+ * when the lease was lost.
  */
 static Jsonb *
 store(const OrchClaimedJob *job, int step_index, int tier, const char *name, Jsonb *data,
 	  const char *error, TimestampTz started, long http_status)
 {
-	Datum		args[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
-	Datum		state;
+	OrchJobTransition t;
 
-	if (store_plan == NULL)
-	{
-		Oid			types[9] = {UUIDOID, INT8OID, INT4OID, INT4OID, TEXTOID, JSONBOID, TEXTOID,
-		TIMESTAMPTZOID, INT4OID};
-
-		store_plan = orch_prepare_kept(
-			"SELECT orchestrator.store_context($1, $2, $3, $4, $5, $6, $7, $8, $9)", 9, types);
-	}
-	args[0] = UUIDPGetDatum(&job->id);
-	args[1] = Int64GetDatum(job->token);
-	args[2] = Int32GetDatum(step_index);
-	args[3] = Int32GetDatum(tier);
-	args[4] = CStringGetTextDatum(name);
-	args[5] = data ? JsonbPGetDatum(data) : (Datum) 0;
-	nulls[5] = data ? ' ' : 'n';
-	args[6] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	nulls[6] = error ? ' ' : 'n';
-	args[7] = TimestampTzGetDatum(started);
-	args[8] = Int32GetDatum((int32) http_status);
-	nulls[8] = http_status ? ' ' : 'n';
-	state = orch_exec_scalar(store_plan, args, nulls, &isnull, "context write-back");
-	return isnull ? NULL : DatumGetJsonbP(state);
+	memset(&t, 0, sizeof(t));
+	t.kind = ORCH_TRANSITION_CONTEXT;
+	t.job_id = job->id;
+	t.token = job->token;
+	t.from = t.to = ORCH_JOB_IN_PROGRESS;
+	t.step_index = step_index;
+	t.tier = tier;
+	t.name = name;
+	t.data = data;
+	t.error = error;
+	t.started_at = started;
+	t.http_status = http_status;
+	orch_job_transition(&t);
+	return t.state;
 }
 
 /*
@@ -156,30 +150,16 @@ run_function(void *arg)
 }
 
 /*
- * build_request prepares an endpoint source's request, as an http step
- * named "context:<name>" whose Idempotency-Key is its own.  A request that
- * cannot be built (a secret not set) is that source's failure.
+ * build_request prepares an endpoint source's request (step_http.c).  A
+ * request that cannot be built (a secret not set) is that source's failure.
  */
 static void
 build_request(void *arg)
 {
 	Load	   *l = arg;
-	ContextSource *s = l->source;
-	char	   *json = psprintf("{\"name\": \"context:%s\", \"kind\": \"http\", \"endpoint\": \"%s\"}",
-								s->name, s->endpoint);
-	Jsonb	   *fake = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
-	TimestampTz defer_until;
-	const char *reason;
-	OrchHttpRequest *req;
-	MemoryContext old;
 
-	req = orch_step_http_prepare(l->job, l->step_index, 1, fake, l->state, NULL, &defer_until, &reason);
-	old = MemoryContextSwitchTo(req->context);
-	req->idempotency_key = psprintf("orch-%s-%d-context-%s", orch_uuid_str(&l->job->id), l->step_index, s->name);
-	req->context_tier = s->tier;
-	req->context_name = pstrdup(s->name);
-	MemoryContextSwitchTo(old);
-	l->request = req;
+	l->request = orch_context_http_prepare(l->job, l->step_index, l->source->name, l->source->tier,
+										   l->source->endpoint, l->state);
 }
 
 /* read_response reads an endpoint source's answer (a 429 is a failure here) */
@@ -192,7 +172,8 @@ read_response(void *arg)
 	l->data = orch_step_http_result(l->response, &defer_until);
 	if (l->data == NULL)
 		ereport(ERROR,
-				(errmsg("endpoint \"%s\" answered HTTP 429 (rate limited)", l->response->endpoint)));
+				(errmsg("endpoint \"%s\" answered HTTP 429 (rate limited)",
+						orch_step_request(l->response)->endpoint)));
 }
 
 /*
@@ -254,9 +235,10 @@ orch_context_load(const OrchClaimedJob *job, int step_index, Jsonb *step, Jsonb 
 Jsonb *
 orch_context_resume(const OrchClaimedJob *job, OrchHttpRequest *resume)
 {
-	Load		l = {job, resume->step_index, NULL, NULL, resume, NULL, NULL};
+	OrchStepRequest *o = orch_step_request(resume);
+	Load		l = {job, o->step_index, NULL, NULL, resume, NULL, NULL};
 	ErrorData  *edata = orch_in_subxact(read_response, &l);
 
-	return store(job, resume->step_index, resume->context_tier, resume->context_name, l.data,
+	return store(job, o->step_index, o->context_tier, o->context_name, l.data,
 				 edata ? edata->message : NULL, resume->prepared_at, resume->status);
 }

@@ -19,7 +19,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
-#include "orchestrator.h"
+#include "guc.h"
 
 int			orch_workers = 1;
 char	   *orch_database = NULL;

@@ -41,7 +41,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "orchestrator.h"
+#include "guc.h"
+#include "http.h"
 
 static CURLM *multi = NULL;
 static int	epfd = -1;

@@ -18,11 +18,12 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
-#include "orchestrator.h"
+#include "guc.h"
+#include "shmem.h"
+#include "wake.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
-
-bool		orch_preloaded = false;
 
 void		_PG_init(void);
 

@@ -25,7 +25,7 @@
 #include "utils/builtins.h"
 #include "utils/elog.h"
 
-#include "orchestrator.h"
+#include "redact.h"
 
 PG_FUNCTION_INFO_V1(orch_redact_sql);
 

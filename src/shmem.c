@@ -22,7 +22,8 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 
-#include "orchestrator.h"
+#include "guc.h"
+#include "shmem.h"
 
 typedef struct OrchShared
 {
@@ -30,6 +31,8 @@ typedef struct OrchShared
 } OrchShared;
 
 static OrchShared *orch_shared = NULL;
+
+bool		orch_preloaded = false;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;

@@ -14,9 +14,10 @@
  * in this call is checkpointed and queued again (orchestrator:continuation),
  * so one long sequence never holds a worker while others wait.
  *
- * Approval gates: a step with requires_approval and no decision yet is not
- * run; the job stops in awaiting_approval (orchestrator.open_approval) until
- * the rep resolves it (orchestrator.resolve_approval).
+ * Gates before a step runs: a step with requires_approval and no decision
+ * yet opens its approval gate (approval.c) and the job waits in
+ * awaiting_approval; an ai step over the org's budget (budget.c) halts the
+ * whole sequence.
  *
  * Context: before each step, the context sources due (tier 2 for contact
  * and deal events, tier 3 the step requires) are loaded (context.c); an
@@ -33,8 +34,9 @@
  * jobs.  Each job runs in a subtransaction, and each step in a nested one,
  * so a failing step rolls back its own writes only, and an error outside
  * any step fails that job only; neither ends the worker.  The step's result
- * is written (writeback.c) in the job's subtransaction, so it commits with
- * the step function's writes.
+ * is recorded as a transition of the job (job_state.c) in the job's
+ * subtransaction, so it commits with the step function's writes.  This
+ * file never writes a job itself.
  *
  * src/step.c
  *
@@ -56,13 +58,18 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "orchestrator.h"
+#include "approval.h"
+#include "budget.h"
+#include "context.h"
+#include "followup.h"
+#include "guc.h"
+#include "job_state.h"
+#include "step.h"
+#include "step_http.h"
+#include "step_sql.h"
+#include "util.h"
 
 static SPIPlanPtr load_plan = NULL;
-static SPIPlanPtr budget_plan = NULL;
-static SPIPlanPtr cost_plan = NULL;
-static SPIPlanPtr approval_plan = NULL;
-static SPIPlanPtr failure_plan = NULL;
 
 /* What the engine needs of a job to run it. */
 typedef struct JobRun
@@ -79,18 +86,23 @@ typedef struct JobRun
 	OrchHttpRequest *parked;	/* request the job now waits for, if any */
 } JobRun;
 
+/* One step's run: what is recorded of it, and what the loop does next. */
+typedef struct StepResult
+{
+	OrchStepRecord rec;
+	bool		interrupted;	/* cancelled by SIGTERM: nothing to record */
+	bool		halted;			/* over budget: the whole sequence stops */
+	OrchHttpRequest *request;	/* PARKED: the request to send */
+} StepResult;
+
 static bool load_job(const OrchClaimedJob *job, JobRun *run);
 static void run_steps(JobRun *run);
 static void run_job(void *arg);
+static bool transition(JobRun *run, OrchJobTransition *t, OrchTransitionKind kind, OrchJobStatus to);
 static void park(JobRun *run, OrchHttpRequest *request);
-static void run_one_step(JobRun *run, Jsonb *step, OrchStepResult *r);
+static void run_one_step(JobRun *run, Jsonb *step, StepResult *r);
 static void step_body(void *arg);
-static void stay(JobRun *run, OrchStepResult *r, const char *job_status);
-static bool step_approved(Jsonb *state, const char *step_name);
-static Jsonb *open_approval(JobRun *run, Jsonb *step);
-static bool budget_allows(JobRun *run);
-static void notify_failure(JobRun *run, OrchStepResult *r);
-static double record_cost(JobRun *run, const char *step_name, Jsonb *output);
+static void stay(JobRun *run, OrchStepRecord *rec, OrchJobStatus job_status);
 
 /*
  * orch_run_job runs one claimed job as far as it goes in this transaction.
@@ -110,13 +122,17 @@ orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest
 		*parked = run.parked;	/* only now is it the job's: its state is written */
 	else
 	{
+		OrchJobTransition t;
+
 		*parked = NULL;
 		if (run.parked)
 			orch_http_free(run.parked);
 		ereport(WARNING,
 				(errmsg("orchestrator job %s failed outside a step: %s",
 						orch_uuid_str(&job->id), edata->message)));
-		orch_write_job_failure(job, edata->message);
+		transition(&run, &t, ORCH_TRANSITION_FAIL, ORCH_JOB_FAILED);
+		t.error = edata->message;
+		orch_job_transition(&t);
 	}
 	SPI_finish();
 }
@@ -126,13 +142,14 @@ static void
 run_job(void *arg)
 {
 	JobRun	   *run = arg;
+	OrchStepRequest *resumed = run->resume ? orch_step_request(run->resume) : NULL;
 
 	if (!load_job(run->job, run))
 		return;
-	if (run->resume && run->resume->step_index != run->current_step)
+	if (resumed && resumed->step_index != run->current_step)
 		ereport(LOG,
 				(errmsg("orchestrator discarded the response of step \"%s\" of job %s: the job moved on",
-						run->resume->step_name, orch_uuid_str(&run->job->id))));
+						resumed->step_name, orch_uuid_str(&run->job->id))));
 	else
 		run_steps(run);
 }
@@ -204,6 +221,23 @@ load_job(const OrchClaimedJob *job, JobRun *run)
 }
 
 /*
+ * transition starts a transition of kind of this job, under its lease,
+ * from in_progress to "to"; the caller fills in the rest and applies it.
+ * Returns true, for use in conditions.
+ */
+static bool
+transition(JobRun *run, OrchJobTransition *t, OrchTransitionKind kind, OrchJobStatus to)
+{
+	memset(t, 0, sizeof(*t));
+	t->kind = kind;
+	t->job_id = run->job->id;
+	t->token = run->job->token;
+	t->from = ORCH_JOB_IN_PROGRESS;
+	t->to = to;
+	return true;
+}
+
+/*
  * run_steps runs steps until the job leaves in_progress, parks, uses its
  * time slice, or the worker is told to stop.
  */
@@ -221,13 +255,14 @@ run_steps(JobRun *run)
 	while (run->current_step < run->nsteps)
 	{
 		Jsonb	   *step = orch_jsonb_array_get(run->steps, run->current_step);
-		OrchStepResult r;
+		StepResult	r;
+		OrchJobTransition t;
 		Jsonb	   *state;
 
 		CHECK_FOR_INTERRUPTS();
 
 		/* context tiers 2 and 3 due before this step (context.c) */
-		if (run->resume && run->resume->context_name)
+		if (run->resume && orch_step_request(run->resume)->context_name)
 		{
 			state = orch_context_resume(run->job, run->resume);
 			run->resume = NULL;
@@ -258,14 +293,16 @@ run_steps(JobRun *run)
 			break;
 
 		/* an http or notify step sent its request: wait, holding the lease */
-		if (r.outcome == ORCH_STEP_PARKED)
+		if (r.rec.outcome == ORCH_STEP_PARKED)
 		{
 			park(run, r.request);
 			break;
 		}
 
-		state = orch_write_step_result(run->job, &r);
-		if (state == NULL)
+		transition(run, &t, ORCH_TRANSITION_STEP, r.rec.job_status);
+		t.step = &r.rec;
+		orch_job_transition(&t);
+		if (!t.applied)
 		{
 			/*
 			 * The row is locked by this transaction since load_job, so only
@@ -275,20 +312,20 @@ run_steps(JobRun *run)
 			ereport(LOG,
 					(errmsg("orchestrator job %s was cancelled or retried by its own step \"%s\"; the step's result is not recorded",
 							orch_uuid_str(&run->job->id),
-							r.step_name)));
+							r.rec.step_name)));
 			break;
 		}
-		run->state = state;
+		run->state = t.state;
 
 		/* on_failure stop (or retries used up): the user hears why */
-		if (strcmp(r.job_status, "failed") == 0 && !r.halted &&
+		if (r.rec.job_status == ORCH_JOB_FAILED && !r.halted &&
 			!orch_is_engine_event(run->event_type, strlen(run->event_type)))
-			notify_failure(run, &r);
+			orch_notify_failure(run->job, run->state, r.rec.step_name, r.rec.error);
 
-		if (strcmp(r.job_status, "in_progress") != 0)
+		if (r.rec.job_status != ORCH_JOB_IN_PROGRESS)
 			break;
-		run->current_step = r.next_step;
-		run->attempts = r.job_attempts;
+		run->current_step = r.rec.next_step;
+		run->attempts = r.rec.job_attempts;
 
 		/* SIGTERM: stop between steps; the lease is handed back on exit */
 		if (ShutdownRequestPending)
@@ -300,9 +337,14 @@ run_steps(JobRun *run)
 		 * queued again behind the jobs already due, as a continuation.
 		 */
 		if (orch_max_slice_ms > 0 &&
-			TimestampDifferenceExceeds(slice_start, GetCurrentTimestamp(), orch_max_slice_ms))
+			TimestampDifferenceExceeds(slice_start, GetCurrentTimestamp(), orch_max_slice_ms) &&
+			transition(run, &t, ORCH_TRANSITION_CONTINUE, ORCH_JOB_PENDING))
 		{
-			if (orch_write_continuation(run->job, run->current_step))
+			t.step_index = run->current_step;
+			t.note = psprintf("orchestrator:continuation: time slice of %d ms used; re-queued at step %d",
+							  orch_max_slice_ms, run->current_step + 1);
+			orch_job_transition(&t);
+			if (t.applied)
 				break;
 		}
 	}
@@ -317,7 +359,12 @@ run_steps(JobRun *run)
 static void
 park(JobRun *run, OrchHttpRequest *request)
 {
-	if (orch_write_park(run->job, request->timeout_ms + orch_lease_ms))
+	OrchJobTransition t;
+
+	transition(run, &t, ORCH_TRANSITION_PARK, ORCH_JOB_IN_PROGRESS);
+	t.lease_ms = request->timeout_ms + orch_lease_ms;
+	orch_job_transition(&t);
+	if (t.applied)
 		run->parked = request;
 	else
 		orch_http_free(request);
@@ -328,7 +375,7 @@ typedef struct StepCall
 {
 	JobRun	   *run;
 	Jsonb	   *step;
-	OrchStepResult *r;
+	StepResult *r;
 } StepCall;
 
 /*
@@ -336,7 +383,7 @@ typedef struct StepCall
  * decides, from its outcome and on_failure, where the job goes next.
  */
 static void
-run_one_step(JobRun *run, Jsonb *step, OrchStepResult *r)
+run_one_step(JobRun *run, Jsonb *step, StepResult *res)
 {
 	char	   *condition = orch_jsonb_get_text(step, "condition");
 	char	   *on_failure = orch_jsonb_get_text(step, "on_failure");
@@ -345,14 +392,15 @@ run_one_step(JobRun *run, Jsonb *step, OrchStepResult *r)
 	int			backoff_ms = orch_jsonb_get_int(retry, "backoff_ms", 1000);
 	bool		last;
 	OrchHttpRequest *resume = run->resume;
-	StepCall	call = {run, step, r};
+	OrchStepRecord *r = &res->rec;
+	StepCall	call = {run, step, res};
 	ErrorData  *edata;
 
-	memset(r, 0, sizeof(*r));
+	memset(res, 0, sizeof(*res));
 	r->step_index = run->current_step;
 	r->step_name = orch_jsonb_get_text(step, "name");
 	r->kind = orch_jsonb_get_text(step, "kind");
-	r->attempt = resume ? resume->attempt : run->attempts + 1;
+	r->attempt = resume ? orch_step_request(resume)->attempt : run->attempts + 1;
 	r->started_at = resume ? resume->prepared_at : GetCurrentTimestamp();
 	if (r->step_name == NULL || r->kind == NULL)
 		elog(ERROR, "step %d of the sequence has no name or kind", run->current_step + 1);
@@ -370,12 +418,12 @@ run_one_step(JobRun *run, Jsonb *step, OrchStepResult *r)
 	 * waits in awaiting_approval, holding no lease, until it is resolved.
 	 */
 	if (!resume && orch_jsonb_get_bool(step, "requires_approval") &&
-		!step_approved(run->state, r->step_name) &&
+		!orch_approval_granted(run->state, r->step_name) &&
 		(condition == NULL || orch_jsonpath_truthy(run->state, condition)))
 	{
-		r->output = open_approval(run, step);
+		r->output = orch_approval_open(run->job, run->current_step, step, run->state);
 		r->outcome = ORCH_STEP_AWAITING;
-		stay(run, r, "awaiting_approval");
+		stay(run, r, ORCH_JOB_AWAITING_APPROVAL);
 		return;
 	}
 
@@ -384,12 +432,12 @@ run_one_step(JobRun *run, Jsonb *step, OrchStepResult *r)
 	 * halt the whole sequence at once.  Outside the step's subtransaction,
 	 * so the once-per-period notice it queues stays.
 	 */
-	if (!resume && orch_jsonb_get_bool(step, "ai") && !budget_allows(run))
+	if (!resume && orch_jsonb_get_bool(step, "ai") && !orch_budget_allows(run->job, run->state))
 	{
 		r->outcome = ORCH_STEP_FAILED;
-		r->halted = true;
+		res->halted = true;
 		r->error = pstrdup("AI budget limit reached: sequence halted until the next billing period");
-		stay(run, r, "failed");
+		stay(run, r, ORCH_JOB_FAILED);
 		return;
 	}
 
@@ -397,12 +445,12 @@ run_one_step(JobRun *run, Jsonb *step, OrchStepResult *r)
 	if (edata)
 	{
 		r->outcome = ORCH_STEP_FAILED;
-		r->interrupted = (ShutdownRequestPending && edata->sqlerrcode == ERRCODE_QUERY_CANCELED);
+		res->interrupted = (ShutdownRequestPending && edata->sqlerrcode == ERRCODE_QUERY_CANCELED);
 		r->output = NULL;
-		if (r->request)
+		if (res->request)
 		{
-			orch_http_free(r->request);
-			r->request = NULL;
+			orch_http_free(res->request);
+			res->request = NULL;
 		}
 		r->error = edata->detail
 			? psprintf("%s (%s)", edata->message, edata->detail)
@@ -420,11 +468,11 @@ run_one_step(JobRun *run, Jsonb *step, OrchStepResult *r)
 	last = (r->next_step >= run->nsteps);
 
 	if (r->outcome == ORCH_STEP_PARKED)
-		r->job_status = "in_progress";
+		r->job_status = ORCH_JOB_IN_PROGRESS;
 	else if (r->outcome == ORCH_STEP_DEFERRED)
-		stay(run, r, "pending");	/* not a failure, not an attempt: later */
+		stay(run, r, ORCH_JOB_PENDING); /* not a failure, not an attempt: later */
 	else if (r->outcome != ORCH_STEP_FAILED)
-		r->job_status = last ? "completed" : "in_progress";
+		r->job_status = last ? ORCH_JOB_COMPLETED : ORCH_JOB_IN_PROGRESS;
 	else if (on_failure && strcmp(on_failure, "retry") == 0 && r->attempt < max_attempts)
 	{
 		double		delay_ms = (double) backoff_ms * pow(2.0, (double) (r->attempt - 1));
@@ -432,17 +480,17 @@ run_one_step(JobRun *run, Jsonb *step, OrchStepResult *r)
 		r->outcome = ORCH_STEP_RETRY;
 		r->next_step = run->current_step;
 		r->job_attempts = r->attempt;
-		r->job_status = "pending";
+		r->job_status = ORCH_JOB_PENDING;
 		r->run_at = TimestampTzPlusMilliseconds(r->finished_at, (int64) Min(delay_ms, 86400000.0 * 7));
 	}
 	else if (on_failure && strcmp(on_failure, "continue") == 0)
-		r->job_status = last ? "completed" : "in_progress";
+		r->job_status = last ? ORCH_JOB_COMPLETED : ORCH_JOB_IN_PROGRESS;
 	else
 	{
 		/* stop, or retry with its attempts used up */
 		r->next_step = run->current_step;
 		r->job_attempts = r->attempt;
-		r->job_status = "failed";
+		r->job_status = ORCH_JOB_FAILED;
 	}
 }
 
@@ -451,7 +499,7 @@ run_one_step(JobRun *run, Jsonb *step, OrchStepResult *r)
  * gate, a budget halt, a deferral).
  */
 static void
-stay(JobRun *run, OrchStepResult *r, const char *job_status)
+stay(JobRun *run, OrchStepRecord *r, OrchJobStatus job_status)
 {
 	r->finished_at = GetCurrentTimestamp();
 	r->next_step = run->current_step;
@@ -471,7 +519,7 @@ step_body(void *arg)
 	StepCall   *call = arg;
 	JobRun	   *run = call->run;
 	Jsonb	   *step = call->step;
-	OrchStepResult *r = call->r;
+	OrchStepRecord *r = &call->r->rec;
 	OrchHttpRequest *resume = run->resume;
 	char	   *condition = orch_jsonb_get_text(step, "condition");
 	char	   *expect = orch_jsonb_get_text(step, "expect");
@@ -491,7 +539,7 @@ step_body(void *arg)
 			r->outcome = ORCH_STEP_DEFERRED;
 			r->run_at = defer_until;
 			r->error = psprintf("endpoint \"%s\" answered HTTP 429 (rate limited); deferred until %s",
-								resume->endpoint, timestamptz_to_str(defer_until));
+								orch_step_request(resume)->endpoint, timestamptz_to_str(defer_until));
 		}
 		else
 			r->outcome = ORCH_STEP_SUCCEEDED;
@@ -507,9 +555,9 @@ step_body(void *arg)
 		/* a notify step's message comes from its function */
 		if (function != NULL)
 			message = orch_step_sql_execute(function, scope, run->state, run->run_as, timeout_ms, &r->scope);
-		r->request = orch_step_http_prepare(run->job, run->current_step, r->attempt, step,
-											run->state, message, &defer_until, &reason);
-		if (r->request == NULL)
+		call->r->request = orch_step_http_prepare(run->job, run->current_step, r->attempt, step,
+												  run->state, message, &defer_until, &reason);
+		if (call->r->request == NULL)
 		{
 			r->outcome = ORCH_STEP_DEFERRED;
 			r->run_at = defer_until;
@@ -540,110 +588,8 @@ step_body(void *arg)
 	{
 		r->followups = orch_queue_followups(run->job, step, run->state, r->output);
 		if (orch_jsonb_get_bool(step, "ai"))
-			r->cost_usd = record_cost(run, r->step_name, r->output);
+			r->cost_usd = orch_budget_record_cost(run->job, run->state, r->step_name, r->output);
 	}
-}
-
-/*
- * step_approved: the rep approved (or edited and approved) this step.
- */
-static bool
-step_approved(Jsonb *state, const char *step_name)
-{
-	Jsonb	   *decision = orch_jsonb_get(orch_jsonb_get(state, "approvals"), step_name);
-	char	   *action = orch_jsonb_get_text(decision, "action");
-
-	return action != NULL && (strcmp(action, "approve") == 0 || strcmp(action, "edit") == 0);
-}
-
-/*
- * open_approval opens the step's approval gate (orchestrator.open_approval)
- * and returns what the history records about it.
- */
-static Jsonb *
-open_approval(JobRun *run, Jsonb *step)
-{
-	Datum		args[4];
-	bool		isnull;
-
-	if (approval_plan == NULL)
-	{
-		Oid			types[4] = {UUIDOID, INT4OID, JSONBOID, JSONBOID};
-
-		approval_plan = orch_prepare_kept("SELECT orchestrator.open_approval($1, $2, $3, $4)", 4, types);
-	}
-	args[0] = UUIDPGetDatum(&run->job->id);
-	args[1] = Int32GetDatum(run->current_step);
-	args[2] = JsonbPGetDatum(step);
-	args[3] = JsonbPGetDatum(run->state);
-	return DatumGetJsonbP(orch_exec_scalar(approval_plan, args, NULL, &isnull, "approval gate"));
-}
-
-/*
- * notify_failure queues the seed's Slack notice for a halted sequence
- * (orchestrator.failure_notice), in the job's transaction.
- */
-static void
-notify_failure(JobRun *run, OrchStepResult *r)
-{
-	Datum		args[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
-	bool		isnull;
-
-	if (failure_plan == NULL)
-	{
-		Oid			types[4] = {UUIDOID, JSONBOID, TEXTOID, TEXTOID};
-
-		failure_plan = orch_prepare_kept("SELECT orchestrator.failure_notice($1, $2, $3, $4)", 4, types);
-	}
-	args[0] = UUIDPGetDatum(&run->job->id);
-	args[1] = JsonbPGetDatum(run->state);
-	args[2] = CStringGetTextDatum(r->step_name);
-	args[3] = r->error ? CStringGetTextDatum(r->error) : (Datum) 0;
-	nulls[3] = r->error ? ' ' : 'n';
-	(void) orch_exec_scalar(failure_plan, args, nulls, &isnull, "failure notice");
-}
-
-/*
- * budget_allows asks orchestrator.budget_gate whether an ai step may run.
- */
-static bool
-budget_allows(JobRun *run)
-{
-	Datum		args[2];
-	bool		isnull;
-
-	if (budget_plan == NULL)
-	{
-		Oid			types[2] = {UUIDOID, JSONBOID};
-
-		budget_plan = orch_prepare_kept("SELECT orchestrator.budget_gate($1, $2)", 2, types);
-	}
-	args[0] = UUIDPGetDatum(&run->job->id);
-	args[1] = JsonbPGetDatum(run->state);
-	return DatumGetBool(orch_exec_scalar(budget_plan, args, NULL, &isnull, "budget check"));
-}
-
-/*
- * record_cost books what an ai step reported spending (orchestrator.record_cost).
- */
-static double
-record_cost(JobRun *run, const char *step_name, Jsonb *output)
-{
-	Datum		args[4];
-	bool		isnull;
-
-	if (cost_plan == NULL)
-	{
-		Oid			types[4] = {UUIDOID, JSONBOID, TEXTOID, JSONBOID};
-
-		cost_plan = orch_prepare_kept("SELECT orchestrator.record_cost($1, $2, $3, $4)::float8", 4, types);
-	}
-	args[0] = UUIDPGetDatum(&run->job->id);
-	args[1] = JsonbPGetDatum(run->state);
-	args[2] = CStringGetTextDatum(step_name);
-	args[3] = JsonbPGetDatum(output);
-	return DatumGetFloat8(orch_exec_scalar(cost_plan, args, NULL, &isnull, "cost booking"));
 }
 
 PG_FUNCTION_INFO_V1(orch_run_claimed_job_sql);

@@ -42,14 +42,16 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "orchestrator.h"
+#include "guc.h"
+#include "step_http.h"
+#include "util.h"
 
 /* 429 without a usable Retry-After: the seed's five minutes */
 #define ORCH_DEFAULT_RETRY_AFTER_S 300
 /* a Retry-After further out than this is cut to it */
 #define ORCH_MAX_RETRY_AFTER_S (24 * 3600)
 
-static SPIPlanPtr http_plan = NULL;
+static SPIPlanPtr http_plan_kept = NULL;
 static SPIPlanPtr notify_plan = NULL;
 static SPIPlanPtr notify_result_plan = NULL;
 
@@ -71,48 +73,41 @@ copy_text_array(Datum d, bool isnull, int *n)
 	return out;
 }
 
-/*
- * orch_step_http_prepare builds the request of an http or notify step.
- * Returns NULL with *defer_until set when a notify step must wait.
- */
-OrchHttpRequest *
-orch_step_http_prepare(const OrchClaimedJob *job, int step_index, int attempt,
-					   Jsonb *step, Jsonb *state, Jsonb *message,
-					   TimestampTz *defer_until, const char **defer_reason)
+/* the http_request query, for http steps and endpoint context sources */
+static SPIPlanPtr
+http_plan(void)
 {
-	bool		notify = strcmp(orch_jsonb_get_text(step, "kind"), "notify") == 0;
-	Datum		args[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	if (http_plan_kept == NULL)
+	{
+		Oid			types[5] = {UUIDOID, TEXTOID, TEXTOID, INT4OID, JSONBOID};
+
+		http_plan_kept = orch_prepare_kept(
+			"SELECT NULL::timestamptz, NULL::text, r.url, r.timeout_ms, r.headers, r.body, r.secrets"
+			" FROM orchestrator.http_request($1, $2, $3, $4, $5) r", 5, types);
+	}
+	return http_plan_kept;
+}
+
+/*
+ * build_request runs the prepared request query (plan, args) and copies
+ * its one row into a new request owned by the job's step or context
+ * source.  Returns NULL with *defer_until and *defer_reason set when a
+ * notify step must wait.
+ */
+static OrchHttpRequest *
+build_request(SPIPlanPtr plan, Datum *args, const char *nulls, const OrchStepRequest *owner,
+			  TimestampTz *defer_until, const char **defer_reason)
+{
 	int			ret;
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
 	OrchHttpRequest *req;
+	OrchStepRequest *o;
 	MemoryContext old;
+	Datum		d;
 
-	if (http_plan == NULL)
-	{
-		Oid			types[3] = {UUIDOID, JSONBOID, JSONBOID};
-
-		http_plan = orch_prepare_kept(
-			"SELECT NULL::timestamptz, NULL::text, r.url, r.timeout_ms, r.headers, r.body, r.secrets"
-			" FROM orchestrator.http_request($1, $2, $3) r", 3, types);
-	}
-	if (notify_plan == NULL)
-	{
-		Oid			types[4] = {UUIDOID, JSONBOID, JSONBOID, JSONBOID};
-
-		notify_plan = orch_prepare_kept(
-			"SELECT r.defer_until, r.defer_reason, r.url, r.timeout_ms, r.headers, r.body, r.secrets"
-			" FROM orchestrator.notify_request($1, $2, $3, $4) r", 4, types);
-	}
-
-	args[0] = UUIDPGetDatum(&job->id);
-	args[1] = JsonbPGetDatum(step);
-	args[2] = JsonbPGetDatum(state);
-	args[3] = message ? JsonbPGetDatum(message) : (Datum) 0;
-	nulls[3] = message ? ' ' : 'n';
-	ret = SPI_execute_plan(notify ? notify_plan : http_plan, args, nulls, false, 1);
+	ret = SPI_execute_plan(plan, args, nulls, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "orchestrator could not prepare the request: %s", SPI_result_code_string(ret));
 
@@ -128,28 +123,93 @@ orch_step_http_prepare(const OrchClaimedJob *job, int step_index, int attempt,
 
 	req = orch_http_new_request();
 	old = MemoryContextSwitchTo(req->context);
-	req->job = *job;
-	req->step_index = step_index;
-	req->attempt = attempt;
-	req->step_name = orch_jsonb_get_text(step, "name");
-	req->kind = pstrdup(notify ? "notify" : "http");
-	req->endpoint = orch_jsonb_get_text(step, "endpoint");
+	o = palloc(sizeof(OrchStepRequest));
+	*o = *owner;
+	o->step_name = pstrdup(owner->step_name);
+	o->kind = pstrdup(owner->kind);
+	o->endpoint = owner->endpoint ? pstrdup(owner->endpoint) : NULL;
+	o->context_name = owner->context_name ? pstrdup(owner->context_name) : NULL;
+	req->owner = o;
 	req->url = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
 	req->timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-	{
-		Datum		d = SPI_getbinval(tup, desc, 5, &isnull);
-
-		req->headers = copy_text_array(d, isnull, &req->nheaders);
-		req->body = TextDatumGetCString(SPI_getbinval(tup, desc, 6, &isnull));
-		d = SPI_getbinval(tup, desc, 7, &isnull);
-		req->secrets = copy_text_array(d, isnull, &req->nsecrets);
-	}
-	req->idempotency_key = psprintf("orch-%s-%d",
-									orch_uuid_str(&job->id),
-									step_index);
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	req->headers = copy_text_array(d, isnull, &req->nheaders);
+	req->body = TextDatumGetCString(SPI_getbinval(tup, desc, 6, &isnull));
+	d = SPI_getbinval(tup, desc, 7, &isnull);
+	req->secrets = copy_text_array(d, isnull, &req->nsecrets);
+	req->idempotency_key = o->context_name
+		? psprintf("orch-%s-%d-context-%s", orch_uuid_str(&o->job.id), o->step_index, o->context_name)
+		: psprintf("orch-%s-%d", orch_uuid_str(&o->job.id), o->step_index);
 	req->prepared_at = GetCurrentTimestamp();
 	MemoryContextSwitchTo(old);
 	return req;
+}
+
+/*
+ * orch_step_http_prepare builds the request of an http or notify step.
+ * Returns NULL with *defer_until set when a notify step must wait.
+ */
+OrchHttpRequest *
+orch_step_http_prepare(const OrchClaimedJob *job, int step_index, int attempt,
+					   Jsonb *step, Jsonb *state, Jsonb *message,
+					   TimestampTz *defer_until, const char **defer_reason)
+{
+	bool		notify = strcmp(orch_jsonb_get_text(step, "kind"), "notify") == 0;
+	OrchStepRequest owner = {*job, step_index, attempt, orch_jsonb_get_text(step, "name"),
+	notify ? "notify" : "http", orch_jsonb_get_text(step, "endpoint"), 0, NULL};
+	int			timeout_ms = orch_jsonb_get_int(step, "timeout_ms", 0);
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	if (notify)
+	{
+		if (notify_plan == NULL)
+		{
+			Oid			types[4] = {UUIDOID, JSONBOID, JSONBOID, JSONBOID};
+
+			notify_plan = orch_prepare_kept(
+				"SELECT r.defer_until, r.defer_reason, r.url, r.timeout_ms, r.headers, r.body, r.secrets"
+				" FROM orchestrator.notify_request($1, $2, $3, $4) r", 4, types);
+		}
+		args[0] = UUIDPGetDatum(&job->id);
+		args[1] = JsonbPGetDatum(step);
+		args[2] = JsonbPGetDatum(state);
+		args[3] = message ? JsonbPGetDatum(message) : (Datum) 0;
+		nulls[3] = message ? ' ' : 'n';
+		return build_request(notify_plan, args, nulls, &owner, defer_until, defer_reason);
+	}
+	args[0] = UUIDPGetDatum(&job->id);
+	args[1] = owner.endpoint ? CStringGetTextDatum(owner.endpoint) : (Datum) 0;
+	nulls[1] = owner.endpoint ? ' ' : 'n';
+	args[2] = CStringGetTextDatum(owner.step_name);
+	args[3] = Int32GetDatum(timeout_ms);
+	nulls[3] = timeout_ms > 0 ? ' ' : 'n';
+	args[4] = JsonbPGetDatum(state);
+	return build_request(http_plan(), args, nulls, &owner, defer_until, defer_reason);
+}
+
+/*
+ * orch_context_http_prepare builds the request of an endpoint context
+ * source, loaded before step step_index: POSTed the state like an http
+ * step named "context:<source>", with an Idempotency-Key of its own.
+ */
+OrchHttpRequest *
+orch_context_http_prepare(const OrchClaimedJob *job, int step_index, const char *source, int tier,
+						  const char *endpoint, Jsonb *state)
+{
+	OrchStepRequest owner = {*job, step_index, 1, psprintf("context:%s", source), "http",
+	(char *) endpoint, tier, (char *) source};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', 'n', ' '};
+	TimestampTz defer_until;
+	const char *reason;
+
+	args[0] = UUIDPGetDatum(&job->id);
+	args[1] = CStringGetTextDatum(endpoint);
+	args[2] = CStringGetTextDatum(owner.step_name);
+	args[3] = (Datum) 0;
+	args[4] = JsonbPGetDatum(state);
+	return build_request(http_plan(), args, nulls, &owner, &defer_until, &reason);
 }
 
 /*
@@ -220,6 +280,7 @@ parse_retry_after(const char *value, TimestampTz now)
 Jsonb *
 orch_step_http_result(OrchHttpRequest *req, TimestampTz *defer_until)
 {
+	OrchStepRequest *o = orch_step_request(req);
 	Jsonb	   *out;
 
 	*defer_until = 0;
@@ -231,21 +292,21 @@ orch_step_http_result(OrchHttpRequest *req, TimestampTz *defer_until)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 					 errmsg("response of endpoint \"%s\" is larger than orchestrator.max_response_bytes (%d bytes)",
-							req->endpoint, orch_max_response_bytes)));
+							o->endpoint, orch_max_response_bytes)));
 		if (req->result == CURLE_OPERATION_TIMEDOUT)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("request to endpoint \"%s\" timed out after %ld ms", req->endpoint, req->timeout_ms)));
+					 errmsg("request to endpoint \"%s\" timed out after %ld ms", o->endpoint, req->timeout_ms)));
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("request to endpoint \"%s\" failed: %s", req->endpoint,
+				 errmsg("request to endpoint \"%s\" failed: %s", o->endpoint,
 						req->errbuf[0] ? req->errbuf : curl_easy_strerror((CURLcode) req->result))));
 	}
 
 	if (req->status == 429)
 	{
 		/* a message Slack rate-limited was not delivered */
-		if (strcmp(req->kind, "notify") == 0)
+		if (strcmp(o->kind, "notify") == 0)
 			orch_step_notify_record(req, false, NULL);
 		*defer_until = parse_retry_after(req->retry_after, req->finished_at);
 		return NULL;
@@ -254,12 +315,12 @@ orch_step_http_result(OrchHttpRequest *req, TimestampTz *defer_until)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("endpoint \"%s\" answered with a redirect (HTTP %ld), which is not followed",
-						req->endpoint, req->status),
+						o->endpoint, req->status),
 				 req->location[0] ? errdetail("Location: %s", req->location) : 0));
 	if (req->status < 200 || req->status >= 300)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("endpoint \"%s\" answered HTTP %ld", req->endpoint, req->status)));
+				 errmsg("endpoint \"%s\" answered HTTP %ld", o->endpoint, req->status)));
 
 	if (req->resp == NULL || req->resp_len == 0)
 		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
@@ -271,11 +332,11 @@ orch_step_http_result(OrchHttpRequest *req, TimestampTz *defer_until)
 					  &nullSemAction) != JSON_SUCCESS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("endpoint \"%s\" returned a body that is not JSON", req->endpoint)));
+				 errmsg("endpoint \"%s\" returned a body that is not JSON", o->endpoint)));
 	out = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(req->resp)));
 
 	/* Slack answers 200 with {"ok": false, "error": ...} when it refuses */
-	if (strcmp(req->kind, "notify") == 0)
+	if (strcmp(o->kind, "notify") == 0)
 	{
 		char	   *ok = orch_jsonb_get_text(out, "ok");
 
@@ -310,8 +371,8 @@ orch_step_notify_record(OrchHttpRequest *req, bool ok, const char *ts)
 		notify_result_plan = orch_prepare_kept(
 			"SELECT orchestrator.notify_result($1, $2, $3, $4)", 4, types);
 	}
-	args[0] = UUIDPGetDatum(&req->job.id);
-	args[1] = CStringGetTextDatum(req->step_name);
+	args[0] = UUIDPGetDatum(&orch_step_request(req)->job.id);
+	args[1] = CStringGetTextDatum(orch_step_request(req)->step_name);
 	args[2] = BoolGetDatum(ok);
 	args[3] = ts ? CStringGetTextDatum(ts) : (Datum) 0;
 	nulls[3] = ts ? ' ' : 'n';

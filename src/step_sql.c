@@ -47,7 +47,9 @@
 #include "utils/syscache.h"
 #include "utils/timeout.h"
 
-#include "orchestrator.h"
+#include "guc.h"
+#include "step_sql.h"
+#include "util.h"
 
 /* true while a step's function runs: SIGTERM then cancels it (worker.c) */
 volatile sig_atomic_t orch_step_running = false;
@@ -169,9 +171,17 @@ orch_step_sql_execute(const char *fname, const char *scope, Jsonb *state, Oid ru
 	if (timeout_ms > 0)
 		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
 	orch_step_running = true;
-	result = FunctionCallInvoke(fcinfo);
-	orch_step_running = false;
-	disable_timeout(STATEMENT_TIMEOUT, false);
+	PG_TRY();
+	{
+		result = FunctionCallInvoke(fcinfo);
+	}
+	PG_FINALLY();
+	{
+		/* disarmed however the function ends; an error propagates on */
+		orch_step_running = false;
+		disable_timeout(STATEMENT_TIMEOUT, false);
+	}
+	PG_END_TRY();
 	/* a SIGTERM or timeout that came as the function ended needs no cancel */
 	if (ShutdownRequestPending || get_timeout_indicator(STATEMENT_TIMEOUT, true))
 		QueryCancelPending = false;

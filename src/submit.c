@@ -42,20 +42,22 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "orchestrator.h"
+#include "approval.h"
+#include "auth.h"
+#include "guc.h"
+#include "job_state.h"
+#include "util.h"
+#include "wake.h"
 
 #define ORCH_MAX_CHAIN_DEPTH 3
 #define ORCH_LOCK_CLASS_DEDUPE 1330795348
-#define ORCH_APPROVAL_EVENT "slack_approval_received"
 
 PG_FUNCTION_INFO_V1(orch_submit_event);
 
 static SPIPlanPtr gate_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr dedupe_plan = NULL;
-static SPIPlanPtr enqueue_plan = NULL;
 static SPIPlanPtr log_plan = NULL;
-static SPIPlanPtr approval_plan = NULL;
 
 /* Everything the gate query learns about an event, in one round trip. */
 typedef struct SubmitGate
@@ -120,46 +122,17 @@ prepare_plans(void)
 			" ORDER BY e.created_at DESC LIMIT 1",
 			3, types);
 	}
-	if (enqueue_plan == NULL)
-	{
-		Oid			types[10] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID,
-		TIMESTAMPTZOID, JSONBOID, UUIDOID, INT4OID, UUIDOID};
-
-		enqueue_plan = orch_prepare_kept(
-			"WITH n AS (SELECT pg_catalog.gen_random_uuid() AS id, orchestrator.without_transcripts($7) AS payload),"
-			" j AS (INSERT INTO orchestrator.sequence_jobs"
-			"        (id, org_id, user_id, event_type, event_source, sequence_version, run_at,"
-			"         context, trigger_payload, event_chain, parent_job_id, chain_depth)"
-			"       SELECT n.id, $1, $2, $3, $4, $5, $6,"
-			"              orchestrator.initial_state(n.id, $3, $4, $1, $2, n.payload, $8, $9),"
-			"              n.payload,"
-			"              pg_catalog.jsonb_build_object('parent', $8, 'children', '[]'::jsonb), $8, $9"
-			"       FROM n RETURNING id, run_at),"
-			" l AS (INSERT INTO orchestrator.event_log"
-			"        (org_id, user_id, event_type, event_source, outcome, reason, job_id, run_at,"
-			"         parent_job_id, dedupe_hash)"
-			"       SELECT $1, $2, $3, $4,"
-			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'deferred' ELSE 'accepted' END,"
-			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'quiet_hours' END,"
-			"              j.id, j.run_at, $8, $10 FROM j),"
-			" p AS (UPDATE orchestrator.sequence_jobs pj"
-			"       SET event_chain = pg_catalog.jsonb_set(pj.event_chain, '{children}',"
-			"                         COALESCE(pj.event_chain->'children', '[]') || pg_catalog.to_jsonb(j.id))"
-			"       FROM j WHERE pj.id = $8)"
-			" SELECT id FROM j",
-			10, types);
-	}
 	if (log_plan == NULL)
 	{
-		Oid			types[10] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, UUIDOID, UUIDOID, UUIDOID, JSONBOID};
+		Oid			types[11] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, UUIDOID, UUIDOID, UUIDOID, JSONBOID, TIMESTAMPTZOID};
 
 		log_plan = orch_prepare_kept(
 			"INSERT INTO orchestrator.event_log"
 			" (org_id, user_id, event_type, event_source, outcome, reason, job_id,"
-			"  parent_job_id, dedupe_hash, payload)"
-			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, orchestrator.without_transcripts($10))",
-			10, types);
+			"  parent_job_id, dedupe_hash, payload, run_at)"
+			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, orchestrator.without_transcripts($10), $11)",
+			11, types);
 	}
 }
 
@@ -266,48 +239,6 @@ find_duplicate(Datum org_id, Datum hash, pg_uuid_t *job_id)
 	return true;
 }
 
-/*
- * resolve_approval applies a slack_approval_received event: the approval it
- * names is resolved as the event's user (orchestrator.approval_received).
- * Resolved: accepted, with the resumed job; already resolved: duplicate;
- * the job no longer waiting: skipped, with the reason.
- */
-static void
-resolve_approval(Jsonb *payload, Datum user_id, const char **outcome, const char **reason,
-				 pg_uuid_t *job_id, bool *have_job)
-{
-	Datum		args[2];
-	int			ret;
-	bool		isnull;
-	HeapTuple	tup;
-	TupleDesc	desc;
-	Datum		d;
-
-	if (approval_plan == NULL)
-	{
-		Oid			types[2] = {JSONBOID, UUIDOID};
-
-		approval_plan = orch_prepare_kept(
-			"SELECT outcome, job_id, reason FROM orchestrator.approval_received($1, $2)", 2, types);
-	}
-	args[0] = JsonbPGetDatum(payload);
-	args[1] = user_id;
-	ret = SPI_execute_plan(approval_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "orchestrator approval resolution failed: %s", SPI_result_code_string(ret));
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	*outcome = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-	d = SPI_getbinval(tup, desc, 2, &isnull);
-	if (!isnull)
-	{
-		memcpy(job_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
-		*have_job = true;
-	}
-	d = SPI_getbinval(tup, desc, 3, &isnull);
-	*reason = isnull ? NULL : TextDatumGetCString(d);
-}
-
 Datum
 orch_submit_event(PG_FUNCTION_ARGS)
 {
@@ -410,7 +341,7 @@ orch_submit_event(PG_FUNCTION_ARGS)
 		outcome = "skipped", reason = "unknown_user";
 	/* a rep's decision on an approval gate: applied now, never deferred */
 	else if (is_approval)
-		resolve_approval(payload, user_id, &outcome, &reason, &job_id, &have_job);
+		orch_approval_received(payload, user_id, &outcome, &reason, &job_id, &have_job);
 	/* the engine's own events (orchestrator:...) are not features and not billed */
 	else if (!g.enabled && !internal)
 		outcome = "skipped", reason = "feature_disabled";
@@ -430,45 +361,28 @@ orch_submit_event(PG_FUNCTION_ARGS)
 
 	if (outcome == NULL)
 	{
-		Datum		args[10];
-		char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-		bool		isnull;
-
 		run_at = g.deferred ? g.defer_until : GetCurrentTransactionStartTimestamp();
-		args[0] = org_id;
-		args[1] = user_id;
-		args[2] = PointerGetDatum(type);
-		args[3] = PG_GETARG_DATUM(1);
-		args[4] = Int32GetDatum(g.version);
-		args[5] = TimestampTzGetDatum(run_at);
-		args[6] = JsonbPGetDatum(payload);
-		args[7] = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
-		nulls[7] = PG_ARGISNULL(5) ? 'n' : ' ';
-		args[8] = Int32GetDatum(g.has_parent ? g.depth : 1);
-		args[9] = g.dedupe_hash;
-
-		ret = SPI_execute_plan(enqueue_plan, args, nulls, false, 0);
-		if (ret != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "orchestrator enqueue failed: %s", SPI_result_code_string(ret));
-		memcpy(&job_id, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
-			   sizeof(pg_uuid_t));
+		job_id = orch_job_create(org_id, user_id, PointerGetDatum(type), PG_GETARG_DATUM(1), g.version,
+								 run_at, payload, PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5),
+								 g.has_parent, g.has_parent ? g.depth : 1);
 		have_job = true;
 		have_run_at = true;
 		outcome = g.deferred ? "deferred" : "accepted";
 		reason = g.deferred ? "quiet_hours" : NULL;
-		orch_wake_at_commit();
 	}
-	else
+
+	/* every outcome is one row in the event log */
 	{
-		Datum		args[10];
-		char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		Datum		args[11];
+		char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 		args[0] = org_id;
 		args[1] = user_id;
 		args[2] = PointerGetDatum(type);
 		args[3] = PG_GETARG_DATUM(1);
 		args[4] = CStringGetTextDatum(outcome);
-		args[5] = CStringGetTextDatum(reason);
+		args[5] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+		nulls[5] = reason ? ' ' : 'n';
 		args[6] = have_job ? UUIDPGetDatum(&job_id) : (Datum) 0;
 		nulls[6] = have_job ? ' ' : 'n';
 		args[7] = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
@@ -476,6 +390,9 @@ orch_submit_event(PG_FUNCTION_ARGS)
 		args[8] = g.dedupe_hash;
 		/* keep the payload of an event that created no job: nothing is lost */
 		args[9] = JsonbPGetDatum(payload);
+		nulls[9] = have_run_at ? 'n' : ' ';
+		args[10] = TimestampTzGetDatum(run_at);
+		nulls[10] = have_run_at ? ' ' : 'n';
 
 		ret = SPI_execute_plan(log_plan, args, nulls, false, 0);
 		if (ret != SPI_OK_INSERT)

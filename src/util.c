@@ -22,11 +22,10 @@
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/resowner.h"
-#include "utils/timeout.h"
 #include "utils/uuid.h"
 #include "miscadmin.h"
 
-#include "orchestrator.h"
+#include "util.h"
 
 /*
  * orch_prepare_kept prepares a statement and keeps it for the life of the
@@ -56,8 +55,7 @@ get_value(Jsonb *obj, const char *key, JsonbValue *v)
  * orch_in_subxact runs fn(arg) in an internal subtransaction.  Returns NULL
  * when it succeeded (the subtransaction is released), or the error it
  * raised, copied into the caller's memory context: the subtransaction is
- * rolled back, and a step function's timeout and SIGTERM cancel are
- * disarmed.  So a failing job, step or context source rolls back its own
+ * rolled back.  So a failing job, step or context source rolls back its own
  * writes only, and the caller decides what the error means.
  */
 ErrorData *
@@ -78,8 +76,6 @@ orch_in_subxact(void (*fn) (void *arg), void *arg)
 	}
 	PG_CATCH();
 	{
-		orch_step_running = false;
-		disable_timeout(STATEMENT_TIMEOUT, false);
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
 		FlushErrorState();

@@ -18,7 +18,8 @@
 #include "access/xact.h"
 #include "fmgr.h"
 
-#include "orchestrator.h"
+#include "shmem.h"
+#include "wake.h"
 
 static bool wake_pending = false;
 

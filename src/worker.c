@@ -46,7 +46,15 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "orchestrator.h"
+#include "claim.h"
+#include "guc.h"
+#include "http.h"
+#include "redact.h"
+#include "shmem.h"
+#include "step.h"
+#include "step_http.h"
+#include "step_sql.h"
+#include "worker.h"
 
 #define ORCH_MAX_BATCH 1000
 
@@ -320,7 +328,7 @@ run_batch(OrchClaimedJob *jobs, int n)
 		/* each job sees what the previous ones committed into this batch */
 		PopActiveSnapshot();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		orch_run_job(&req->job, req, &parked);
+		orch_run_job(&orch_step_request(req)->job, req, &parked);
 		orch_http_free(req);
 		if (parked)
 			dlist_push_tail(&to_send, &parked->node);

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# bench/sql_throughput.sh [N] [WORKERS]: end-to-end rate of 3-step sql jobs.
+#
+# Defines a sequence of three sql steps (each returns a small output, which
+# the engine persists with the job's state and a step_history row), submits
+# N events in one transaction, and times from that commit until every job is
+# completed.  Reported: jobs/s and steps/s for the engine, and beside it the
+# rate of a baseline measured in the same run on the same server: a plpgsql
+# loop that claims the same number of rows with FOR UPDATE SKIP LOCKED in
+# batches of 32 and does the same writes (three output updates and three
+# history rows per job) in one transaction per batch.
+set -euo pipefail
+n=${1:-4000}
+workers=${2:-1}
+. "$(dirname "$0")/lib.sh"
+bench_prepare
+bench_start_cluster "${PORT:-5492}" "orchestrator.workers = $workers"
+
+psql >/dev/null <<'SQL'
+CREATE FUNCTION s1(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"a": 1}'::jsonb $$;
+CREATE FUNCTION s2(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"b": 2}'::jsonb $$;
+CREATE FUNCTION s3(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"c": 3}'::jsonb $$;
+SELECT orch_define_sequence('three', '[{"name": "s1", "kind": "sql", "function": "s1"},
+	{"name": "s2", "kind": "sql", "function": "s2"}, {"name": "s3", "kind": "sql", "function": "s3"}]');
+CREATE TABLE base_jobs (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'pending', state jsonb NOT NULL DEFAULT '{}');
+CREATE INDEX ON base_jobs (id) WHERE status = 'pending';
+CREATE TABLE base_history (id bigserial PRIMARY KEY, job_id bigint, step text, output jsonb, at timestamptz DEFAULT clock_timestamp());
+CREATE PROCEDURE base_run() LANGUAGE plpgsql AS $$
+DECLARE ids bigint[];
+BEGIN
+	LOOP  -- one batch per transaction until nothing is pending (bounded by the table)
+		SELECT array_agg(id) INTO ids FROM (SELECT id FROM base_jobs WHERE status = 'pending'
+			ORDER BY id LIMIT 32 FOR UPDATE SKIP LOCKED) c;
+		EXIT WHEN ids IS NULL;
+		UPDATE base_jobs SET status = 'in_progress' WHERE id = ANY (ids);
+		UPDATE base_jobs SET state = state || jsonb_build_object('s1', s1(state)) WHERE id = ANY (ids);
+		INSERT INTO base_history (job_id, step, output) SELECT unnest(ids), 's1', '{"a": 1}';
+		UPDATE base_jobs SET state = state || jsonb_build_object('s2', s2(state)) WHERE id = ANY (ids);
+		INSERT INTO base_history (job_id, step, output) SELECT unnest(ids), 's2', '{"b": 2}';
+		UPDATE base_jobs SET state = state || jsonb_build_object('s3', s3(state)), status = 'completed' WHERE id = ANY (ids);
+		INSERT INTO base_history (job_id, step, output) SELECT unnest(ids), 's3', '{"c": 3}';
+		COMMIT;
+	END LOOP;
+END $$;
+SQL
+
+engine() {
+	local t0 t1
+	t0=$(date +%s.%N)
+	psql -c "SELECT count(*) FROM generate_series(1, $n) i, orch_submit_event('three', 'bench', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', jsonb_build_object('i', i, 'r', '$RANDOM')) e WHERE e.outcome = 'accepted'" >/dev/null
+	for _ in $(seq 1 6000); do  # wait (bounded: 10 min) until every job is completed
+		[ "$(psql -c "SELECT count(*) FROM orchestrator.sequence_jobs WHERE status NOT IN ('completed')")" = 0 ] && break
+		sleep 0.1
+	done
+	t1=$(date +%s.%N)
+	echo "$t0 $t1"
+}
+
+baseline() {
+	local t0 t1
+	psql -c "INSERT INTO base_jobs (state) SELECT jsonb_build_object('i', i) FROM generate_series(1, $n) i" >/dev/null
+	t0=$(date +%s.%N)
+	psql -c "CALL base_run()" >/dev/null
+	t1=$(date +%s.%N)
+	echo "$t0 $t1"
+}
+
+# alternate, so noise hits both; two rounds each
+rates_e=() rates_b=()
+for round in 1 2; do
+	read -r a b < <(engine); rates_e+=("$(echo "$n / ($b - $a)" | bc -l)")
+	read -r a b < <(baseline); rates_b+=("$(echo "$n / ($b - $a)" | bc -l)")
+done
+median2() { echo "($1 + $2) / 2" | bc -l; }
+e=$(median2 "${rates_e[@]}"); b=$(median2 "${rates_b[@]}")
+printf '%-44s %10s %10s %8s\n' "figure ($n jobs, $workers worker(s))" ours baseline ratio
+printf '%-44s %10.0f %10.0f %8.2f\n' "3 sql steps end to end, jobs/s" "$e" "$b" "$(echo "$e / $b" | bc -l)"
+printf '%-44s %10.0f %10.0f\n' "  rounds (engine / baseline)" "${rates_e[0]}" "${rates_b[0]}"
+printf '%-44s %10.0f %10.0f\n' "" "${rates_e[1]}" "${rates_b[1]}"

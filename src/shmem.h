@@ -1,0 +1,21 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.h
+ *	  Shared memory: the registry of running workers and their latches (shmem.c).
+ *
+ * src/shmem.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ORCH_SHMEM_H
+#define ORCH_SHMEM_H
+
+/* true when loaded through shared_preload_libraries: workers exist */
+extern bool orch_preloaded;
+
+extern void orch_shmem_init(void);
+extern void orch_shmem_register_worker(int index);
+extern void orch_shmem_unregister_worker(int index);
+extern void orch_shmem_wake_all(void);
+
+#endif							/* ORCH_SHMEM_H */

@@ -1,0 +1,41 @@
+/*-------------------------------------------------------------------------
+ *
+ * util.h
+ *	  Small helpers: kept SPI plans, subtransactions, jsonb fields, jsonpath conditions (util.c).
+ *
+ * src/util.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ORCH_UTIL_H
+#define ORCH_UTIL_H
+
+#include "executor/spi.h"
+#include "utils/elog.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+/* The engine's own event types (notices, approval requests) start so. */
+#define ORCH_ENGINE_EVENT_PREFIX "orchestrator:"
+
+static inline bool
+orch_is_engine_event(const char *type, int len)
+{
+	int			plen = (int) strlen(ORCH_ENGINE_EVENT_PREFIX);
+
+	return len > plen && strncmp(type, ORCH_ENGINE_EVENT_PREFIX, plen) == 0;
+}
+
+extern SPIPlanPtr orch_prepare_kept(const char *sql, int nargs, Oid *argtypes);
+extern ErrorData *orch_in_subxact(void (*fn) (void *arg), void *arg);
+extern Datum orch_exec_scalar(SPIPlanPtr plan, Datum *args, const char *nulls,
+							  bool *isnull, const char *what);
+extern char *orch_uuid_str(const pg_uuid_t *id);
+extern Jsonb *orch_jsonb_get(Jsonb *obj, const char *key);
+extern char *orch_jsonb_get_text(Jsonb *obj, const char *key);
+extern int	orch_jsonb_get_int(Jsonb *obj, const char *key, int default_value);
+extern bool orch_jsonb_get_bool(Jsonb *obj, const char *key);
+extern Jsonb *orch_jsonb_array_get(Jsonb *array, int index);
+extern bool orch_jsonpath_truthy(Jsonb *target, const char *path);
+
+#endif							/* ORCH_UTIL_H */
