@@ -20,6 +20,8 @@ OBJS = \
 	src/job_state.o \
 	src/approval.o \
 	src/budget.o \
+	src/policy.o \
+	src/operate.o \
 	src/worker.o
 
 EXTENSION = orchestrator

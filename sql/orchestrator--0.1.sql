@@ -777,6 +777,26 @@ $$;
 COMMENT ON FUNCTION orchestrator.context_needed(jsonb, jsonb, boolean) IS 'Context sources not loaded yet: tier 2 when asked for, tier 3 a step requires; for the worker only';
 
 /*
+ * with_context_source puts one loaded source into a state: its data under
+ * context.tier<N>.<name> (null when it failed) and its error, if any,
+ * under context.errors.<name>.  A single expression, inlined into the
+ * transition that stores it (job_state.c).
+ */
+CREATE FUNCTION orchestrator.with_context_source(p_state jsonb, p_tier integer, p_name text, p_data jsonb,
+	p_error text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+	SELECT jsonb_set(
+		CASE WHEN p_error IS NULL THEN p_state
+		     ELSE jsonb_set(p_state, '{context,errors}',
+		                    COALESCE(p_state->'context'->'errors', '{}') || jsonb_build_object(p_name, p_error)) END,
+		ARRAY['context', 'tier' || p_tier],
+		COALESCE(p_state->'context'->('tier' || p_tier), '{}') || jsonb_build_object(p_name, p_data))
+$$;
+COMMENT ON FUNCTION orchestrator.with_context_source(jsonb, integer, text, jsonb, text) IS 'A state with one loaded context source (or its error) stored in it';
+
+/*
  * without_transcripts drops transcript text from what the engine stores:
  * the seed references meeting transcripts by id and never copies them into
  * orchestrator state.  Keys transcript, transcript_text and transcript_body

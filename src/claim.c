@@ -27,11 +27,8 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "fmgr.h"
-#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/timestamp.h"
-#include "utils/tuplestore.h"
 #include "utils/uuid.h"
 
 #include "claim.h"
@@ -109,57 +106,4 @@ orch_next_wakeup(bool *contended)
 	*contended = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetTimestampTz(d);
-}
-
-PG_FUNCTION_INFO_V1(orch_claim_jobs_sql);
-PG_FUNCTION_INFO_V1(orch_reclaim_expired_sql);
-
-/*
- * orchestrator.claim_jobs(max): the worker's claim, callable from SQL so
- * tests and tools can drive the engine by hand (one session, one "worker").
- */
-Datum
-orch_claim_jobs_sql(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int32		max = PG_GETARG_INT32(0);
-	OrchClaimedJob *jobs;
-	int			n;
-
-	if (max < 1 || max > 1000)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max must be between 1 and 1000")));
-
-	InitMaterializedSRF(fcinfo, 0);
-	jobs = palloc(sizeof(OrchClaimedJob) * max);
-
-	SPI_connect();
-	n = orch_claim_jobs(jobs, max);
-	SPI_finish();
-
-	for (int i = 0; i < n; i++)
-	{
-		Datum		values[2];
-		bool		nulls[2] = {false, false};
-
-		values[0] = UUIDPGetDatum(&jobs[i].id);
-		values[1] = Int64GetDatum(jobs[i].token);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	return (Datum) 0;
-}
-
-/*
- * orchestrator.reclaim_expired(): the worker's reclaim of lapsed leases.
- */
-Datum
-orch_reclaim_expired_sql(PG_FUNCTION_ARGS)
-{
-	int			n;
-
-	SPI_connect();
-	n = orch_reclaim_expired();
-	SPI_finish();
-	PG_RETURN_INT32(n);
 }

@@ -36,7 +36,6 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -68,29 +67,18 @@ static const bool legal[ORCH_JOB_NSTATUS][ORCH_JOB_NSTATUS] = {
 	{true, false, false, false, false, false},	/* from cancelled */
 };
 
-/* the columns every history row names, and the lease-keeping rule */
+/* the columns every history row names */
 #define HISTORY "INSERT INTO orchestrator.step_history" \
 	" (job_id, org_id, step_index, step_name, kind, attempt, outcome, output, error," \
 	"  started_at, finished_at, worker_pid, fencing_token, http_status, scope)"
-#define WORKER_OWNS "j.id = $1 AND j.fencing_token = $2 AND j.status = 'in_progress'"
 
-static SPIPlanPtr step_plan = NULL;
-static SPIPlanPtr context_plan = NULL;
-static SPIPlanPtr park_plan = NULL;
-static SPIPlanPtr continue_plan = NULL;
-static SPIPlanPtr fail_plan = NULL;
-static SPIPlanPtr operator_plan = NULL;
+#define NARGS 29
+
+static SPIPlanPtr transition_plan = NULL;
 static SPIPlanPtr create_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr reclaim_plan = NULL;
 static SPIPlanPtr release_plan = NULL;
-
-static void apply_step(OrchJobTransition *t);
-static void apply_context(OrchJobTransition *t);
-static void apply_park(OrchJobTransition *t);
-static void apply_continue(OrchJobTransition *t);
-static void apply_fail(OrchJobTransition *t);
-static void apply_operator(OrchJobTransition *t);
 
 const char *
 orch_job_status_name(OrchJobStatus status)
@@ -99,8 +87,8 @@ orch_job_status_name(OrchJobStatus status)
 	return status_names[status];
 }
 
-static OrchJobStatus
-status_from_name(const char *name)
+OrchJobStatus
+orch_job_status_from_name(const char *name)
 {
 	for (int i = 0; i < ORCH_JOB_NSTATUS; i++)
 		if (strcmp(name, status_names[i]) == 0)
@@ -130,30 +118,190 @@ outcome_name(OrchStepOutcome o)
 	return names[o];
 }
 
-/* Datum of a string argument, or a null */
-static Datum
-text_or_null(const char *s, char *null)
+/*
+ * The one statement every single-job transition runs.  The job's row
+ * changes only while it is in the expected status (and, for the worker's
+ * kinds, under the expected fencing token); its state is folded by the
+ * transition's op ("fold": a step result through orchestrator.advance_state;
+ * "source": a context source through orchestrator.with_context_source;
+ * otherwise the state given, or none); the lease survives only while the
+ * job stays in_progress; and a history row is written unless the
+ * transition has no history kind (a park).  Output is stripped of
+ * transcripts and the error redacted once for both row and history.
+ */
+static const char *const transition_sql =
+"WITH r AS (SELECT orchestrator.without_transcripts($9) AS output, orchestrator.redact($19) AS error),"
+" u AS ("
+"  UPDATE orchestrator.sequence_jobs j SET"
+"    status = $4,"
+"    context = CASE $5"
+"      WHEN 'fold' THEN orchestrator.advance_state(j.context, $7, $8, r.output, $10, $11, $12, $13::numeric)"
+"      WHEN 'source' THEN orchestrator.with_context_source(j.context, $29, $7, r.output, r.error)"
+"      ELSE COALESCE($6, j.context) END,"
+"    current_step = COALESCE($11, j.current_step), attempts = COALESCE($14, j.attempts),"
+"    reclaims = COALESCE($15, j.reclaims), run_at = COALESCE($16, j.run_at),"
+"    fencing_token = j.fencing_token + CASE WHEN $17 THEN 1 ELSE 0 END,"
+"    lease_owner = CASE WHEN $4 = 'in_progress' THEN j.lease_owner END,"
+"    lease_expires_at = CASE WHEN $4 = 'in_progress' THEN COALESCE(pg_catalog.clock_timestamp()"
+"                       + pg_catalog.make_interval(secs => $18 / 1000.0), j.lease_expires_at) END,"
+"    last_error = CASE WHEN $20 THEN NULL WHEN $5 = 'source' THEN j.last_error"
+"                      ELSE COALESCE(r.error, j.last_error) END,"
+"    finished_at = CASE WHEN $4 IN ('completed', 'failed', 'cancelled') THEN pg_catalog.clock_timestamp() END,"
+"    updated_at = pg_catalog.clock_timestamp()"
+"  FROM r WHERE j.id = $1 AND j.status = $3 AND ($2 IS NULL OR j.fencing_token = $2)"
+"  RETURNING j.id, j.org_id, j.context, j.current_step, j.fencing_token),"
+" h AS (" HISTORY
+"  SELECT u.id, u.org_id, COALESCE($22, u.current_step),"
+"         CASE WHEN $5 = 'source' THEN 'context:' || $7 ELSE $7 END, $21, COALESCE($23, 1), $8,"
+"         CASE WHEN $5 = 'source' THEN pg_catalog.jsonb_build_object('tier', $29, 'source', $7,"
+"                'bytes', pg_catalog.octet_length(COALESCE(r.output, 'null'::jsonb)::text))"
+"              ELSE r.output END,"
+"         COALESCE(r.error, $28), COALESCE($24, pg_catalog.clock_timestamp()),"
+"         COALESCE($25, pg_catalog.clock_timestamp()), pg_catalog.pg_backend_pid(), u.fencing_token, $26, $27"
+"  FROM u, r WHERE $21 IS NOT NULL)"
+" SELECT u.context FROM u";
+
+/* the statement's arguments, set one by one; unset ones are NULL */
+typedef struct Args
 {
-	*null = s ? ' ' : 'n';
-	return s ? CStringGetTextDatum(s) : (Datum) 0;
+	Datum		values[NARGS];
+	char		nulls[NARGS];
+} Args;
+
+static void
+set(Args *a, int n, Datum value)
+{
+	a->values[n - 1] = value;
+	a->nulls[n - 1] = ' ';
 }
 
-static Datum
-jsonb_or_null(Jsonb *j, char *null)
+static void
+set_text(Args *a, int n, const char *s)
 {
-	*null = j ? ' ' : 'n';
-	return j ? JsonbPGetDatum(j) : (Datum) 0;
+	if (s)
+		set(a, n, CStringGetTextDatum(s));
+}
+
+static void
+set_jsonb(Args *a, int n, Jsonb *j)
+{
+	if (j)
+		set(a, n, JsonbPGetDatum(j));
+}
+
+static void
+set_int(Args *a, int n, int v)
+{
+	if (v >= 0)
+		set(a, n, Int32GetDatum(v));
+}
+
+static void
+set_time(Args *a, int n, TimestampTz t)
+{
+	if (t != 0)
+		set(a, n, TimestampTzGetDatum(t));
+}
+
+/*
+ * fill_args turns a transition into the statement's arguments: the job
+ * and where it must be, then what each kind changes and records.
+ */
+static void
+fill_args(const OrchJobTransition *t, Args *a)
+{
+	const OrchStepRecord *r = t->step;
+
+	memset(a->nulls, 'n', sizeof(a->nulls));
+	set(a, 1, UUIDPGetDatum(&t->job_id));
+	if (t->kind != ORCH_TRANSITION_OPERATOR)
+		set(a, 2, Int64GetDatum(t->token));
+	set_text(a, 3, status_names[t->from]);
+	set_text(a, 4, status_names[t->to]);
+	set(a, 17, BoolGetDatum(t->new_token));
+	set(a, 20, BoolGetDatum(t->clear_error));
+
+	switch (t->kind)
+	{
+		case ORCH_TRANSITION_STEP:
+			set_text(a, 5, "fold");
+			set_text(a, 7, r->step_name);
+			set_text(a, 8, outcome_name(r->outcome));
+			set_jsonb(a, 9, r->output);
+			set(a, 10, Float8GetDatum((double) (r->finished_at - r->started_at) / 1000.0));
+			set_int(a, 11, r->next_step);
+			set_jsonb(a, 12, r->followups);
+			set(a, 13, Float8GetDatum(r->cost_usd));
+			set_int(a, 14, r->job_attempts);
+			set_time(a, 16, r->run_at);
+			set_text(a, 19, r->error);
+			set_text(a, 21, r->kind);
+			set_int(a, 22, r->step_index);
+			set_int(a, 23, r->attempt);
+			set_time(a, 24, r->started_at);
+			set_time(a, 25, r->finished_at);
+			if (r->http_status)
+				set(a, 26, Int32GetDatum((int32) r->http_status));
+			set_text(a, 27, r->scope);
+			break;
+		case ORCH_TRANSITION_CONTEXT:
+			set_text(a, 5, "source");
+			set_text(a, 7, t->name);
+			set_text(a, 8, t->error ? "failed" : "succeeded");
+			set_jsonb(a, 9, t->data);
+			set_text(a, 19, t->error);
+			set_text(a, 21, "context");
+			set_int(a, 22, t->step_index);
+			set_time(a, 24, t->started_at);
+			if (t->http_status)
+				set(a, 26, Int32GetDatum((int32) t->http_status));
+			set(a, 29, Int32GetDatum(t->tier));
+			break;
+		case ORCH_TRANSITION_PARK:
+			set(a, 18, Float8GetDatum((double) t->lease_ms));
+			break;
+		case ORCH_TRANSITION_CONTINUE:
+			set_time(a, 16, GetCurrentTimestamp());
+			set_text(a, 8, "continuation");
+			set_text(a, 21, "engine");
+			set_int(a, 22, t->step_index);
+			set_text(a, 28, t->note);
+			break;
+		case ORCH_TRANSITION_FAIL:
+			set_text(a, 8, "failed");
+			set_text(a, 19, t->error);
+			set_text(a, 21, "engine");
+			break;
+		case ORCH_TRANSITION_OPERATOR:
+			set_jsonb(a, 6, t->context);
+			set_text(a, 7, t->step_name);
+			set_text(a, 8, t->outcome);
+			set_jsonb(a, 9, t->output);
+			set_int(a, 11, t->current_step);
+			set_int(a, 14, t->attempts);
+			set_int(a, 15, t->reclaims);
+			if (t->to == ORCH_JOB_PENDING)
+				set_time(a, 16, GetCurrentTimestamp());
+			set_text(a, 21, t->history_kind);
+			set_int(a, 22, t->step_index);
+			set_text(a, 28, t->note);
+			break;
+	}
 }
 
 /*
  * orch_job_transition applies one transition, after checking that its edge
- * exists and that its kind may take it.  t->applied says whether the job
- * was where the transition expected it; nothing is written otherwise.
+ * exists and that its kind may take it: the worker's kinds leave
+ * in_progress only, and an operator never grants a lease.  t->applied
+ * says whether the job was where the transition expected it; nothing is
+ * written otherwise.  t->state is the job's new state.
  */
 void
 orch_job_transition(OrchJobTransition *t)
 {
 	bool		worker = (t->kind != ORCH_TRANSITION_OPERATOR);
+	Args		a;
+	int			ret;
 
 	if (!legal[t->from][t->to] || (worker && t->from != ORCH_JOB_IN_PROGRESS) ||
 		(!worker && t->to == ORCH_JOB_IN_PROGRESS))
@@ -161,29 +309,30 @@ orch_job_transition(OrchJobTransition *t)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("job %s cannot go from %s to %s", orch_uuid_str(&t->job_id),
 						status_names[t->from], status_names[t->to])));
-	t->applied = false;
-	t->state = NULL;
-	switch (t->kind)
+
+	if (transition_plan == NULL)
 	{
-		case ORCH_TRANSITION_STEP:
-			apply_step(t);
-			break;
-		case ORCH_TRANSITION_CONTEXT:
-			apply_context(t);
-			break;
-		case ORCH_TRANSITION_PARK:
-			apply_park(t);
-			break;
-		case ORCH_TRANSITION_CONTINUE:
-			apply_continue(t);
-			break;
-		case ORCH_TRANSITION_FAIL:
-			apply_fail(t);
-			break;
-		case ORCH_TRANSITION_OPERATOR:
-			apply_operator(t);
-			break;
+		Oid			types[NARGS] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
+			TEXTOID, JSONBOID, FLOAT8OID, INT4OID, JSONBOID, FLOAT8OID, INT4OID, INT4OID,
+			TIMESTAMPTZOID, BOOLOID, FLOAT8OID, TEXTOID, BOOLOID, TEXTOID, INT4OID, INT4OID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
+
+		transition_plan = orch_prepare_kept(transition_sql, NARGS, types);
 	}
+	fill_args(t, &a);
+	ret = SPI_execute_plan(transition_plan, a.values, a.nulls, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "orchestrator job transition failed: %s", SPI_result_code_string(ret));
+	t->applied = (SPI_processed == 1);
+	t->state = NULL;
+	if (t->applied)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		t->state = isnull ? NULL : DatumGetJsonbP(d);
+	}
+
 	/*
 	 * A job put back to pending now wakes the workers once this commits; a
 	 * step's retry or deferral waits for its run_at, and its worker looks
@@ -201,322 +350,6 @@ orch_job_transitions(OrchJobTransition *t, int n)
 {
 	for (int i = 0; i < n; i++)
 		orch_job_transition(&t[i]);
-}
-
-/* the first column of the statement's one row, or NULL when none */
-static Jsonb *
-returned_state(void)
-{
-	bool		isnull;
-	Datum		d;
-
-	if (SPI_processed == 0)
-		return NULL;
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? NULL : DatumGetJsonbP(d);
-}
-
-/*
- * apply_step records a step attempt: the state folded by
- * orchestrator.advance_state, next step, status, retry time, and the
- * history row, with the output's transcripts dropped and the error
- * redacted once for both.
- */
-static void
-apply_step(OrchJobTransition *t)
-{
-	const OrchStepRecord *r = t->step;
-	Datum		args[20];
-	char		n[20];
-	int			ret;
-
-	if (step_plan == NULL)
-	{
-		Oid			types[20] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, JSONBOID, FLOAT8OID,
-			INT4OID, INT4OID, TEXTOID, TIMESTAMPTZOID, INT4OID, TEXTOID, TEXTOID, INT4OID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, JSONBOID, FLOAT8OID, TEXTOID};
-
-		step_plan = orch_prepare_kept(
-			"WITH r AS (SELECT orchestrator.without_transcripts($5) AS output, orchestrator.redact($12) AS error),"
-			" u AS ("
-			"  UPDATE orchestrator.sequence_jobs j SET"
-			"    context = orchestrator.advance_state(j.context, $3, $4, r.output, $6, $7, $18, $19::numeric),"
-			"    current_step = $7, attempts = $8, status = $9,"
-			"    run_at = COALESCE($10, j.run_at),"
-			"    lease_owner = CASE WHEN $9 = 'in_progress' THEN j.lease_owner END,"
-			"    lease_expires_at = CASE WHEN $9 = 'in_progress' THEN j.lease_expires_at END,"
-			"    last_error = COALESCE(r.error, j.last_error),"
-			"    finished_at = CASE WHEN $9 IN ('completed', 'failed') THEN pg_catalog.clock_timestamp() END,"
-			"    updated_at = pg_catalog.clock_timestamp()"
-			"  FROM r WHERE " WORKER_OWNS
-			"  RETURNING j.id, j.org_id, j.context),"
-			" h AS (" HISTORY
-			"  SELECT u.id, u.org_id, $11, $3, $13, $14, $4, r.output, r.error, $15, $16,"
-			"         pg_catalog.pg_backend_pid(), $2, $17, $20 FROM u, r)"
-			" SELECT u.context FROM u",
-			20, types);
-	}
-
-	memset(n, ' ', sizeof(n));
-	args[0] = UUIDPGetDatum(&t->job_id);
-	args[1] = Int64GetDatum(t->token);
-	args[2] = CStringGetTextDatum(r->step_name);
-	args[3] = CStringGetTextDatum(outcome_name(r->outcome));
-	args[4] = jsonb_or_null(r->output, &n[4]);
-	args[5] = Float8GetDatum((double) (r->finished_at - r->started_at) / 1000.0);
-	args[6] = Int32GetDatum(r->next_step);
-	args[7] = Int32GetDatum(r->job_attempts);
-	args[8] = CStringGetTextDatum(status_names[t->to]);
-	args[9] = TimestampTzGetDatum(r->run_at);
-	n[9] = r->run_at ? ' ' : 'n';
-	args[10] = Int32GetDatum(r->step_index);
-	args[11] = text_or_null(r->error, &n[11]);
-	args[12] = CStringGetTextDatum(r->kind);
-	args[13] = Int32GetDatum(r->attempt);
-	args[14] = TimestampTzGetDatum(r->started_at);
-	args[15] = TimestampTzGetDatum(r->finished_at);
-	args[16] = Int32GetDatum((int32) r->http_status);
-	n[16] = r->http_status ? ' ' : 'n';
-	args[17] = jsonb_or_null(r->followups, &n[17]);
-	args[18] = Float8GetDatum(r->cost_usd);
-	args[19] = text_or_null(r->scope, &n[19]);
-
-	ret = SPI_execute_plan(step_plan, args, n, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "orchestrator step write-back failed: %s", SPI_result_code_string(ret));
-	t->state = returned_state();
-	t->applied = (t->state != NULL);
-}
-
-/*
- * apply_context stores one context source's result (or null and its
- * error) under state.context.tier<N>.<name>, with a history row of kind
- * context.
- */
-static void
-apply_context(OrchJobTransition *t)
-{
-	Datum		args[9];
-	char		n[9];
-	int			ret;
-
-	if (context_plan == NULL)
-	{
-		Oid			types[9] = {UUIDOID, INT8OID, INT4OID, INT4OID, TEXTOID, JSONBOID, TEXTOID,
-		TIMESTAMPTZOID, INT4OID};
-
-		context_plan = orch_prepare_kept(
-			"WITH r AS (SELECT orchestrator.without_transcripts($6) AS data, orchestrator.redact($7) AS error,"
-			"                  'tier' || $4 AS tier),"
-			" u AS ("
-			"  UPDATE orchestrator.sequence_jobs j SET"
-			"    context = pg_catalog.jsonb_set("
-			"      CASE WHEN r.error IS NULL THEN j.context"
-			"           ELSE pg_catalog.jsonb_set(j.context, '{context,errors}',"
-			"                  COALESCE(j.context->'context'->'errors', '{}')"
-			"                  || pg_catalog.jsonb_build_object($5, r.error)) END,"
-			"      ARRAY['context', r.tier],"
-			"      COALESCE(j.context->'context'->r.tier, '{}') || pg_catalog.jsonb_build_object($5, r.data)),"
-			"    updated_at = pg_catalog.clock_timestamp()"
-			"  FROM r WHERE " WORKER_OWNS
-			"  RETURNING j.id, j.org_id, j.context),"
-			" h AS (" HISTORY
-			"  SELECT u.id, u.org_id, $3, 'context:' || $5, 'context', 1,"
-			"         CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'failed' END,"
-			"         pg_catalog.jsonb_build_object('tier', $4, 'source', $5,"
-			"           'bytes', pg_catalog.octet_length(COALESCE(r.data, 'null'::jsonb)::text)),"
-			"         r.error, $8, pg_catalog.clock_timestamp(), pg_catalog.pg_backend_pid(), $2, $9, NULL"
-			"  FROM u, r)"
-			" SELECT u.context FROM u",
-			9, types);
-	}
-	memset(n, ' ', sizeof(n));
-	args[0] = UUIDPGetDatum(&t->job_id);
-	args[1] = Int64GetDatum(t->token);
-	args[2] = Int32GetDatum(t->step_index);
-	args[3] = Int32GetDatum(t->tier);
-	args[4] = CStringGetTextDatum(t->name);
-	args[5] = jsonb_or_null(t->data, &n[5]);
-	args[6] = text_or_null(t->error, &n[6]);
-	args[7] = TimestampTzGetDatum(t->started_at);
-	args[8] = Int32GetDatum((int32) t->http_status);
-	n[8] = t->http_status ? ' ' : 'n';
-	ret = SPI_execute_plan(context_plan, args, n, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "orchestrator context write-back failed: %s", SPI_result_code_string(ret));
-	t->state = returned_state();
-	t->applied = (t->state != NULL);
-}
-
-/*
- * apply_park stretches the lease over an HTTP request about to be sent
- * (its timeout plus orchestrator.lease_duration), so no other worker
- * reclaims the job meanwhile; a worker that dies mid-request leaves a
- * lease that lapses.
- */
-static void
-apply_park(OrchJobTransition *t)
-{
-	Datum		args[3];
-	int			ret;
-
-	if (park_plan == NULL)
-	{
-		Oid			types[3] = {UUIDOID, INT8OID, FLOAT8OID};
-
-		park_plan = orch_prepare_kept(
-			"UPDATE orchestrator.sequence_jobs j"
-			" SET lease_expires_at = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3 / 1000.0),"
-			"     updated_at = pg_catalog.clock_timestamp()"
-			" WHERE " WORKER_OWNS,
-			3, types);
-	}
-	args[0] = UUIDPGetDatum(&t->job_id);
-	args[1] = Int64GetDatum(t->token);
-	args[2] = Float8GetDatum((double) t->lease_ms);
-	ret = SPI_execute_plan(park_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "orchestrator park write-back failed: %s", SPI_result_code_string(ret));
-	t->applied = (SPI_processed == 1);
-}
-
-/*
- * apply_continue checkpoints a job that used its time slice: back to
- * pending at the step it reached, runnable now but behind the jobs already
- * due, and the history says so (orchestrator:continuation).
- */
-static void
-apply_continue(OrchJobTransition *t)
-{
-	Datum		args[4];
-	int			ret;
-
-	if (continue_plan == NULL)
-	{
-		Oid			types[4] = {UUIDOID, INT8OID, INT4OID, TEXTOID};
-
-		continue_plan = orch_prepare_kept(
-			"WITH u AS ("
-			"  UPDATE orchestrator.sequence_jobs j"
-			"  SET status = 'pending', run_at = pg_catalog.clock_timestamp(), lease_owner = NULL,"
-			"      lease_expires_at = NULL, updated_at = pg_catalog.clock_timestamp()"
-			"  WHERE " WORKER_OWNS
-			"  RETURNING j.id, j.org_id)"
-			" " HISTORY
-			" SELECT u.id, u.org_id, $3, NULL, 'engine', 1, 'continuation', NULL, $4,"
-			"        pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), pg_catalog.pg_backend_pid(), $2,"
-			"        NULL, NULL FROM u",
-			4, types);
-	}
-	args[0] = UUIDPGetDatum(&t->job_id);
-	args[1] = Int64GetDatum(t->token);
-	args[2] = Int32GetDatum(t->step_index);
-	args[3] = CStringGetTextDatum(t->note);
-	ret = SPI_execute_plan(continue_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "orchestrator continuation write-back failed: %s", SPI_result_code_string(ret));
-	t->applied = (SPI_processed == 1);
-}
-
-/*
- * apply_fail fails a job after an error outside any step (a definition
- * the engine cannot read, say), with an engine history row.
- */
-static void
-apply_fail(OrchJobTransition *t)
-{
-	Datum		args[3];
-	int			ret;
-
-	if (fail_plan == NULL)
-	{
-		Oid			types[3] = {UUIDOID, INT8OID, TEXTOID};
-
-		fail_plan = orch_prepare_kept(
-			"WITH r AS (SELECT orchestrator.redact($3) AS error),"
-			" u AS ("
-			"  UPDATE orchestrator.sequence_jobs j SET status = 'failed', last_error = r.error,"
-			"    lease_owner = NULL, lease_expires_at = NULL,"
-			"    finished_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp()"
-			"  FROM r WHERE " WORKER_OWNS
-			"  RETURNING j.id, j.org_id, j.current_step)"
-			" " HISTORY
-			" SELECT u.id, u.org_id, u.current_step, NULL, 'engine', 1, 'failed', NULL, r.error,"
-			"        pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), pg_catalog.pg_backend_pid(), $2,"
-			"        NULL, NULL FROM u, r",
-			3, types);
-	}
-	args[0] = UUIDPGetDatum(&t->job_id);
-	args[1] = Int64GetDatum(t->token);
-	args[2] = CStringGetTextDatum(t->error);
-	ret = SPI_execute_plan(fail_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "orchestrator job failure write-back failed: %s", SPI_result_code_string(ret));
-	t->applied = (SPI_processed == 1);
-}
-
-/*
- * apply_operator: cancel, retry or an approval decision, by a caller that
- * holds the job's row lock and made its new state.  No lease survives it;
- * a job put back to pending is runnable now; a job that ends gets its
- * finished_at.
- */
-static void
-apply_operator(OrchJobTransition *t)
-{
-	Datum		args[15];
-	char		n[15];
-	int			ret;
-
-	if (operator_plan == NULL)
-	{
-		Oid			types[15] = {UUIDOID, TEXTOID, TEXTOID, JSONBOID, INT4OID, INT4OID, INT4OID,
-			BOOLOID, BOOLOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID};
-
-		operator_plan = orch_prepare_kept(
-			"WITH u AS ("
-			"  UPDATE orchestrator.sequence_jobs j SET"
-			"    status = $3, context = COALESCE($4, j.context),"
-			"    current_step = COALESCE($5, j.current_step), attempts = COALESCE($6, j.attempts),"
-			"    reclaims = COALESCE($7, j.reclaims),"
-			"    run_at = CASE WHEN $3 = 'pending' THEN pg_catalog.clock_timestamp() ELSE j.run_at END,"
-			"    fencing_token = j.fencing_token + CASE WHEN $8 THEN 1 ELSE 0 END,"
-			"    lease_owner = NULL, lease_expires_at = NULL,"
-			"    last_error = CASE WHEN $9 THEN NULL ELSE j.last_error END,"
-			"    finished_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled') THEN pg_catalog.clock_timestamp() END,"
-			"    updated_at = pg_catalog.clock_timestamp()"
-			"  WHERE j.id = $1 AND j.status = $2"
-			"  RETURNING j.id, j.org_id, j.fencing_token)"
-			" " HISTORY
-			" SELECT u.id, u.org_id, $10, $11, $12, 1, $13, $14, $15,"
-			"        pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), pg_catalog.pg_backend_pid(),"
-			"        u.fencing_token, NULL, NULL FROM u",
-			15, types);
-	}
-	memset(n, ' ', sizeof(n));
-	args[0] = UUIDPGetDatum(&t->job_id);
-	args[1] = CStringGetTextDatum(status_names[t->from]);
-	args[2] = CStringGetTextDatum(status_names[t->to]);
-	args[3] = jsonb_or_null(t->context, &n[3]);
-	args[4] = Int32GetDatum(t->current_step);
-	n[4] = t->current_step >= 0 ? ' ' : 'n';
-	args[5] = Int32GetDatum(t->attempts);
-	n[5] = t->attempts >= 0 ? ' ' : 'n';
-	args[6] = Int32GetDatum(t->reclaims);
-	n[6] = t->reclaims >= 0 ? ' ' : 'n';
-	args[7] = BoolGetDatum(t->new_token);
-	args[8] = BoolGetDatum(t->clear_error);
-	args[9] = Int32GetDatum(t->step_index);
-	n[9] = t->step_index >= 0 ? ' ' : 'n';
-	args[10] = text_or_null(t->step_name, &n[10]);
-	args[11] = CStringGetTextDatum(t->history_kind);
-	args[12] = CStringGetTextDatum(t->outcome);
-	args[13] = jsonb_or_null(t->output, &n[13]);
-	args[14] = text_or_null(t->note, &n[14]);
-	ret = SPI_execute_plan(operator_plan, args, n, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "orchestrator job transition failed: %s", SPI_result_code_string(ret));
-	t->applied = (SPI_processed == 1);
 }
 
 /*
@@ -707,49 +540,4 @@ orch_job_release(void)
 	if (SPI_processed > 0)
 		orch_wake_at_commit();
 	return (int) SPI_processed;
-}
-
-PG_FUNCTION_INFO_V1(orch_transition_job_sql);
-
-/*
- * orchestrator.transition_job(job_id, from, to, kind, outcome, step_index,
- * step_name, context, current_step, attempts, reclaims, new_token,
- * clear_error, output, note): the operator transition for SQL callers
- * (orch_cancel_job, orch_retry_job, resolve_approval), which hold the
- * job's row lock and made its new state.  Returns whether it applied.
- */
-Datum
-orch_transition_job_sql(PG_FUNCTION_ARGS)
-{
-	OrchJobTransition t;
-
-#define ARG_TEXT(i) (PG_ARGISNULL(i) ? NULL : TextDatumGetCString(PG_GETARG_DATUM(i)))
-#define ARG_INT(i) (PG_ARGISNULL(i) ? -1 : PG_GETARG_INT32(i))
-	for (int i = 0; i < 5; i++)
-		if (PG_ARGISNULL(i))
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("job, from, to, kind and outcome of a transition must not be NULL")));
-	memset(&t, 0, sizeof(t));
-	t.kind = ORCH_TRANSITION_OPERATOR;
-	memcpy(&t.job_id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
-	t.from = status_from_name(ARG_TEXT(1));
-	t.to = status_from_name(ARG_TEXT(2));
-	t.history_kind = ARG_TEXT(3);
-	t.outcome = ARG_TEXT(4);
-	t.step_index = ARG_INT(5);
-	t.step_name = ARG_TEXT(6);
-	t.context = PG_ARGISNULL(7) ? NULL : PG_GETARG_JSONB_P(7);
-	t.current_step = ARG_INT(8);
-	t.attempts = ARG_INT(9);
-	t.reclaims = ARG_INT(10);
-	t.new_token = !PG_ARGISNULL(11) && PG_GETARG_BOOL(11);
-	t.clear_error = !PG_ARGISNULL(12) && PG_GETARG_BOOL(12);
-	t.output = PG_ARGISNULL(13) ? NULL : PG_GETARG_JSONB_P(13);
-	t.note = ARG_TEXT(14);
-
-	SPI_connect();
-	orch_job_transition(&t);
-	SPI_finish();
-	PG_RETURN_BOOL(t.applied);
 }

@@ -132,6 +132,7 @@ typedef struct OrchJobTransition
 } OrchJobTransition;
 
 extern const char *orch_job_status_name(OrchJobStatus status);
+extern OrchJobStatus orch_job_status_from_name(const char *name);
 extern bool orch_job_transition_legal(OrchJobStatus from, OrchJobStatus to);
 
 /* Each runs in the caller's transaction with SPI connected. */

@@ -5,46 +5,32 @@
  *
  * orch_run_job locks the job under its fencing token, then runs steps from
  * current_step until the job completes, fails, is deferred, parks on an
- * HTTP request, or the worker is asked to stop.  For each step it evaluates
- * "condition" (false: recorded as skipped), dispatches on "kind", checks
- * "expect" on the output, and applies "on_failure": stop, continue, or
- * retry with exponential backoff done through run_at, never by sleeping.
+ * HTTP request, or the worker is asked to stop.  Before each step it loads
+ * the context sources due (context.c) and checks the gates (approval.c,
+ * budget.c); then it evaluates "condition" (false: skipped), dispatches on
+ * "kind" ("sql": step_sql.c; "http", "notify": step_http.c), checks
+ * "expect", and asks policy.c where the job goes next (on_failure,
+ * retries, the time slice).
  *
- * Time slices: after each step, a job that has run for orchestrator.max_slice
- * in this call is checkpointed and queued again (orchestrator:continuation),
- * so one long sequence never holds a worker while others wait.
- *
- * Gates before a step runs: a step with requires_approval and no decision
- * yet opens its approval gate (approval.c) and the job waits in
- * awaiting_approval; an ai step over the org's budget (budget.c) halts the
- * whole sequence.
- *
- * Context: before each step, the context sources due (tier 2 for contact
- * and deal events, tier 3 the step requires) are loaded (context.c); an
- * endpoint source parks the job like an http step.
- *
- * Kinds: "sql" runs at once (step_sql.c).  "http" and "notify" prepare a
- * request (step_http.c) and park the job: its lease is stretched to cover
- * the request's timeout, the transaction commits, and worker.c sends the
+ * An http or notify step parks the job: its lease is stretched over the
+ * request's timeout, the transaction commits, and worker.c sends the
  * request.  When the response is in, orch_run_job is called again with it
- * ("resume"), in a new short transaction under the same fencing token, and
- * the response becomes that step's result; the steps after it run on.
+ * ("resume"), in a new short transaction under the same fencing token,
+ * and the response becomes that step's result.
  *
  * Transactions: the caller (worker.c) opens one transaction for a batch of
  * jobs.  Each job runs in a subtransaction, and each step in a nested one,
  * so a failing step rolls back its own writes only, and an error outside
- * any step fails that job only; neither ends the worker.  The step's result
- * is recorded as a transition of the job (job_state.c) in the job's
- * subtransaction, so it commits with the step function's writes.  This
- * file never writes a job itself.
+ * any step fails that job only; neither ends the worker.  Every change of
+ * the job is a transition handed to job_state.c in the job's
+ * subtransaction, so a step's result commits with its function's writes.
+ * This file never writes a job itself.
  *
  * src/step.c
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
-
-#include <math.h>
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -64,6 +50,7 @@
 #include "followup.h"
 #include "guc.h"
 #include "job_state.h"
+#include "policy.h"
 #include "step.h"
 #include "step_http.h"
 #include "step_sql.h"
@@ -102,7 +89,6 @@ static bool transition(JobRun *run, OrchJobTransition *t, OrchTransitionKind kin
 static void park(JobRun *run, OrchHttpRequest *request);
 static void run_one_step(JobRun *run, Jsonb *step, StepResult *r);
 static void step_body(void *arg);
-static void stay(JobRun *run, OrchStepRecord *rec, OrchJobStatus job_status);
 
 /*
  * orch_run_job runs one claimed job as far as it goes in this transaction.
@@ -336,13 +322,11 @@ run_steps(JobRun *run)
 		 * orchestrator.max_slice is checkpointed here, between steps, and
 		 * queued again behind the jobs already due, as a continuation.
 		 */
-		if (orch_max_slice_ms > 0 &&
-			TimestampDifferenceExceeds(slice_start, GetCurrentTimestamp(), orch_max_slice_ms) &&
+		if (orch_policy_slice_used(slice_start) &&
 			transition(run, &t, ORCH_TRANSITION_CONTINUE, ORCH_JOB_PENDING))
 		{
 			t.step_index = run->current_step;
-			t.note = psprintf("orchestrator:continuation: time slice of %d ms used; re-queued at step %d",
-							  orch_max_slice_ms, run->current_step + 1);
+			t.note = orch_policy_continuation_note(run->current_step);
 			orch_job_transition(&t);
 			if (t.applied)
 				break;
@@ -386,11 +370,6 @@ static void
 run_one_step(JobRun *run, Jsonb *step, StepResult *res)
 {
 	char	   *condition = orch_jsonb_get_text(step, "condition");
-	char	   *on_failure = orch_jsonb_get_text(step, "on_failure");
-	Jsonb	   *retry = orch_jsonb_get(step, "retry");
-	int			max_attempts = orch_jsonb_get_int(retry, "attempts", 1);
-	int			backoff_ms = orch_jsonb_get_int(retry, "backoff_ms", 1000);
-	bool		last;
 	OrchHttpRequest *resume = run->resume;
 	OrchStepRecord *r = &res->rec;
 	StepCall	call = {run, step, res};
@@ -423,7 +402,7 @@ run_one_step(JobRun *run, Jsonb *step, StepResult *res)
 	{
 		r->output = orch_approval_open(run->job, run->current_step, step, run->state);
 		r->outcome = ORCH_STEP_AWAITING;
-		stay(run, r, ORCH_JOB_AWAITING_APPROVAL);
+		orch_policy_stay(r, run->current_step, run->attempts, ORCH_JOB_AWAITING_APPROVAL);
 		return;
 	}
 
@@ -437,7 +416,7 @@ run_one_step(JobRun *run, Jsonb *step, StepResult *res)
 		r->outcome = ORCH_STEP_FAILED;
 		res->halted = true;
 		r->error = pstrdup("AI budget limit reached: sequence halted until the next billing period");
-		stay(run, r, ORCH_JOB_FAILED);
+		orch_policy_stay(r, run->current_step, run->attempts, ORCH_JOB_FAILED);
 		return;
 	}
 
@@ -463,48 +442,8 @@ run_one_step(JobRun *run, Jsonb *step, StepResult *res)
 	}
 
 	r->finished_at = GetCurrentTimestamp();
-	r->next_step = run->current_step + 1;
-	r->job_attempts = 0;
-	last = (r->next_step >= run->nsteps);
-
-	if (r->outcome == ORCH_STEP_PARKED)
-		r->job_status = ORCH_JOB_IN_PROGRESS;
-	else if (r->outcome == ORCH_STEP_DEFERRED)
-		stay(run, r, ORCH_JOB_PENDING); /* not a failure, not an attempt: later */
-	else if (r->outcome != ORCH_STEP_FAILED)
-		r->job_status = last ? ORCH_JOB_COMPLETED : ORCH_JOB_IN_PROGRESS;
-	else if (on_failure && strcmp(on_failure, "retry") == 0 && r->attempt < max_attempts)
-	{
-		double		delay_ms = (double) backoff_ms * pow(2.0, (double) (r->attempt - 1));
-
-		r->outcome = ORCH_STEP_RETRY;
-		r->next_step = run->current_step;
-		r->job_attempts = r->attempt;
-		r->job_status = ORCH_JOB_PENDING;
-		r->run_at = TimestampTzPlusMilliseconds(r->finished_at, (int64) Min(delay_ms, 86400000.0 * 7));
-	}
-	else if (on_failure && strcmp(on_failure, "continue") == 0)
-		r->job_status = last ? ORCH_JOB_COMPLETED : ORCH_JOB_IN_PROGRESS;
-	else
-	{
-		/* stop, or retry with its attempts used up */
-		r->next_step = run->current_step;
-		r->job_attempts = r->attempt;
-		r->job_status = ORCH_JOB_FAILED;
-	}
-}
-
-/*
- * stay leaves the job at this step, its attempts unchanged (an approval
- * gate, a budget halt, a deferral).
- */
-static void
-stay(JobRun *run, OrchStepRecord *r, OrchJobStatus job_status)
-{
-	r->finished_at = GetCurrentTimestamp();
-	r->next_step = run->current_step;
-	r->job_attempts = run->attempts;
-	r->job_status = job_status;
+	if (r->outcome != ORCH_STEP_PARKED)
+		orch_policy_after_step(step, r, run->current_step, run->nsteps, run->attempts);
 }
 
 /*
@@ -523,56 +462,18 @@ step_body(void *arg)
 	OrchHttpRequest *resume = run->resume;
 	char	   *condition = orch_jsonb_get_text(step, "condition");
 	char	   *expect = orch_jsonb_get_text(step, "expect");
-	char	   *function = orch_jsonb_get_text(step, "function");
-	char	   *scope = orch_jsonb_get_text(step, "scope");
-	int			timeout_ms = orch_jsonb_get_int(step, "timeout_ms", 0);
 
 	if (resume)
-	{
-		/* the response of this step's request; its condition held when sent */
-		TimestampTz defer_until;
-
-		r->http_status = resume->status;
-		r->output = orch_step_http_result(resume, &defer_until);
-		if (r->output == NULL)
-		{
-			r->outcome = ORCH_STEP_DEFERRED;
-			r->run_at = defer_until;
-			r->error = psprintf("endpoint \"%s\" answered HTTP 429 (rate limited); deferred until %s",
-								orch_step_request(resume)->endpoint, timestamptz_to_str(defer_until));
-		}
-		else
-			r->outcome = ORCH_STEP_SUCCEEDED;
-	}
+		orch_step_http_end(resume, r);	/* its condition held when it was sent */
 	else if (condition != NULL && !orch_jsonpath_truthy(run->state, condition))
 		r->outcome = ORCH_STEP_SKIPPED;
 	else if (strcmp(r->kind, "http") == 0 || strcmp(r->kind, "notify") == 0)
-	{
-		Jsonb	   *message = NULL;
-		TimestampTz defer_until;
-		const char *reason;
-
-		/* a notify step's message comes from its function */
-		if (function != NULL)
-			message = orch_step_sql_execute(function, scope, run->state, run->run_as, timeout_ms, &r->scope);
-		call->r->request = orch_step_http_prepare(run->job, run->current_step, r->attempt, step,
-												  run->state, message, &defer_until, &reason);
-		if (call->r->request == NULL)
-		{
-			r->outcome = ORCH_STEP_DEFERRED;
-			r->run_at = defer_until;
-			r->error = psprintf("%s; deferred until %s",
-								strcmp(reason, "quiet_hours") == 0 ? "user is in quiet hours" :
-								strcmp(reason, "rate_limit") == 0 ? "user reached max_notifications_per_hour" :
-								reason,
-								timestamptz_to_str(defer_until));
-		}
-		else
-			r->outcome = ORCH_STEP_PARKED;
-	}
+		call->r->request = orch_step_http_begin(run->job, step, run->state, run->run_as, r);
 	else
 	{
-		r->output = orch_step_sql_execute(function, scope, run->state, run->run_as, timeout_ms, &r->scope);
+		r->output = orch_step_sql_execute(orch_jsonb_get_text(step, "function"),
+										  orch_jsonb_get_text(step, "scope"), run->state, run->run_as,
+										  orch_jsonb_get_int(step, "timeout_ms", 0), &r->scope);
 		r->outcome = ORCH_STEP_SUCCEEDED;
 	}
 
@@ -590,30 +491,4 @@ step_body(void *arg)
 		if (orch_jsonb_get_bool(step, "ai"))
 			r->cost_usd = orch_budget_record_cost(run->job, run->state, r->step_name, r->output);
 	}
-}
-
-PG_FUNCTION_INFO_V1(orch_run_claimed_job_sql);
-
-/*
- * orchestrator.run_claimed_job(job_id, fencing_token): run a job claimed
- * with orchestrator.claim_jobs in the calling session, exactly as a worker
- * would.  For tests and tools.
- */
-Datum
-orch_run_claimed_job_sql(PG_FUNCTION_ARGS)
-{
-	OrchClaimedJob job;
-	OrchHttpRequest *parked;
-
-	memcpy(&job.id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
-	job.token = PG_GETARG_INT64(1);
-	orch_run_job(&job, NULL, &parked);
-	if (parked)
-	{
-		/* a session has no curl loop: leave the job for a worker to reclaim */
-		orch_http_free(parked);
-		ereport(NOTICE,
-				(errmsg("job is waiting for an HTTP request that only a worker can send")));
-	}
-	PG_RETURN_VOID();
 }

@@ -44,6 +44,7 @@
 
 #include "guc.h"
 #include "step_http.h"
+#include "step_sql.h"
 #include "util.h"
 
 /* 429 without a usable Retry-After: the seed's five minutes */
@@ -146,11 +147,11 @@ build_request(SPIPlanPtr plan, Datum *args, const char *nulls, const OrchStepReq
 }
 
 /*
- * orch_step_http_prepare builds the request of an http or notify step.
- * Returns NULL with *defer_until set when a notify step must wait.
+ * prepare builds the request of an http or notify step.  Returns NULL
+ * with *defer_until set when a notify step must wait.
  */
-OrchHttpRequest *
-orch_step_http_prepare(const OrchClaimedJob *job, int step_index, int attempt,
+static OrchHttpRequest *
+prepare(const OrchClaimedJob *job, int step_index, int attempt,
 					   Jsonb *step, Jsonb *state, Jsonb *message,
 					   TimestampTz *defer_until, const char **defer_reason)
 {
@@ -186,6 +187,62 @@ orch_step_http_prepare(const OrchClaimedJob *job, int step_index, int attempt,
 	nulls[3] = timeout_ms > 0 ? ' ' : 'n';
 	args[4] = JsonbPGetDatum(state);
 	return build_request(http_plan(), args, nulls, &owner, defer_until, defer_reason);
+}
+
+/*
+ * orch_step_http_begin starts an http or notify step: a notify step's
+ * message comes from its function, if it names one; then its request is
+ * prepared, to be sent once the transaction commits (r->outcome PARKED),
+ * or the step is deferred (quiet hours, max_notifications_per_hour).
+ */
+OrchHttpRequest *
+orch_step_http_begin(const OrchClaimedJob *job, Jsonb *step, Jsonb *state, Oid run_as, OrchStepRecord *r)
+{
+	char	   *function = orch_jsonb_get_text(step, "function");
+	Jsonb	   *message = NULL;
+	TimestampTz defer_until;
+	const char *reason;
+	OrchHttpRequest *req;
+
+	if (function != NULL)
+		message = orch_step_sql_execute(function, orch_jsonb_get_text(step, "scope"), state, run_as,
+										orch_jsonb_get_int(step, "timeout_ms", 0), &r->scope);
+	req = prepare(job, r->step_index, r->attempt, step, state, message, &defer_until, &reason);
+	if (req != NULL)
+	{
+		r->outcome = ORCH_STEP_PARKED;
+		return req;
+	}
+	r->outcome = ORCH_STEP_DEFERRED;
+	r->run_at = defer_until;
+	r->error = psprintf("%s; deferred until %s",
+						strcmp(reason, "quiet_hours") == 0 ? "user is in quiet hours" :
+						strcmp(reason, "rate_limit") == 0 ? "user reached max_notifications_per_hour" :
+						reason,
+						timestamptz_to_str(defer_until));
+	return NULL;
+}
+
+/*
+ * orch_step_http_end reads the response of a step's request into r: its
+ * output (succeeded), or a deferral on 429.  A failure raises an ERROR.
+ */
+void
+orch_step_http_end(OrchHttpRequest *resume, OrchStepRecord *r)
+{
+	TimestampTz defer_until;
+
+	r->http_status = resume->status;
+	r->output = orch_step_http_result(resume, &defer_until);
+	if (r->output != NULL)
+	{
+		r->outcome = ORCH_STEP_SUCCEEDED;
+		return;
+	}
+	r->outcome = ORCH_STEP_DEFERRED;
+	r->run_at = defer_until;
+	r->error = psprintf("endpoint \"%s\" answered HTTP 429 (rate limited); deferred until %s",
+						orch_step_request(resume)->endpoint, timestamptz_to_str(defer_until));
 }
 
 /*

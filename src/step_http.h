@@ -35,9 +35,9 @@ orch_step_request(OrchHttpRequest *req)
 	return (OrchStepRequest *) req->owner;
 }
 
-extern OrchHttpRequest *orch_step_http_prepare(const OrchClaimedJob *job, int step_index, int attempt,
-											   Jsonb *step, Jsonb *state, Jsonb *message,
-											   TimestampTz *defer_until, const char **defer_reason);
+extern OrchHttpRequest *orch_step_http_begin(const OrchClaimedJob *job, Jsonb *step, Jsonb *state,
+											 Oid run_as, OrchStepRecord *r);
+extern void orch_step_http_end(OrchHttpRequest *resume, OrchStepRecord *r);
 extern OrchHttpRequest *orch_context_http_prepare(const OrchClaimedJob *job, int step_index,
 												  const char *source, int tier, const char *endpoint,
 												  Jsonb *state);
