@@ -354,24 +354,26 @@ orch_job_transitions(OrchJobTransition *t, int n)
 
 /*
  * orch_job_create inserts a new pending job (transcripts stripped from
- * its payload, its initial state built by orchestrator.initial_state) and
- * links a follow-up into its parent's event_chain.children.
+ * its payload, its initial state built by orchestrator.initial_state), its
+ * event_log row (accepted, or deferred to run_at for quiet hours) and, for
+ * a follow-up, its link in the parent's event_chain.children: one
+ * statement, on the submit path.
  */
 pg_uuid_t
 orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 version,
 				TimestampTz run_at, Jsonb *payload, Datum parent_job_id, bool has_parent,
-				int32 chain_depth)
+				int32 chain_depth, Datum dedupe_hash)
 {
-	Datum		args[9];
-	char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[10];
+	char		n[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			ret;
 	bool		isnull;
 	pg_uuid_t	id;
 
 	if (create_plan == NULL)
 	{
-		Oid			types[9] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
-		JSONBOID, UUIDOID, INT4OID};
+		Oid			types[10] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		JSONBOID, UUIDOID, INT4OID, UUIDOID};
 
 		create_plan = orch_prepare_kept(
 			"WITH n AS (SELECT pg_catalog.gen_random_uuid() AS id, orchestrator.without_transcripts($7) AS payload),"
@@ -382,13 +384,20 @@ orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 ver
 			"              orchestrator.initial_state(n.id, $3, $4, $1, $2, n.payload, $8, $9),"
 			"              n.payload,"
 			"              pg_catalog.jsonb_build_object('parent', $8, 'children', '[]'::jsonb), $8, $9"
-			"       FROM n RETURNING id),"
+			"       FROM n RETURNING id, run_at),"
+			" l AS (INSERT INTO orchestrator.event_log"
+			"        (org_id, user_id, event_type, event_source, outcome, reason, job_id, run_at,"
+			"         parent_job_id, dedupe_hash)"
+			"       SELECT $1, $2, $3, $4,"
+			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'deferred' ELSE 'accepted' END,"
+			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'quiet_hours' END,"
+			"              j.id, j.run_at, $8, $10 FROM j),"
 			" p AS (UPDATE orchestrator.sequence_jobs pj"
 			"       SET event_chain = pg_catalog.jsonb_set(pj.event_chain, '{children}',"
 			"                         COALESCE(pj.event_chain->'children', '[]') || pg_catalog.to_jsonb(j.id))"
 			"       FROM j WHERE pj.id = $8)"
 			" SELECT id FROM j",
-			9, types);
+			10, types);
 	}
 	args[0] = org_id;
 	args[1] = user_id;
@@ -400,6 +409,7 @@ orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 ver
 	args[7] = has_parent ? parent_job_id : (Datum) 0;
 	n[7] = has_parent ? ' ' : 'n';
 	args[8] = Int32GetDatum(chain_depth);
+	args[9] = dedupe_hash;
 	ret = SPI_execute_plan(create_plan, args, n, false, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "orchestrator enqueue failed: %s", SPI_result_code_string(ret));

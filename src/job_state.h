@@ -140,7 +140,7 @@ extern void orch_job_transition(OrchJobTransition *t);
 extern void orch_job_transitions(OrchJobTransition *t, int n);
 extern pg_uuid_t orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 version,
 								 TimestampTz run_at, Jsonb *payload, Datum parent_job_id, bool has_parent,
-								 int32 chain_depth);
+								 int32 chain_depth, Datum dedupe_hash);
 extern int	orch_job_claim(OrchClaimedJob *jobs, int max, long lease_ms);
 extern int	orch_job_reclaim_expired(int max_reclaims);
 extern int	orch_job_release(void);

@@ -124,15 +124,15 @@ prepare_plans(void)
 	}
 	if (log_plan == NULL)
 	{
-		Oid			types[11] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, UUIDOID, UUIDOID, UUIDOID, JSONBOID, TIMESTAMPTZOID};
+		Oid			types[10] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, UUIDOID, UUIDOID, UUIDOID, JSONBOID};
 
 		log_plan = orch_prepare_kept(
 			"INSERT INTO orchestrator.event_log"
 			" (org_id, user_id, event_type, event_source, outcome, reason, job_id,"
-			"  parent_job_id, dedupe_hash, payload, run_at)"
-			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, orchestrator.without_transcripts($10), $11)",
-			11, types);
+			"  parent_job_id, dedupe_hash, payload)"
+			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, orchestrator.without_transcripts($10))",
+			10, types);
 	}
 }
 
@@ -364,17 +364,17 @@ orch_submit_event(PG_FUNCTION_ARGS)
 		run_at = g.deferred ? g.defer_until : GetCurrentTransactionStartTimestamp();
 		job_id = orch_job_create(org_id, user_id, PointerGetDatum(type), PG_GETARG_DATUM(1), g.version,
 								 run_at, payload, PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5),
-								 g.has_parent, g.has_parent ? g.depth : 1);
+								 g.has_parent, g.has_parent ? g.depth : 1, g.dedupe_hash);
 		have_job = true;
 		have_run_at = true;
 		outcome = g.deferred ? "deferred" : "accepted";
 		reason = g.deferred ? "quiet_hours" : NULL;
 	}
-
-	/* every outcome is one row in the event log */
+	else
 	{
-		Datum		args[11];
-		char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		/* every outcome is one row in the event log (a new job's: job_state.c) */
+		Datum		args[10];
+		char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 		args[0] = org_id;
 		args[1] = user_id;
@@ -390,9 +390,6 @@ orch_submit_event(PG_FUNCTION_ARGS)
 		args[8] = g.dedupe_hash;
 		/* keep the payload of an event that created no job: nothing is lost */
 		args[9] = JsonbPGetDatum(payload);
-		nulls[9] = have_run_at ? 'n' : ' ';
-		args[10] = TimestampTzGetDatum(run_at);
-		nulls[10] = have_run_at ? ' ' : 'n';
 
 		ret = SPI_execute_plan(log_plan, args, nulls, false, 0);
 		if (ret != SPI_OK_INSERT)
