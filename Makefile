@@ -25,7 +25,14 @@ OBJS = \
 	src/worker.o
 
 EXTENSION = orchestrator
-DATA = sql/orchestrator--0.1.sql
+EXTVERSION = 0.1
+
+# The install script is built from per-concern sources beside the C files
+# they serve (src/approval.sql beside src/approval.c), joined in the order
+# of src/load_order.txt.  Upgrade scripts, once a version ships, are
+# written by hand in sql/ and listed in DATA.
+INSTALL_SOURCES = $(addprefix $(srcdir)/src/,$(shell cat $(srcdir)/src/load_order.txt))
+DATA_built = sql/orchestrator--$(EXTVERSION).sql
 PGFILEDESC = "orchestrator - durable workflow orchestrator inside PostgreSQL"
 
 PG_CPPFLAGS = -I$(srcdir)/src
@@ -44,5 +51,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# PGXS tracks no header dependencies: every object depends on the one header
+sql/orchestrator--$(EXTVERSION).sql: $(srcdir)/src/load_order.txt $(INSTALL_SOURCES)
+	@mkdir -p sql
+	{ echo '/* sql/orchestrator--$(EXTVERSION).sql: built by make from the sources in src/ named by src/load_order.txt; edit those */'; \
+	  for f in $(INSTALL_SOURCES); do echo; cat $$f; done; } > $@
+
+# PGXS tracks no header dependencies: every object depends on every header
 $(OBJS): $(wildcard src/*.h)
