@@ -4,7 +4,7 @@
 # Defines a sequence of three sql steps (each returns a small output, which
 # the engine persists with the job's state and a step_history row), submits
 # N events in one transaction, and times from that commit until every job is
-# completed (the submits themselves are not timed).  Reported: jobs/s and steps/s for the engine, and beside it the
+# completed (the submits themselves are not timed).  Reported: jobs/s for the engine, and beside it the
 # rate of a baseline measured in the same run on the same server: a plpgsql
 # loop that claims the same number of rows with FOR UPDATE SKIP LOCKED in
 # batches of 32 and does the same writes (three output updates and three
