@@ -62,8 +62,13 @@ FROM standin_requests('/api/chat.postMessage') r;
 SELECT outcome, reason FROM orch_submit_event('cost_flow', 'test:cost', :'org_c', :'cara', '{"n": 6}');
 -- a negative reported cost is an error of the step
 CREATE FUNCTION public.refund(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"cost_usd": -1}'::jsonb $$;
-SELECT orch_define_sequence('cost_negative', '[{"name": "refund", "kind": "sql", "function": "refund", "ai": true}]');
+SELECT orch_define_sequence('cost_negative', '[{"name": "refund", "kind": "sql", "function": "refund", "ai": true,
+  "followups": [{"type": "cost_negative", "payload": {"again": true}}]}]');
 DELETE FROM orchestrator.cost_ledger WHERE org_id = :'org_c';
 SELECT job_id AS cn FROM orch_submit_event('cost_negative', 'test:cost', :'org_c', :'cara', '{}') \gset
 SELECT test_wait_job(:'cn');
 SELECT status, last_error FROM orchestrator.sequence_jobs WHERE id = :'cn';
+-- the follow-up it queued was rolled back with it, and is not counted
+SELECT context->'execution_metadata'->'followups_queued' AS counted, context->'queued_followups' AS queued,
+       (SELECT count(*) FROM orchestrator.sequence_jobs c WHERE c.parent_job_id = j.id) AS children
+FROM orchestrator.sequence_jobs j WHERE id = :'cn';

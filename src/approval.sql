@@ -341,7 +341,7 @@ BEGIN
 	WHERE d.event_type = v_job.event_type AND d.version = v_job.sequence_version;
 
 	-- approve and edit run the gated step; skip moves past it; cancel ends the job
-	PERFORM orchestrator.transition_job(v_job.id, 'awaiting_approval',
+	IF NOT orchestrator.transition_job(v_job.id, 'awaiting_approval',
 		CASE WHEN p_action = 'cancel' THEN 'cancelled'
 		     WHEN p_action = 'skip' AND v_pa.step_index + 1 >= v_steps THEN 'completed'
 		     ELSE 'pending' END,
@@ -353,7 +353,10 @@ BEGIN
 		p_new_token => p_action = 'cancel',
 		p_output => jsonb_strip_nulls(jsonb_build_object('pending_action_id', p_id, 'action', p_action,
 		                                                 'resolved_by', v_by, 'via', p_via,
-		                                                 'modifications', p_modifications)));
+		                                                 'modifications', p_modifications))) THEN
+		RAISE EXCEPTION 'job % moved on while its approval was being resolved', v_job.id
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
 	outcome := 'resolved';
 	reason := v_status;
 END

@@ -6,7 +6,8 @@
  *
  * A job's status moves only along the edges of the legality table below
  * (drawn in src/README.md).  Single-job changes are OrchJobTransitions,
- * applied by orch_job_transition (or orch_job_transitions, for a batch);
+ * values that name the job and everything they change, applied by
+ * orch_job_transition;
  * set-based ones are the claim (pending -> in_progress), the reclaim of
  * lapsed leases (in_progress -> pending, or failed past
  * orchestrator.max_reclaims) and the release on SIGTERM (in_progress ->
@@ -80,13 +81,6 @@ static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr reclaim_plan = NULL;
 static SPIPlanPtr release_plan = NULL;
 
-const char *
-orch_job_status_name(OrchJobStatus status)
-{
-	Assert(status >= 0 && status < ORCH_JOB_NSTATUS);
-	return status_names[status];
-}
-
 OrchJobStatus
 orch_job_status_from_name(const char *name)
 {
@@ -100,10 +94,36 @@ orch_job_status_from_name(const char *name)
 	return ORCH_JOB_PENDING;	/* keep compiler quiet */
 }
 
-bool
-orch_job_transition_legal(OrchJobStatus from, OrchJobStatus to)
+/*
+ * allowed: the edge is in the diagram, and this kind of transition may
+ * take it.  The worker's kinds start from in_progress under the lease: a
+ * park or a context source stays there, a continuation goes back to
+ * pending, a failure outside a step fails the job, a step result may go
+ * anywhere the diagram allows.  An operator never grants a lease and ends
+ * a job only by cancelling it, or by skipping the last step of one that
+ * awaits approval.
+ */
+static bool
+allowed(const OrchJobTransition *t)
 {
-	return legal[from][to];
+	if (!legal[t->from][t->to])
+		return false;
+	switch (t->kind)
+	{
+		case ORCH_TRANSITION_STEP:
+			return t->from == ORCH_JOB_IN_PROGRESS;
+		case ORCH_TRANSITION_CONTEXT:
+		case ORCH_TRANSITION_PARK:
+			return t->from == ORCH_JOB_IN_PROGRESS && t->to == ORCH_JOB_IN_PROGRESS;
+		case ORCH_TRANSITION_CONTINUE:
+			return t->from == ORCH_JOB_IN_PROGRESS && t->to == ORCH_JOB_PENDING;
+		case ORCH_TRANSITION_FAIL:
+			return t->from == ORCH_JOB_IN_PROGRESS && t->to == ORCH_JOB_FAILED;
+		case ORCH_TRANSITION_OPERATOR:
+			return t->to == ORCH_JOB_PENDING || t->to == ORCH_JOB_CANCELLED ||
+				(t->to == ORCH_JOB_COMPLETED && t->from == ORCH_JOB_AWAITING_APPROVAL);
+	}
+	return false;
 }
 
 static const char *
@@ -291,20 +311,18 @@ fill_args(const OrchJobTransition *t, Args *a)
 
 /*
  * orch_job_transition applies one transition, after checking that its edge
- * exists and that its kind may take it: the worker's kinds leave
- * in_progress only, and an operator never grants a lease.  t->applied
- * says whether the job was where the transition expected it; nothing is
- * written otherwise.  t->state is the job's new state.
+ * exists and that its kind may take it.  t->applied says whether the job
+ * was where the transition expected it; nothing is written otherwise.
+ * For a step result or a context source, t->state is the job's new state
+ * (other kinds leave it NULL rather than fetch a state nobody reads).
  */
 void
 orch_job_transition(OrchJobTransition *t)
 {
-	bool		worker = (t->kind != ORCH_TRANSITION_OPERATOR);
 	Args		a;
 	int			ret;
 
-	if (!legal[t->from][t->to] || (worker && t->from != ORCH_JOB_IN_PROGRESS) ||
-		(!worker && t->to == ORCH_JOB_IN_PROGRESS))
+	if (!allowed(t))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("job %s cannot go from %s to %s", orch_uuid_str(&t->job_id),
@@ -325,7 +343,7 @@ orch_job_transition(OrchJobTransition *t)
 		elog(ERROR, "orchestrator job transition failed: %s", SPI_result_code_string(ret));
 	t->applied = (SPI_processed == 1);
 	t->state = NULL;
-	if (t->applied)
+	if (t->applied && (t->kind == ORCH_TRANSITION_STEP || t->kind == ORCH_TRANSITION_CONTEXT))
 	{
 		bool		isnull;
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -340,16 +358,6 @@ orch_job_transition(OrchJobTransition *t)
 	 */
 	if (t->applied && t->to == ORCH_JOB_PENDING && t->kind != ORCH_TRANSITION_STEP)
 		orch_wake_at_commit();
-}
-
-/*
- * orch_job_transitions applies a batch of transitions, in order.
- */
-void
-orch_job_transitions(OrchJobTransition *t, int n)
-{
-	for (int i = 0; i < n; i++)
-		orch_job_transition(&t[i]);
 }
 
 /*

@@ -131,13 +131,10 @@ typedef struct OrchJobTransition
 	Jsonb	   *state;			/* out (STEP, CONTEXT): the job's new state */
 } OrchJobTransition;
 
-extern const char *orch_job_status_name(OrchJobStatus status);
 extern OrchJobStatus orch_job_status_from_name(const char *name);
-extern bool orch_job_transition_legal(OrchJobStatus from, OrchJobStatus to);
 
 /* Each runs in the caller's transaction with SPI connected. */
 extern void orch_job_transition(OrchJobTransition *t);
-extern void orch_job_transitions(OrchJobTransition *t, int n);
 extern pg_uuid_t orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 version,
 								 TimestampTz run_at, Jsonb *payload, Datum parent_job_id, bool has_parent,
 								 int32 chain_depth, Datum dedupe_hash);

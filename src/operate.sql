@@ -52,9 +52,12 @@ BEGIN
 	END IF;
 	-- an approval the job was waiting for is withdrawn: a late click changes nothing
 	PERFORM orchestrator.withdraw_approvals(v_job.id);
-	PERFORM orchestrator.transition_job(v_job.id, v_job.status, 'cancelled', 'operator', 'cancelled',
+	IF NOT orchestrator.transition_job(v_job.id, v_job.status, 'cancelled', 'operator', 'cancelled',
 		v_job.current_step, p_context => v_job.context || '{"pending_approvals": []}'::jsonb,
-		p_new_token => true, p_note => format('cancelled by %s (was %s)', session_user, v_job.status));
+		p_new_token => true, p_note => format('cancelled by %s (was %s)', session_user, v_job.status)) THEN
+		RAISE EXCEPTION 'job % changed while being cancelled', v_job.id
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
 	RETURN true;
 END
 $$;
@@ -100,12 +103,15 @@ BEGIN
 	END IF;
 	-- a job run again asks again: earlier decisions and open requests lapse
 	PERFORM orchestrator.withdraw_approvals(v_job.id);
-	PERFORM orchestrator.transition_job(v_job.id, v_job.status, 'pending', 'operator', 'retry_requested',
+	IF NOT orchestrator.transition_job(v_job.id, v_job.status, 'pending', 'operator', 'retry_requested',
 		v_idx, v_steps->v_idx->>'name',
 		p_context => (v_job.context - 'approvals')
 		             || jsonb_build_object('current_step', v_idx, 'pending_approvals', '[]'::jsonb),
 		p_current_step => v_idx, p_attempts => 0, p_reclaims => 0, p_new_token => true, p_clear_error => true,
-		p_note => format('retry requested by %s (was %s)', session_user, v_job.status));
+		p_note => format('retry requested by %s (was %s)', session_user, v_job.status)) THEN
+		RAISE EXCEPTION 'job % changed while being retried', v_job.id
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
 	RETURN true;
 END
 $$;

@@ -24,7 +24,7 @@ COMMENT ON FUNCTION orchestrator.redact(text) IS 'Masks email addresses (as [ema
  * never mentions such a key are returned as they are, without a walk.
  */
 CREATE FUNCTION orchestrator.strip_transcripts(p_value jsonb) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql IMMUTABLE STRICT
 AS $$
 BEGIN
 	IF jsonb_typeof(p_value) = 'object' THEN

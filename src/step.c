@@ -425,7 +425,10 @@ run_one_step(JobRun *run, Jsonb *step, StepResult *res)
 	{
 		r->outcome = ORCH_STEP_FAILED;
 		res->interrupted = (ShutdownRequestPending && edata->sqlerrcode == ERRCODE_QUERY_CANCELED);
+		/* rolled back with the step: its output, follow-ups and cost are not */
 		r->output = NULL;
+		r->followups = NULL;
+		r->cost_usd = 0;
 		if (res->request)
 		{
 			orch_http_free(res->request);
