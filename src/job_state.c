@@ -181,130 +181,88 @@ static const char *const transition_sql =
 "  FROM u, r WHERE $21 IS NOT NULL)"
 " SELECT u.context FROM u";
 
-/* the statement's arguments, set one by one; unset ones are NULL */
-typedef struct Args
-{
-	Datum		values[NARGS];
-	char		nulls[NARGS];
-} Args;
-
-static void
-set(Args *a, int n, Datum value)
-{
-	a->values[n - 1] = value;
-	a->nulls[n - 1] = ' ';
-}
-
-static void
-set_text(Args *a, int n, const char *s)
-{
-	if (s)
-		set(a, n, CStringGetTextDatum(s));
-}
-
-static void
-set_jsonb(Args *a, int n, Jsonb *j)
-{
-	if (j)
-		set(a, n, JsonbPGetDatum(j));
-}
-
-static void
-set_int(Args *a, int n, int v)
-{
-	if (v >= 0)
-		set(a, n, Int32GetDatum(v));
-}
-
-static void
-set_time(Args *a, int n, TimestampTz t)
-{
-	if (t != 0)
-		set(a, n, TimestampTzGetDatum(t));
-}
-
 /*
  * fill_args turns a transition into the statement's arguments: the job
  * and where it must be, then what each kind changes and records.
  */
 static void
-fill_args(const OrchJobTransition *t, Args *a)
+fill_args(const OrchJobTransition *t, OrchArgs *a)
 {
 	const OrchStepRecord *r = t->step;
 
-	memset(a->nulls, 'n', sizeof(a->nulls));
-	set(a, 1, UUIDPGetDatum(&t->job_id));
+	orch_args_init(a, NARGS);
+	orch_arg(a, 1, UUIDPGetDatum(&t->job_id));
 	if (t->kind != ORCH_TRANSITION_OPERATOR)
-		set(a, 2, Int64GetDatum(t->token));
-	set_text(a, 3, status_names[t->from]);
-	set_text(a, 4, status_names[t->to]);
-	set(a, 17, BoolGetDatum(t->new_token));
-	set(a, 20, BoolGetDatum(t->clear_error));
+		orch_arg(a, 2, Int64GetDatum(t->token));
+	orch_arg_text(a, 3, status_names[t->from]);
+	orch_arg_text(a, 4, status_names[t->to]);
+	orch_arg(a, 17, BoolGetDatum(t->new_token));
+	orch_arg(a, 20, BoolGetDatum(t->clear_error));
 
 	switch (t->kind)
 	{
 		case ORCH_TRANSITION_STEP:
-			set_text(a, 5, "fold");
-			set_text(a, 7, r->step_name);
-			set_text(a, 8, outcome_name(r->outcome));
-			set_jsonb(a, 9, r->output);
-			set(a, 10, Float8GetDatum((double) (r->finished_at - r->started_at) / 1000.0));
-			set_int(a, 11, r->next_step);
-			set_jsonb(a, 12, r->followups);
-			set(a, 13, Float8GetDatum(r->cost_usd));
-			set_int(a, 14, r->job_attempts);
-			set_time(a, 16, r->run_at);
-			set_text(a, 19, r->error);
-			set_text(a, 21, r->kind);
-			set_int(a, 22, r->step_index);
-			set_int(a, 23, r->attempt);
-			set_time(a, 24, r->started_at);
-			set_time(a, 25, r->finished_at);
+			orch_arg_text(a, 5, "fold");
+			orch_arg_text(a, 7, r->step_name);
+			orch_arg_text(a, 8, outcome_name(r->outcome));
+			orch_arg_jsonb(a, 9, r->output);
+			orch_arg(a, 10, Float8GetDatum((double) (r->finished_at - r->started_at) / 1000.0));
+			orch_arg_int(a, 11, r->next_step);
+			orch_arg_jsonb(a, 12, r->followups);
+			orch_arg(a, 13, Float8GetDatum(r->cost_usd));
+			orch_arg_int(a, 14, r->job_attempts);
+			orch_arg_time(a, 16, r->run_at);
+			orch_arg_text(a, 19, r->error);
+			orch_arg_text(a, 21, r->kind);
+			orch_arg_int(a, 22, r->step_index);
+			orch_arg_int(a, 23, r->attempt);
+			orch_arg_time(a, 24, r->started_at);
+			orch_arg_time(a, 25, r->finished_at);
 			if (r->http_status)
-				set(a, 26, Int32GetDatum((int32) r->http_status));
-			set_text(a, 27, r->scope);
+				orch_arg(a, 26, Int32GetDatum((int32) r->http_status));
+			orch_arg_text(a, 27, r->scope);
 			break;
 		case ORCH_TRANSITION_CONTEXT:
-			set_text(a, 5, "source");
-			set_text(a, 7, t->name);
-			set_text(a, 8, t->error ? "failed" : "succeeded");
-			set_jsonb(a, 9, t->data);
-			set_text(a, 19, t->error);
-			set_text(a, 21, "context");
-			set_int(a, 22, t->step_index);
-			set_time(a, 24, t->started_at);
+			orch_arg_text(a, 5, "source");
+			orch_arg_text(a, 7, t->name);
+			orch_arg_text(a, 8, t->error ? "failed" : "succeeded");
+			orch_arg_jsonb(a, 9, t->data);
+			orch_arg_text(a, 19, t->error);
+			orch_arg_text(a, 21, "context");
+			orch_arg_int(a, 22, t->step_index);
+			orch_arg_time(a, 24, t->started_at);
 			if (t->http_status)
-				set(a, 26, Int32GetDatum((int32) t->http_status));
-			set(a, 29, Int32GetDatum(t->tier));
+				orch_arg(a, 26, Int32GetDatum((int32) t->http_status));
+			orch_arg(a, 29, Int32GetDatum(t->tier));
 			break;
 		case ORCH_TRANSITION_PARK:
-			set(a, 18, Float8GetDatum((double) t->lease_ms));
+			orch_arg(a, 18, Float8GetDatum((double) t->lease_ms));
 			break;
 		case ORCH_TRANSITION_CONTINUE:
-			set_time(a, 16, GetCurrentTimestamp());
-			set_text(a, 8, "continuation");
-			set_text(a, 21, "engine");
-			set_int(a, 22, t->step_index);
-			set_text(a, 28, t->note);
+			orch_arg_time(a, 16, GetCurrentTimestamp());
+			orch_arg_text(a, 8, "continuation");
+			orch_arg_text(a, 21, "engine");
+			orch_arg_int(a, 22, t->step_index);
+			orch_arg_text(a, 28, t->note);
 			break;
 		case ORCH_TRANSITION_FAIL:
-			set_text(a, 8, "failed");
-			set_text(a, 19, t->error);
-			set_text(a, 21, "engine");
+			orch_arg_text(a, 8, "failed");
+			orch_arg_text(a, 19, t->error);
+			orch_arg_text(a, 21, "engine");
 			break;
 		case ORCH_TRANSITION_OPERATOR:
-			set_jsonb(a, 6, t->context);
-			set_text(a, 7, t->step_name);
-			set_text(a, 8, t->outcome);
-			set_jsonb(a, 9, t->output);
-			set_int(a, 11, t->current_step);
-			set_int(a, 14, t->attempts);
-			set_int(a, 15, t->reclaims);
+			orch_arg_jsonb(a, 6, t->context);
+			orch_arg_text(a, 7, t->step_name);
+			orch_arg_text(a, 8, t->outcome);
+			orch_arg_jsonb(a, 9, t->output);
+			orch_arg_int(a, 11, t->current_step);
+			orch_arg_int(a, 14, t->attempts);
+			orch_arg_int(a, 15, t->reclaims);
 			if (t->to == ORCH_JOB_PENDING)
-				set_time(a, 16, GetCurrentTimestamp());
-			set_text(a, 21, t->history_kind);
-			set_int(a, 22, t->step_index);
-			set_text(a, 28, t->note);
+				orch_arg_time(a, 16, GetCurrentTimestamp());
+			orch_arg_text(a, 21, t->history_kind);
+			orch_arg_int(a, 22, t->step_index);
+			orch_arg_text(a, 28, t->note);
 			break;
 	}
 }
@@ -319,7 +277,7 @@ fill_args(const OrchJobTransition *t, Args *a)
 void
 orch_job_transition(OrchJobTransition *t)
 {
-	Args		a;
+	OrchArgs	a;
 	int			ret;
 
 	if (!allowed(t))

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * util.c
- *	  Small helpers shared by several files: kept SPI plans, running code
- *	  in a subtransaction, reading fields of a jsonb object, and
- *	  evaluating a jsonpath as a condition.
+ *	  Small helpers shared by several files: kept SPI plans and their
+ *	  arguments, running code in a subtransaction, reading fields of a
+ *	  jsonb object, and evaluating a jsonpath as a condition.
  *
  * Nothing here touches orchestrator tables or holds state.
  *
@@ -22,6 +22,7 @@
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/resowner.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 #include "miscadmin.h"
 
@@ -41,6 +42,57 @@ orch_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "SPI_keepplan failed");
 	return plan;
+}
+
+/*
+ * orch_args_init starts an argument list of n arguments, all NULL.
+ */
+void
+orch_args_init(OrchArgs *a, int n)
+{
+	Assert(n <= ORCH_MAX_ARGS);
+	memset(a->nulls, 'n', sizeof(a->nulls));
+}
+
+/* orch_arg sets $n to value */
+void
+orch_arg(OrchArgs *a, int n, Datum value)
+{
+	Assert(n >= 1 && n <= ORCH_MAX_ARGS);
+	a->values[n - 1] = value;
+	a->nulls[n - 1] = ' ';
+}
+
+/* orch_arg_text sets $n to s as text; a NULL pointer leaves it NULL */
+void
+orch_arg_text(OrchArgs *a, int n, const char *s)
+{
+	if (s)
+		orch_arg(a, n, CStringGetTextDatum(s));
+}
+
+/* orch_arg_jsonb sets $n to j; a NULL pointer leaves it NULL */
+void
+orch_arg_jsonb(OrchArgs *a, int n, Jsonb *j)
+{
+	if (j)
+		orch_arg(a, n, JsonbPGetDatum(j));
+}
+
+/* orch_arg_int sets $n to v; a negative v (none) leaves it NULL */
+void
+orch_arg_int(OrchArgs *a, int n, int v)
+{
+	if (v >= 0)
+		orch_arg(a, n, Int32GetDatum(v));
+}
+
+/* orch_arg_time sets $n to t; 0 (none) leaves it NULL */
+void
+orch_arg_time(OrchArgs *a, int n, TimestampTz t)
+{
+	if (t != 0)
+		orch_arg(a, n, TimestampTzGetDatum(t));
 }
 
 static bool

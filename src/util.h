@@ -10,6 +10,7 @@
 #ifndef ORCH_UTIL_H
 #define ORCH_UTIL_H
 
+#include "datatype/timestamp.h"
 #include "executor/spi.h"
 #include "utils/elog.h"
 #include "utils/jsonb.h"
@@ -25,6 +26,24 @@ orch_is_engine_event(const char *type, int len)
 
 	return len > plen && strncmp(type, ORCH_ENGINE_EVENT_PREFIX, plen) == 0;
 }
+
+/*
+ * Arguments of a kept plan, set one by one (1-based, as $n); those never
+ * set are NULL.
+ */
+#define ORCH_MAX_ARGS 32
+typedef struct OrchArgs
+{
+	Datum		values[ORCH_MAX_ARGS];
+	char		nulls[ORCH_MAX_ARGS];
+} OrchArgs;
+
+extern void orch_args_init(OrchArgs *a, int n);
+extern void orch_arg(OrchArgs *a, int n, Datum value);
+extern void orch_arg_text(OrchArgs *a, int n, const char *s);
+extern void orch_arg_jsonb(OrchArgs *a, int n, Jsonb *j);
+extern void orch_arg_int(OrchArgs *a, int n, int v);
+extern void orch_arg_time(OrchArgs *a, int n, TimestampTz t);
 
 extern SPIPlanPtr orch_prepare_kept(const char *sql, int nargs, Oid *argtypes);
 extern ErrorData *orch_in_subxact(void (*fn) (void *arg), void *arg);
