@@ -74,7 +74,7 @@ store(const OrchClaimedJob *job, int step_index, int tier, const char *name, Jso
 	t.error = error;
 	t.started_at = started;
 	t.http_status = http_status;
-	orch_job_transition(&t);
+	orch_job_transition(&t, 1);
 	return t.state;
 }
 

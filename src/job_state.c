@@ -6,8 +6,8 @@
  *
  * A job's status moves only along the edges of the legality table below
  * (drawn in src/README.md).  Single-job changes are OrchJobTransitions,
- * values that name the job and everything they change, applied by
- * orch_job_transition;
+ * values that name the job and everything they change, applied (one, or
+ * a batch) by orch_job_transition;
  * set-based ones are the claim (pending -> in_progress), the reclaim of
  * lapsed leases (in_progress -> pending, or failed past
  * orchestrator.max_reclaims) and the release on SIGTERM (in_progress ->
@@ -268,33 +268,14 @@ fill_args(const OrchJobTransition *t, OrchArgs *a)
 }
 
 /*
- * orch_job_transition applies one transition, after checking that its edge
- * exists and that its kind may take it.  t->applied says whether the job
- * was where the transition expected it; nothing is written otherwise.
- * For a step result or a context source, t->state is the job's new state
- * (other kinds leave it NULL rather than fetch a state nobody reads).
+ * apply runs one transition's statement and reads what it did.
  */
-void
-orch_job_transition(OrchJobTransition *t)
+static void
+apply(OrchJobTransition *t)
 {
 	OrchArgs	a;
 	int			ret;
 
-	if (!allowed(t))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("job %s cannot go from %s to %s", orch_uuid_str(&t->job_id),
-						status_names[t->from], status_names[t->to])));
-
-	if (transition_plan == NULL)
-	{
-		Oid			types[NARGS] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
-			TEXTOID, JSONBOID, FLOAT8OID, INT4OID, JSONBOID, FLOAT8OID, INT4OID, INT4OID,
-			TIMESTAMPTZOID, BOOLOID, FLOAT8OID, TEXTOID, BOOLOID, TEXTOID, INT4OID, INT4OID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
-
-		transition_plan = orch_prepare_kept(transition_sql, NARGS, types);
-	}
 	fill_args(t, &a);
 	ret = SPI_execute_plan(transition_plan, a.values, a.nulls, false, 0);
 	if (ret != SPI_OK_SELECT)
@@ -316,6 +297,40 @@ orch_job_transition(OrchJobTransition *t)
 	 */
 	if (t->applied && t->to == ORCH_JOB_PENDING && t->kind != ORCH_TRANSITION_STEP)
 		orch_wake_at_commit();
+}
+
+/*
+ * orch_job_transition applies n transitions (of different jobs), in order,
+ * after checking that each edge exists and that its kind may take it; an
+ * illegal one raises an ERROR before anything is written.  Each
+ * transition's applied says whether its job was where it expected it;
+ * nothing is written for it otherwise.  For a step result or a context
+ * source, state is the job's new state (other kinds leave it NULL rather
+ * than fetch a state nobody reads).  Today's callers hand it one
+ * transition at a time; every kind runs the same statement, so a batch can
+ * become one statement over arrays of its arguments.
+ */
+void
+orch_job_transition(OrchJobTransition *t, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!allowed(&t[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("job %s cannot go from %s to %s", orch_uuid_str(&t[i].job_id),
+							status_names[t[i].from], status_names[t[i].to])));
+
+	if (transition_plan == NULL)
+	{
+		Oid			types[NARGS] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
+			TEXTOID, JSONBOID, FLOAT8OID, INT4OID, JSONBOID, FLOAT8OID, INT4OID, INT4OID,
+			TIMESTAMPTZOID, BOOLOID, FLOAT8OID, TEXTOID, BOOLOID, TEXTOID, INT4OID, INT4OID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
+
+		transition_plan = orch_prepare_kept(transition_sql, NARGS, types);
+	}
+	for (int i = 0; i < n; i++)
+		apply(&t[i]);
 }
 
 /*

@@ -70,7 +70,7 @@ orch_transition_job_sql(PG_FUNCTION_ARGS)
 	t.note = ARG_TEXT(14);
 
 	SPI_connect();
-	orch_job_transition(&t);
+	orch_job_transition(&t, 1);
 	SPI_finish();
 	PG_RETURN_BOOL(t.applied);
 }

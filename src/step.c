@@ -118,7 +118,7 @@ orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest
 						orch_uuid_str(&job->id), edata->message)));
 		transition(&run, &t, ORCH_TRANSITION_FAIL, ORCH_JOB_FAILED);
 		t.error = edata->message;
-		orch_job_transition(&t);
+		orch_job_transition(&t, 1);
 	}
 	SPI_finish();
 }
@@ -287,7 +287,7 @@ run_steps(JobRun *run)
 
 		transition(run, &t, ORCH_TRANSITION_STEP, r.rec.job_status);
 		t.step = &r.rec;
-		orch_job_transition(&t);
+		orch_job_transition(&t, 1);
 		if (!t.applied)
 		{
 			/*
@@ -327,7 +327,7 @@ run_steps(JobRun *run)
 		{
 			t.step_index = run->current_step;
 			t.note = orch_policy_continuation_note(run->current_step);
-			orch_job_transition(&t);
+			orch_job_transition(&t, 1);
 			if (t.applied)
 				break;
 		}
@@ -347,7 +347,7 @@ park(JobRun *run, OrchHttpRequest *request)
 
 	transition(run, &t, ORCH_TRANSITION_PARK, ORCH_JOB_IN_PROGRESS);
 	t.lease_ms = request->timeout_ms + orch_lease_ms;
-	orch_job_transition(&t);
+	orch_job_transition(&t, 1);
 	if (t.applied)
 		run->parked = request;
 	else
