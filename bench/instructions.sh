@@ -15,13 +15,7 @@ n=${1:-200}
 . "$(dirname "$0")/lib.sh"
 bench_prepare valgrind
 bench_start_cluster "${PORT:-5498}" "orchestrator.workers = 0" >/dev/null
-psql >/dev/null <<'SQL'
-CREATE FUNCTION s1(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"a": 1}'::jsonb $$;
-CREATE FUNCTION s2(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"b": 2}'::jsonb $$;
-CREATE FUNCTION s3(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"c": 3}'::jsonb $$;
-SELECT orch_define_sequence('three', '[{"name": "s1", "kind": "sql", "function": "s1"},
-	{"name": "s2", "kind": "sql", "function": "s2"}, {"name": "s3", "kind": "sql", "function": "s3"}]');
-SQL
+bench_define_three
 psql -c "SELECT count(*) FROM generate_series(1, $((n + 300))) i, orch_submit_event('three', 'bench', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', jsonb_build_object('i', i)) e" >/dev/null
 psql -c "VACUUM ANALYZE" >/dev/null
 orch_stop_cluster "$dir"

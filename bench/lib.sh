@@ -13,6 +13,8 @@
 #       00000000-0000-0000-0000-00000000000a ("Bench") and user
 #       00000000-0000-0000-0000-0000000000a1
 #   bench_define_ping  sequence "ping": one sql step that does nothing
+#   bench_define_three  sequence "three": three sql steps, each returning a
+#       small output the engine persists
 #   bench_psql ARGS...  psql to that database, quiet, stopping on errors
 #   psql ARGS...        the same with -At (unaligned tuples only)
 
@@ -52,6 +54,16 @@ bench_define_ping() {
 	psql >/dev/null <<'SQL'
 CREATE FUNCTION noop(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
 SELECT orch_define_sequence('ping', '[{"name": "noop", "kind": "sql", "function": "noop"}]');
+SQL
+}
+
+bench_define_three() {
+	psql >/dev/null <<'SQL'
+CREATE FUNCTION s1(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"a": 1}'::jsonb $$;
+CREATE FUNCTION s2(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"b": 2}'::jsonb $$;
+CREATE FUNCTION s3(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"c": 3}'::jsonb $$;
+SELECT orch_define_sequence('three', '[{"name": "s1", "kind": "sql", "function": "s1"},
+	{"name": "s2", "kind": "sql", "function": "s2"}, {"name": "s3", "kind": "sql", "function": "s3"}]');
 SQL
 }
 

@@ -20,12 +20,8 @@ workers=${2:-1}
 bench_prepare
 bench_start_cluster "${PORT:-5492}" "orchestrator.workers = $workers"
 
+bench_define_three
 psql >/dev/null <<'SQL'
-CREATE FUNCTION s1(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"a": 1}'::jsonb $$;
-CREATE FUNCTION s2(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"b": 2}'::jsonb $$;
-CREATE FUNCTION s3(state jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"c": 3}'::jsonb $$;
-SELECT orch_define_sequence('three', '[{"name": "s1", "kind": "sql", "function": "s1"},
-	{"name": "s2", "kind": "sql", "function": "s2"}, {"name": "s3", "kind": "sql", "function": "s3"}]');
 CREATE TABLE base_jobs (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'pending', state jsonb NOT NULL DEFAULT '{}');
 CREATE INDEX ON base_jobs (id) WHERE status = 'pending';
 CREATE TABLE base_history (id bigserial PRIMARY KEY, job_id bigint, step text, output jsonb, at timestamptz DEFAULT clock_timestamp());
