@@ -3,7 +3,7 @@
  * context.c
  *	  Context tiers 2 and 3: loading a job's context sources before a step.
  *
- * Tier 1 is loaded with the claim (claim.c, orchestrator.load_tier1).
+ * Tier 1 is loaded with the claim (job_state.c, orchestrator.load_tier1).
  * orch_context_load loads tier 2 sources before a job's first step, when
  * the payload names a contact_id or deal_id, and tier 3 sources only before
  * a step that lists them in requires_context; only then does it ask
@@ -14,7 +14,8 @@
  * (step_sql.c), in a subtransaction.  An endpoint source parks the job on an
  * HTTP request exactly like an http step; orch_context_resume stores the
  * response when it comes.  Each result goes to state.context.tier2/tier3
- * under the source's name, with a step_history row of kind "context".  A
+ * under the source's name, with a step_history row of kind "context", as
+ * one transition of the job (job_state.c).  A
  * source that fails is stored as null with its error in
  * state.context.errors, and the step runs on with the context it has: the
  * seed's "skip the enrichment, continue with available data".

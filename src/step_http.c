@@ -8,11 +8,15 @@
  * substituted) and the JSON body from the state; for a notify step
  * orchestrator.notify_request first applies the user's quiet hours and
  * max_notifications_per_hour, which defer the step, never drop it, then
- * addresses a chat.postMessage through slack_user_mappings.  The request
- * gets an Idempotency-Key made of the job id and the step index, the same
- * on every retry of the step and after a crash.  It is copied out of the
- * transaction into its own memory context; worker.c hands it to curl after
- * the transaction commits, so no transaction is open while it travels.
+ * addresses a chat.postMessage through slack_user_mappings.  An endpoint
+ * context source's request is built the same way (orch_context_http_prepare).
+ * The request gets an Idempotency-Key made of the job id and the step index
+ * (and the source's name, for a context source), the same on every retry
+ * of the step and after a crash.  It is copied out of the transaction into
+ * its own memory context, with the job's bookkeeping (OrchStepRequest) as
+ * its owner, since http.c knows nothing of jobs; worker.c hands it to curl
+ * after the transaction commits, so no transaction is open while it
+ * travels.
  *
  * Reading the response (in the job's next short transaction, under its
  * fencing token): secret values are scrubbed from the body first; a 2xx
