@@ -296,11 +296,13 @@ q "SELECT context->'outputs'->'render'->>'text' FROM orchestrator.sequence_jobs 
 heading "Every Slack message the stand-in received"
 slack_messages
 
-# every job, in the order they were created (the engine's own notices too)
+# every job, in the order they were submitted (the engine's own notices too;
+# jobs made in one transaction share created_at, their event log ids do not)
 while IFS='|' read -r job what; do
 	timeline "$job" "$what"
 done < <(q "SELECT j.id, j.event_type || ' for ' || u.display_name || ' (' || j.status || ')'
-            FROM orchestrator.sequence_jobs j JOIN orchestrator.users u ON u.id = j.user_id ORDER BY j.created_at, j.id")
+            FROM orchestrator.sequence_jobs j JOIN orchestrator.users u ON u.id = j.user_id
+            ORDER BY (SELECT min(e.id) FROM orchestrator.event_log e WHERE e.job_id = j.id)")
 
 heading "Audit: execution_metadata of every job, and the service-scope steps"
 psql_demo <<'SQL'
@@ -309,7 +311,7 @@ SELECT event_type, status, context->'execution_metadata'->>'steps_completed' AS 
        context->'execution_metadata'->>'followups_queued' AS followups,
        context->'execution_metadata'->>'total_ai_cost' AS ai_cost,
        context->'execution_metadata'->>'chain_depth' AS depth
-FROM orchestrator.sequence_jobs ORDER BY created_at;
+FROM orchestrator.sequence_jobs j ORDER BY (SELECT min(e.id) FROM orchestrator.event_log e WHERE e.job_id = j.id);
 SELECT event_type, step_name, outcome, run_as FROM orchestrator.service_scope_audit ORDER BY id;
 SQL
 
