@@ -37,6 +37,8 @@
 
 static SPIPlanPtr wakeup_plan = NULL;
 
+static TimestampTz next_wakeup(bool *contended);
+
 /*
  * orch_reclaim_expired returns jobs whose lease has lapsed to pending and
  * records each reclaim.  Returns the number reclaimed.
@@ -53,27 +55,7 @@ orch_reclaim_expired(void)
 }
 
 /*
- * orch_claim_jobs leases up to max runnable jobs to this worker and fills
- * jobs[] with their ids and new fencing tokens.
- */
-int
-orch_claim_jobs(OrchClaimedJob *jobs, int max)
-{
-	return orch_job_claim(jobs, max, orch_lease_ms);
-}
-
-/*
- * orch_release_leases hands this worker's leased jobs back to the queue
- * (SIGTERM).
- */
-int
-orch_release_leases(void)
-{
-	return orch_job_release();
-}
-
-/*
- * orch_next_wakeup returns when the worker next has something to do without
+ * next_wakeup returns when the worker next has something to do without
  * being woken: the earliest future run_at of a pending job, or the earliest
  * future lease expiry to reclaim.  0 means nothing is scheduled: sleep until
  * woken.  It runs in the claim's transaction, so "due" means due at the
@@ -81,8 +63,8 @@ orch_release_leases(void)
  * transaction (a worker running it past its lease, an operator's update),
  * and *contended says so.
  */
-TimestampTz
-orch_next_wakeup(bool *contended)
+static TimestampTz
+next_wakeup(bool *contended)
 {
 	int			ret;
 	bool		isnull;
@@ -106,4 +88,24 @@ orch_next_wakeup(bool *contended)
 	*contended = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+/*
+ * orch_claim_pass is the worker's claim pass, in the caller's transaction:
+ * reclaim lapsed leases, then lease up to room runnable jobs into jobs[]
+ * (returning how many).  When it got none, it also reads when the next
+ * delayed job falls due (*next_due, 0: nothing scheduled), so an idle pass
+ * costs one transaction, and whether some job was due but locked by
+ * another transaction (*contended), which no commit of ours will announce.
+ */
+int
+orch_claim_pass(OrchClaimedJob *jobs, int room, TimestampTz *next_due, bool *contended)
+{
+	int			n;
+
+	orch_reclaim_expired();
+	n = orch_job_claim(jobs, room, orch_lease_ms);
+	if (n == 0)
+		*next_due = next_wakeup(contended);
+	return n;
 }

@@ -14,9 +14,7 @@
 
 #include "job_state.h"
 
+extern int	orch_claim_pass(OrchClaimedJob *jobs, int room, TimestampTz *next_due, bool *contended);
 extern int	orch_reclaim_expired(void);
-extern int	orch_claim_jobs(OrchClaimedJob *jobs, int max);
-extern int	orch_release_leases(void);
-extern TimestampTz orch_next_wakeup(bool *contended);
 
 #endif							/* ORCH_CLAIM_H */

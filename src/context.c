@@ -63,11 +63,7 @@ store(const OrchClaimedJob *job, int step_index, int tier, const char *name, Jso
 {
 	OrchJobTransition t;
 
-	memset(&t, 0, sizeof(t));
-	t.kind = ORCH_TRANSITION_CONTEXT;
-	t.job_id = job->id;
-	t.token = job->token;
-	t.from = t.to = ORCH_JOB_IN_PROGRESS;
+	orch_job_worker_transition(&t, ORCH_TRANSITION_CONTEXT, job, ORCH_JOB_IN_PROGRESS);
 	t.step_index = step_index;
 	t.tier = tier;
 	t.name = name;

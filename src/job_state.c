@@ -300,6 +300,23 @@ apply(OrchJobTransition *t)
 }
 
 /*
+ * orch_job_worker_transition starts a transition of kind that a worker
+ * makes of the job it holds: from in_progress, under its lease's fencing
+ * token, to "to".  The caller fills in what the kind records.
+ */
+void
+orch_job_worker_transition(OrchJobTransition *t, OrchTransitionKind kind, const OrchClaimedJob *job,
+						   OrchJobStatus to)
+{
+	memset(t, 0, sizeof(*t));
+	t->kind = kind;
+	t->job_id = job->id;
+	t->token = job->token;
+	t->from = ORCH_JOB_IN_PROGRESS;
+	t->to = to;
+}
+
+/*
  * orch_job_transition applies n transitions (of different jobs), in order,
  * after checking that each edge exists and that its kind may take it; an
  * illegal one raises an ERROR before anything is written.  Each

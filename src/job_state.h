@@ -134,6 +134,8 @@ typedef struct OrchJobTransition
 extern OrchJobStatus orch_job_status_from_name(const char *name);
 
 /* Each runs in the caller's transaction with SPI connected. */
+extern void orch_job_worker_transition(OrchJobTransition *t, OrchTransitionKind kind,
+									   const OrchClaimedJob *job, OrchJobStatus to);
 extern void orch_job_transition(OrchJobTransition *t, int n);
 extern pg_uuid_t orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 version,
 								 TimestampTz run_at, Jsonb *payload, Datum parent_job_id, bool has_parent,

@@ -85,7 +85,6 @@ typedef struct StepResult
 static bool load_job(const OrchClaimedJob *job, JobRun *run);
 static void run_steps(JobRun *run);
 static void run_job(void *arg);
-static bool transition(JobRun *run, OrchJobTransition *t, OrchTransitionKind kind, OrchJobStatus to);
 static void park(JobRun *run, OrchHttpRequest *request);
 static void run_one_step(JobRun *run, Jsonb *step, StepResult *r);
 static void step_body(void *arg);
@@ -116,7 +115,7 @@ orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest
 		ereport(WARNING,
 				(errmsg("orchestrator job %s failed outside a step: %s",
 						orch_uuid_str(&job->id), edata->message)));
-		transition(&run, &t, ORCH_TRANSITION_FAIL, ORCH_JOB_FAILED);
+		orch_job_worker_transition(&t, ORCH_TRANSITION_FAIL, job, ORCH_JOB_FAILED);
 		t.error = edata->message;
 		orch_job_transition(&t, 1);
 	}
@@ -207,23 +206,6 @@ load_job(const OrchClaimedJob *job, JobRun *run)
 }
 
 /*
- * transition starts a transition of kind of this job, under its lease,
- * from in_progress to "to"; the caller fills in the rest and applies it.
- * Returns true, for use in conditions.
- */
-static bool
-transition(JobRun *run, OrchJobTransition *t, OrchTransitionKind kind, OrchJobStatus to)
-{
-	memset(t, 0, sizeof(*t));
-	t->kind = kind;
-	t->job_id = run->job->id;
-	t->token = run->job->token;
-	t->from = ORCH_JOB_IN_PROGRESS;
-	t->to = to;
-	return true;
-}
-
-/*
  * run_steps runs steps until the job leaves in_progress, parks, uses its
  * time slice, or the worker is told to stop.
  */
@@ -285,7 +267,7 @@ run_steps(JobRun *run)
 			break;
 		}
 
-		transition(run, &t, ORCH_TRANSITION_STEP, r.rec.job_status);
+		orch_job_worker_transition(&t, ORCH_TRANSITION_STEP, run->job, r.rec.job_status);
 		t.step = &r.rec;
 		orch_job_transition(&t, 1);
 		if (!t.applied)
@@ -322,9 +304,9 @@ run_steps(JobRun *run)
 		 * orchestrator.max_slice is checkpointed here, between steps, and
 		 * queued again behind the jobs already due, as a continuation.
 		 */
-		if (orch_policy_slice_used(slice_start) &&
-			transition(run, &t, ORCH_TRANSITION_CONTINUE, ORCH_JOB_PENDING))
+		if (orch_policy_slice_used(slice_start))
 		{
+			orch_job_worker_transition(&t, ORCH_TRANSITION_CONTINUE, run->job, ORCH_JOB_PENDING);
 			t.step_index = run->current_step;
 			t.note = orch_policy_continuation_note(run->current_step);
 			orch_job_transition(&t, 1);
@@ -345,7 +327,7 @@ park(JobRun *run, OrchHttpRequest *request)
 {
 	OrchJobTransition t;
 
-	transition(run, &t, ORCH_TRANSITION_PARK, ORCH_JOB_IN_PROGRESS);
+	orch_job_worker_transition(&t, ORCH_TRANSITION_PARK, run->job, ORCH_JOB_IN_PROGRESS);
 	t.lease_ms = request->timeout_ms + orch_lease_ms;
 	orch_job_transition(&t, 1);
 	if (t.applied)

@@ -47,7 +47,6 @@
 #include "guc.h"
 #include "job_state.h"
 #include "util.h"
-#include "wake.h"
 
 #define ORCH_MAX_CHAIN_DEPTH 3
 #define ORCH_LOCK_CLASS_DEDUPE 1330795348

@@ -49,6 +49,7 @@
 #include "claim.h"
 #include "guc.h"
 #include "http.h"
+#include "job_state.h"
 #include "redact.h"
 #include "shmem.h"
 #include "step.h"
@@ -272,11 +273,7 @@ end_tx(void)
 }
 
 /*
- * claim_batch reclaims expired leases and claims a batch, in one
- * transaction.  When nothing was claimed it also reads when the next
- * delayed job falls due, so an idle pass costs one transaction; and whether
- * some job was due but locked by another transaction (contended), which no
- * commit of ours will announce.
+ * claim_batch runs the claim pass (claim.c) in one short transaction.
  */
 static int
 claim_batch(OrchClaimedJob *jobs, int room, TimestampTz *next_wakeup, bool *contended)
@@ -297,10 +294,7 @@ claim_batch(OrchClaimedJob *jobs, int room, TimestampTz *next_wakeup, bool *cont
 	if (OidIsValid(get_extension_oid("orchestrator", true)))
 	{
 		SPI_connect();
-		orch_reclaim_expired();
-		n = orch_claim_jobs(jobs, room);
-		if (n == 0)
-			*next_wakeup = orch_next_wakeup(contended);
+		n = orch_claim_pass(jobs, room, next_wakeup, contended);
 		SPI_finish();
 	}
 
@@ -366,7 +360,7 @@ release_on_exit(void)
 	if (OidIsValid(get_extension_oid("orchestrator", true)))
 	{
 		SPI_connect();
-		n = orch_release_leases();
+		n = orch_job_release();
 		SPI_finish();
 	}
 	end_tx();
