@@ -18,6 +18,7 @@ OBJS = \
 	src/followup.o \
 	src/http.o \
 	src/job_state.o \
+	src/state.o \
 	src/approval.o \
 	src/budget.o \
 	src/policy.o \

@@ -7,7 +7,7 @@
 # Builds and installs the extension, submits N + 300 jobs of three sql steps
 # to a cluster with no workers, stops it, and runs the jobs in a
 # single-user backend under callgrind, as a worker would: claim a batch of
-# 20, run each job (orchestrator.claim_jobs, orchestrator.run_claimed_job),
+# 20, run the batch (orchestrator.claim_jobs, orchestrator.run_claimed_jobs),
 # commit, and again; once for 100 jobs and once for N + 100 on a fresh copy.
 # The difference divided by N is the instructions per job, start-up excluded.
 set -euo pipefail
@@ -26,7 +26,7 @@ instructions() {
 	rm -rf "$dir/data" && orch_as_postgres cp -a "$dir/pristine" "$dir/data"
 	rm -f "$dir"/cg.*
 	for _ in $(seq 1 $(($1 / 20))); do
-		echo "SELECT count(orchestrator.run_claimed_job(c.job_id, c.fencing_token)) FROM orchestrator.claim_jobs(20) c;"
+		echo "SELECT orchestrator.run_claimed_jobs(array_agg(c.job_id), array_agg(c.fencing_token)) FROM orchestrator.claim_jobs(20) c;"
 	done | orch_as_postgres valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" \
 		"$($PG_CONFIG --bindir)/postgres" --single -D "$dir/data" \
 		-c shared_preload_libraries=orchestrator -c orchestrator.workers=0 bench >/dev/null 2>"$dir/valgrind.log"

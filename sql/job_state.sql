@@ -64,3 +64,70 @@ JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'orchestrator'
 WHERE p.prosrc ~* '(update|insert\s+into)\s+orchestrator\.(sequence_jobs|step_history)';
 
 DELETE FROM orchestrator.slack_user_preferences;
+
+-- held writes: a worker's batch writes its jobs' step results together,
+-- before it commits.  Driven here by hand in one transaction (the workers
+-- cannot see its jobs until it commits), the order given.
+\set ada '00000000-0000-0000-0000-0000000000a1'
+CREATE FUNCTION public.js_cancel_job(state jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM orch_cancel_job(COALESCE(state->'event'->'payload'->>'other',
+	                                 state->'execution_metadata'->>'sequence_job_id')::uuid);
+	IF state->'event'->'payload' ? 'then_fail' THEN
+		RAISE EXCEPTION 'changed my mind';
+	END IF;
+	RETURN '{"cancelled": true}';
+END $$;
+SELECT orch_define_sequence('js_three', '[{"name": "first", "kind": "sql", "function": "js_noop"},
+  {"name": "cancel", "kind": "sql", "function": "js_cancel_job", "on_failure": "continue"},
+  {"name": "last", "kind": "sql", "function": "js_noop"}]');
+SELECT orch_define_sequence('js_canceller', '[{"name": "cancel", "kind": "sql", "function": "js_cancel_job", "on_failure": "continue"}]');
+CREATE FUNCTION public.js_run_batch(ids uuid[]) RETURNS integer LANGUAGE sql AS $$
+	SELECT orchestrator.run_claimed_jobs(array_agg(c.job_id ORDER BY array_position(ids, c.job_id)),
+	                                     array_agg(c.fencing_token ORDER BY array_position(ids, c.job_id)))
+	FROM orchestrator.claim_jobs(1000) c WHERE c.job_id = ANY (ids)
+$$;
+CREATE FUNCTION public.js_history(job uuid) RETURNS TABLE (step_name text, kind text, outcome text, error text)
+LANGUAGE sql AS $$
+	SELECT h.step_name, h.kind, h.outcome, h.error FROM orchestrator.step_history h WHERE h.job_id = job ORDER BY h.id
+$$;
+BEGIN;
+-- a: a job of three steps, whose second cancels it
+SELECT job_id AS ja FROM orch_submit_event('js_three', 'test:job_state', :'org_a', :'ada', '{"n": 1}') \gset
+-- b: the same, but its second step fails after cancelling: the cancel is undone with the step
+SELECT job_id AS jb FROM orch_submit_event('js_three', 'test:job_state', :'org_a', :'ada', '{"n": 2, "then_fail": true}') \gset
+-- c: a one-step job, completed in the batch; d: a job of the batch cancels c after that
+SELECT job_id AS jc FROM orch_submit_event('js_flow', 'test:job_state', :'org_a', :'ada', '{"n": 3}') \gset
+SELECT job_id AS jd FROM orch_submit_event('js_canceller', 'test:job_state', :'org_a', :'ada', jsonb_build_object('other', :'jc')) \gset
+SELECT js_run_batch(ARRAY[:'ja', :'jb', :'jc', :'jd']::uuid[]) AS ran;
+COMMIT;
+-- a: its first step recorded before the cancel, nothing after it
+SELECT status, context->'outputs' AS outputs, context->'steps_completed' AS done FROM orchestrator.sequence_jobs WHERE id = :'ja';
+SELECT * FROM js_history(:'ja');
+-- b: every step recorded, the cancel rolled back with its step, the job completed
+SELECT status, context->'outputs' AS outputs, context->'execution_metadata'->'steps_failed' AS failed FROM orchestrator.sequence_jobs WHERE id = :'jb';
+SELECT * FROM js_history(:'jb');
+-- c was completed when d's step looked at it; d's step failed on that
+SELECT status FROM orchestrator.sequence_jobs WHERE id = :'jc';
+SELECT * FROM js_history(:'jc');
+SELECT status, regexp_replace(last_error, '[0-9a-f-]{36}', '<uuid>') AS last_error FROM orchestrator.sequence_jobs WHERE id = :'jd';
+
+-- the fold of a step result into the state (state.c)
+SELECT orchestrator.advance_state(orchestrator.initial_state(:'ja', 'js_flow', 'test', :'org_a', :'ada', '{}', NULL, 0),
+	'draft', 'succeeded', '{"text": "hi"}', 12.3456, 1,
+	'[{"outcome": "accepted"}, {"outcome": "deferred"}, {"outcome": "duplicate"}, 7]', 0.25)
+	- 'event' #- '{execution_metadata,sequence_job_id}' AS succeeded;
+SELECT s->'pending_approvals' AS pending, s->'execution_metadata'->'steps_attempted' AS attempted,
+       s->'execution_metadata'->'approval_gates_hit' AS gates, s->'outputs' AS outputs
+FROM orchestrator.advance_state('{"pending_approvals": [{"a": 1}], "outputs": {"x": 1}, "steps_completed": [],
+	"queued_followups": [], "cost_accumulated": 0, "execution_metadata": {"steps_attempted": 2, "approval_gates_hit": 0}}',
+	'send', 'awaiting_approval', '{"b": 2}', 0, 3) s;
+SELECT orchestrator.advance_state('{"outputs": {"draft": 1}, "other": [1]}', 'draft', 'succeeded', '"again"', 1, 2) AS replaced;
+SELECT test_error($$SELECT orchestrator.advance_state('[1]', 'x', 'succeeded', NULL, 0, 1)$$);
+
+-- transcripts go at any depth, ids stay; a value without them is returned as it is
+SELECT orchestrator.without_transcripts('{"transcript": "long", "meeting": {"transcript_id": 7, "notes": [{"transcript_text": "x", "k": 1}, "transcript"]}, "transcript_body": {"a": [1]}}') AS stripped;
+SELECT orchestrator.without_transcripts('[{"transcript": 1}, 2]') AS in_array,
+       orchestrator.without_transcripts('"transcript"') AS scalar;
+-- nesting deeper than any recursion would allow
+SELECT position('transcript' IN orchestrator.without_transcripts((repeat('{"a": ', 5000) || '{"transcript": 1}' || repeat('}', 5000))::jsonb)::text) = 0 AS deep_stripped;

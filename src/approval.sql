@@ -280,6 +280,7 @@ BEGIN
 	p_modifications := orchestrator.without_transcripts(p_modifications);
 	-- lock the job, then the action: the order orch_cancel_job and
 	-- orch_retry_job take them in, so racing them cannot deadlock
+	PERFORM orchestrator.write_held_job((SELECT a.job_id FROM orchestrator.slack_pending_actions a WHERE a.id = p_id));
 	SELECT * INTO v_job FROM orchestrator.sequence_jobs j
 	WHERE j.id = (SELECT a.job_id FROM orchestrator.slack_pending_actions a WHERE a.id = p_id) FOR UPDATE;
 	SELECT * INTO v_pa FROM orchestrator.slack_pending_actions a WHERE a.id = p_id FOR UPDATE;

@@ -6,13 +6,14 @@
  *
  * A job's status moves only along the edges of the legality table below
  * (drawn in src/README.md).  Single-job changes are OrchJobTransitions,
- * values that name the job and everything they change, applied (one, or
- * a batch) by orch_job_transition;
- * set-based ones are the claim (pending -> in_progress), the reclaim of
+ * values that name the job and everything they change, applied by
+ * orch_job_transition: a worker's own ones are held and written for its
+ * whole batch at once ("Held writes" below), an operator's and a context
+ * source's are written at once, row and history row in one statement.
+ * Set-based ones are the claim (pending -> in_progress), the reclaim of
  * lapsed leases (in_progress -> pending, or failed past
  * orchestrator.max_reclaims) and the release on SIGTERM (in_progress ->
- * pending).  Each transition writes the job's row and its history row in
- * one statement.
+ * pending).
  *
  * Fencing: every claim bumps fencing_token; the worker's transitions
  * (step, context, park, continue, fail) apply only while the job is still
@@ -35,13 +36,22 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
 
 #include "job_state.h"
+#include "redact.h"
+#include "state.h"
 #include "util.h"
 #include "wake.h"
 
@@ -72,8 +82,6 @@ static const bool legal[ORCH_JOB_NSTATUS][ORCH_JOB_NSTATUS] = {
 #define HISTORY "INSERT INTO orchestrator.step_history" \
 	" (job_id, org_id, step_index, step_name, kind, attempt, outcome, output, error," \
 	"  started_at, finished_at, worker_pid, fencing_token, http_status, scope)"
-
-#define NARGS 29
 
 static SPIPlanPtr transition_plan = NULL;
 static SPIPlanPtr create_plan = NULL;
@@ -139,136 +147,94 @@ outcome_name(OrchStepOutcome o)
 }
 
 /*
- * The one statement every single-job transition runs.  The job's row
- * changes only while it is in the expected status (and, for the worker's
- * kinds, under the expected fencing token); its state is folded by the
- * transition's op ("fold": a step result through orchestrator.advance_state;
- * "source": a context source through orchestrator.with_context_source;
- * otherwise the state given, or none); the lease survives only while the
- * job stays in_progress; and a history row is written unless the
- * transition has no history kind (a park).  Output is stripped of
- * transcripts and the error redacted once for both row and history.
+ * The statement an immediate transition runs: an operator's, or a context
+ * source stored.  The job's row changes only while it is in the expected
+ * status (and, for a context source, under the lease's fencing token); its
+ * state is the operator's ("given"), or the source folded in by
+ * orchestrator.with_context_source ("source"); the lease survives only
+ * while the job stays in_progress; and its history row is written in the
+ * same statement.  Output is stripped of transcripts and the error
+ * redacted once for both row and history.
  */
 static const char *const transition_sql =
-"WITH r AS (SELECT orchestrator.without_transcripts($9) AS output, orchestrator.redact($19) AS error),"
+"WITH r AS (SELECT orchestrator.without_transcripts($9) AS output, orchestrator.redact($14) AS error),"
 " u AS ("
 "  UPDATE orchestrator.sequence_jobs j SET"
 "    status = $4,"
-"    context = CASE $5"
-"      WHEN 'fold' THEN orchestrator.advance_state(j.context, $7, $8, r.output, $10, $11, $12, $13::numeric)"
-"      WHEN 'source' THEN orchestrator.with_context_source(j.context, $29, $7, r.output, r.error)"
+"    context = CASE WHEN $5 = 'source' THEN orchestrator.with_context_source(j.context, $20, $7, r.output, r.error)"
 "      ELSE COALESCE($6, j.context) END,"
-"    current_step = COALESCE($11, j.current_step), attempts = COALESCE($14, j.attempts),"
-"    reclaims = COALESCE($15, j.reclaims), run_at = COALESCE($16, j.run_at),"
-"    fencing_token = j.fencing_token + CASE WHEN $17 THEN 1 ELSE 0 END,"
+"    current_step = COALESCE($10, j.current_step), attempts = COALESCE($11, j.attempts),"
+"    reclaims = COALESCE($12, j.reclaims), run_at = COALESCE($13, j.run_at),"
+"    fencing_token = j.fencing_token + CASE WHEN $15 THEN 1 ELSE 0 END,"
 "    lease_owner = CASE WHEN $4 = 'in_progress' THEN j.lease_owner END,"
-"    lease_expires_at = CASE WHEN $4 = 'in_progress' THEN COALESCE(pg_catalog.clock_timestamp()"
-"                       + pg_catalog.make_interval(secs => $18 / 1000.0), j.lease_expires_at) END,"
-"    last_error = CASE WHEN $20 THEN NULL WHEN $5 = 'source' THEN j.last_error"
+"    lease_expires_at = CASE WHEN $4 = 'in_progress' THEN j.lease_expires_at END,"
+"    last_error = CASE WHEN $16 THEN NULL WHEN $5 = 'source' THEN j.last_error"
 "                      ELSE COALESCE(r.error, j.last_error) END,"
 "    finished_at = CASE WHEN $4 IN ('completed', 'failed', 'cancelled') THEN pg_catalog.clock_timestamp() END,"
 "    updated_at = pg_catalog.clock_timestamp()"
 "  FROM r WHERE j.id = $1 AND j.status = $3 AND ($2 IS NULL OR j.fencing_token = $2)"
 "  RETURNING j.id, j.org_id, j.context, j.current_step, j.fencing_token),"
 " h AS (" HISTORY
-"  SELECT u.id, u.org_id, COALESCE($22, u.current_step),"
-"         CASE WHEN $5 = 'source' THEN 'context:' || $7 ELSE $7 END, $21, COALESCE($23, 1), $8,"
-"         CASE WHEN $5 = 'source' THEN pg_catalog.jsonb_build_object('tier', $29, 'source', $7,"
+"  SELECT u.id, u.org_id, COALESCE($18, u.current_step),"
+"         CASE WHEN $5 = 'source' THEN 'context:' || $7 ELSE $7 END, $17, 1, $8,"
+"         CASE WHEN $5 = 'source' THEN pg_catalog.jsonb_build_object('tier', $20, 'source', $7,"
 "                'bytes', pg_catalog.octet_length(COALESCE(r.output, 'null'::jsonb)::text))"
 "              ELSE r.output END,"
-"         COALESCE(r.error, $28), COALESCE($24, pg_catalog.clock_timestamp()),"
-"         COALESCE($25, pg_catalog.clock_timestamp()), pg_catalog.pg_backend_pid(), u.fencing_token, $26, $27"
-"  FROM u, r WHERE $21 IS NOT NULL)"
+"         COALESCE(r.error, $21), COALESCE($22, pg_catalog.clock_timestamp()), pg_catalog.clock_timestamp(),"
+"         pg_catalog.pg_backend_pid(), u.fencing_token, $19, NULL"
+"  FROM u, r)"
 " SELECT u.context FROM u";
 
+#define NARGS 22
+
 /*
- * fill_args turns a transition into the statement's arguments: the job
- * and where it must be, then what each kind changes and records.
+ * fill_args turns an immediate transition into the statement's arguments:
+ * the job and where it must be, then what it changes and records.
  */
 static void
 fill_args(const OrchJobTransition *t, OrchArgs *a)
 {
-	const OrchStepRecord *r = t->step;
-
 	orch_args_init(a, NARGS);
 	orch_arg(a, 1, UUIDPGetDatum(&t->job_id));
-	if (t->kind != ORCH_TRANSITION_OPERATOR)
-		orch_arg(a, 2, Int64GetDatum(t->token));
 	orch_arg_text(a, 3, status_names[t->from]);
 	orch_arg_text(a, 4, status_names[t->to]);
-	orch_arg(a, 17, BoolGetDatum(t->new_token));
-	orch_arg(a, 20, BoolGetDatum(t->clear_error));
+	orch_arg(a, 15, BoolGetDatum(t->new_token));
+	orch_arg(a, 16, BoolGetDatum(t->clear_error));
+	orch_arg_int(a, 18, t->step_index);
 
-	switch (t->kind)
+	if (t->kind == ORCH_TRANSITION_CONTEXT)
 	{
-		case ORCH_TRANSITION_STEP:
-			orch_arg_text(a, 5, "fold");
-			orch_arg_text(a, 7, r->step_name);
-			orch_arg_text(a, 8, outcome_name(r->outcome));
-			orch_arg_jsonb(a, 9, r->output);
-			orch_arg(a, 10, Float8GetDatum((double) (r->finished_at - r->started_at) / 1000.0));
-			orch_arg_int(a, 11, r->next_step);
-			orch_arg_jsonb(a, 12, r->followups);
-			orch_arg(a, 13, Float8GetDatum(r->cost_usd));
-			orch_arg_int(a, 14, r->job_attempts);
-			orch_arg_time(a, 16, r->run_at);
-			orch_arg_text(a, 19, r->error);
-			orch_arg_text(a, 21, r->kind);
-			orch_arg_int(a, 22, r->step_index);
-			orch_arg_int(a, 23, r->attempt);
-			orch_arg_time(a, 24, r->started_at);
-			orch_arg_time(a, 25, r->finished_at);
-			if (r->http_status)
-				orch_arg(a, 26, Int32GetDatum((int32) r->http_status));
-			orch_arg_text(a, 27, r->scope);
-			break;
-		case ORCH_TRANSITION_CONTEXT:
-			orch_arg_text(a, 5, "source");
-			orch_arg_text(a, 7, t->name);
-			orch_arg_text(a, 8, t->error ? "failed" : "succeeded");
-			orch_arg_jsonb(a, 9, t->data);
-			orch_arg_text(a, 19, t->error);
-			orch_arg_text(a, 21, "context");
-			orch_arg_int(a, 22, t->step_index);
-			orch_arg_time(a, 24, t->started_at);
-			if (t->http_status)
-				orch_arg(a, 26, Int32GetDatum((int32) t->http_status));
-			orch_arg(a, 29, Int32GetDatum(t->tier));
-			break;
-		case ORCH_TRANSITION_PARK:
-			orch_arg(a, 18, Float8GetDatum((double) t->lease_ms));
-			break;
-		case ORCH_TRANSITION_CONTINUE:
-			orch_arg_time(a, 16, GetCurrentTimestamp());
-			orch_arg_text(a, 8, "continuation");
-			orch_arg_text(a, 21, "engine");
-			orch_arg_int(a, 22, t->step_index);
-			orch_arg_text(a, 28, t->note);
-			break;
-		case ORCH_TRANSITION_FAIL:
-			orch_arg_text(a, 8, "failed");
-			orch_arg_text(a, 19, t->error);
-			orch_arg_text(a, 21, "engine");
-			break;
-		case ORCH_TRANSITION_OPERATOR:
-			orch_arg_jsonb(a, 6, t->context);
-			orch_arg_text(a, 7, t->step_name);
-			orch_arg_text(a, 8, t->outcome);
-			orch_arg_jsonb(a, 9, t->output);
-			orch_arg_int(a, 11, t->current_step);
-			orch_arg_int(a, 14, t->attempts);
-			orch_arg_int(a, 15, t->reclaims);
-			if (t->to == ORCH_JOB_PENDING)
-				orch_arg_time(a, 16, GetCurrentTimestamp());
-			orch_arg_text(a, 21, t->history_kind);
-			orch_arg_int(a, 22, t->step_index);
-			orch_arg_text(a, 28, t->note);
-			break;
+		orch_arg(a, 2, Int64GetDatum(t->token));
+		orch_arg_text(a, 5, "source");
+		orch_arg_text(a, 7, t->name);
+		orch_arg_text(a, 8, t->error ? "failed" : "succeeded");
+		orch_arg_jsonb(a, 9, t->data);
+		orch_arg_text(a, 14, t->error);
+		orch_arg_text(a, 17, "context");
+		if (t->http_status)
+			orch_arg(a, 19, Int32GetDatum((int32) t->http_status));
+		orch_arg(a, 20, Int32GetDatum(t->tier));
+		orch_arg_time(a, 22, t->started_at);
+	}
+	else
+	{
+		orch_arg_text(a, 5, "given");
+		orch_arg_jsonb(a, 6, t->context);
+		orch_arg_text(a, 7, t->step_name);
+		orch_arg_text(a, 8, t->outcome);
+		orch_arg_jsonb(a, 9, t->output);
+		orch_arg_int(a, 10, t->current_step);
+		orch_arg_int(a, 11, t->attempts);
+		orch_arg_int(a, 12, t->reclaims);
+		if (t->to == ORCH_JOB_PENDING)
+			orch_arg_time(a, 13, GetCurrentTimestamp());
+		orch_arg_text(a, 17, t->history_kind);
+		orch_arg_text(a, 21, t->note);
 	}
 }
 
 /*
- * apply runs one transition's statement and reads what it did.
+ * apply runs an immediate transition's statement and reads what it did.
  */
 static void
 apply(OrchJobTransition *t)
@@ -276,13 +242,21 @@ apply(OrchJobTransition *t)
 	OrchArgs	a;
 	int			ret;
 
+	if (transition_plan == NULL)
+	{
+		Oid			types[NARGS] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
+			TEXTOID, JSONBOID, INT4OID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, BOOLOID, BOOLOID,
+		TEXTOID, INT4OID, INT4OID, INT4OID, TEXTOID, TIMESTAMPTZOID};
+
+		transition_plan = orch_prepare_kept(transition_sql, NARGS, types);
+	}
 	fill_args(t, &a);
 	ret = SPI_execute_plan(transition_plan, a.values, a.nulls, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "orchestrator job transition failed: %s", SPI_result_code_string(ret));
 	t->applied = (SPI_processed == 1);
 	t->state = NULL;
-	if (t->applied && (t->kind == ORCH_TRANSITION_STEP || t->kind == ORCH_TRANSITION_CONTEXT))
+	if (t->applied && t->kind == ORCH_TRANSITION_CONTEXT)
 	{
 		bool		isnull;
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -290,13 +264,614 @@ apply(OrchJobTransition *t)
 		t->state = isnull ? NULL : DatumGetJsonbP(d);
 	}
 
-	/*
-	 * A job put back to pending now wakes the workers once this commits; a
-	 * step's retry or deferral waits for its run_at, and its worker looks
-	 * for more work after every batch anyway.
-	 */
-	if (t->applied && t->to == ORCH_JOB_PENDING && t->kind != ORCH_TRANSITION_STEP)
+	/* a job put back to pending wakes the workers once this commits */
+	if (t->applied && t->to == ORCH_JOB_PENDING)
 		orch_wake_at_commit();
+}
+
+/*
+ * Held writes.  A worker's own transitions of the jobs it runs (a step
+ * result, a park, a continuation, a failure outside a step) are not
+ * written one statement each: they are held here, per job, and written
+ * for the whole batch by one UPDATE of the jobs and one INSERT of their
+ * history rows (write_held) before the batch's transaction commits, so
+ * they still commit with the steps' own writes or not at all.  A step's
+ * result is folded into the job's state at once (state.c), so the next
+ * step sees it.
+ *
+ * Holding is safe because a job being run is locked by its worker's
+ * transaction (step.c's load_job): nobody else can change it before the
+ * batch commits.  Only that transaction itself can, when a step calls an
+ * operator function on a job of the batch (orch_cancel_job,
+ * orch_retry_job): those first ask for the job's held writes to be written
+ * (orch_job_write_held, through orchestrator.write_held_job), and an
+ * operator transition that applies marks the job moved, so the worker's
+ * later transitions of it no longer apply, as they would not have under
+ * the new fencing token.  Writes made early this way are undone with the
+ * subtransaction that made them (held_subxact_callback): the job's held
+ * writes are then pending again.
+ */
+typedef struct HeldRow
+{
+	int			step_index;		/* -1: the job's current step */
+	char	   *step_name;
+	char	   *kind;
+	int			attempt;
+	const char *outcome;
+	Jsonb	   *output;
+	char	   *error;
+	TimestampTz started_at;
+	TimestampTz finished_at;
+	int			http_status;	/* 0: none */
+	char	   *scope;
+} HeldRow;
+
+typedef struct HeldJob
+{
+	pg_uuid_t	id;				/* hash key */
+	int64		token;
+	int			order;			/* when first held: the order of the write */
+	bool		dirty;			/* row changes not written yet */
+	bool		moved;			/* an operator moved it in this transaction */
+	OrchJobStatus status;
+	Jsonb	   *state;			/* NULL: unchanged */
+	int			current_step;	/* -1: unchanged */
+	int			attempts;		/* -1: unchanged */
+	TimestampTz run_at;			/* 0: unchanged */
+	TimestampTz finished_at;	/* 0: not final */
+	char	   *error;			/* the last error recorded, or NULL */
+	long		lease_ms;		/* 0: the lease as it is */
+	List	   *rows;			/* HeldRow *, in order */
+	int			nwritten;		/* rows already written early */
+} HeldJob;
+
+/* An early write (or a move), to undo if its subtransaction rolls back. */
+typedef struct HeldUndo
+{
+	SubTransactionId subid;
+	HeldJob    *job;
+	bool		was_dirty;
+	int			nwritten;
+	bool		was_moved;
+} HeldUndo;
+
+static MemoryContext held_cxt = NULL;	/* NULL: nothing is held */
+static HTAB *held_jobs = NULL;
+static List *held_undo = NIL;
+static int	held_count = 0;
+static SPIPlanPtr write_plan = NULL;
+
+static void write_held(HeldJob *only);
+
+/* held_entry: the job's held writes, made on first use when create */
+static HeldJob *
+held_entry(const pg_uuid_t *id, int64 token, bool create)
+{
+	bool		found;
+	HeldJob    *h;
+
+	if (held_jobs == NULL)
+		return NULL;
+	h = hash_search(held_jobs, id, create ? HASH_ENTER : HASH_FIND, &found);
+	if (h != NULL && !found)
+	{
+		h->token = token;
+		h->order = held_count++;
+		h->dirty = false;
+		h->moved = false;
+		h->state = NULL;
+		h->current_step = -1;
+		h->attempts = -1;
+		h->run_at = 0;
+		h->finished_at = 0;
+		h->error = NULL;
+		h->lease_ms = 0;
+		h->rows = NIL;
+		h->nwritten = 0;
+	}
+	return h;
+}
+
+/* held_row: a history row of h, copied into the held context */
+static HeldRow *
+held_row(HeldJob *h, int step_index, const char *step_name, const char *kind, const char *outcome,
+		 Jsonb *output, const char *error, TimestampTz started_at, TimestampTz finished_at)
+{
+	MemoryContext old = MemoryContextSwitchTo(held_cxt);
+	HeldRow    *r = palloc0(sizeof(HeldRow));
+
+	r->step_index = step_index;
+	r->step_name = step_name ? pstrdup(step_name) : NULL;
+	r->kind = pstrdup(kind);
+	r->attempt = 1;
+	r->outcome = outcome;
+	r->output = output ? (Jsonb *) DatumGetPointer(datumCopy(JsonbPGetDatum(output), false, -1)) : NULL;
+	r->error = error ? orch_redact(error) : NULL;
+	r->started_at = started_at;
+	r->finished_at = finished_at;
+	h->rows = lappend(h->rows, r);
+	if (r->error)
+		h->error = r->error;
+	MemoryContextSwitchTo(old);
+	return r;
+}
+
+/* held_status: h's row goes to status, as of now */
+static void
+held_status(HeldJob *h, OrchJobStatus status)
+{
+	h->dirty = true;
+	h->status = status;
+	h->finished_at = (status == ORCH_JOB_COMPLETED || status == ORCH_JOB_FAILED ||
+					  status == ORCH_JOB_CANCELLED) ? GetCurrentTimestamp() : 0;
+	if (status != ORCH_JOB_IN_PROGRESS)
+		h->lease_ms = 0;
+}
+
+/*
+ * fold folds a step's result into the state it ran on (state.c): the
+ * stored output (transcripts stripped) and the new state.
+ */
+static void
+fold(const OrchJobTransition *t, Jsonb **output, Jsonb **state)
+{
+	const OrchStepRecord *r = t->step;
+
+	*output = orch_without_transcripts(r->output);
+	*state = orch_state_advance(t->context, r->step_name, outcome_name(r->outcome), *output,
+								(double) (r->finished_at - r->started_at) / 1000.0, r->next_step,
+								r->followups,
+								DatumGetNumeric(DirectFunctionCall1(float8_numeric,
+																	Float8GetDatum(r->cost_usd))));
+}
+
+/*
+ * hold records a worker transition in the job's held writes.
+ */
+static void
+hold(OrchJobTransition *t)
+{
+	HeldJob    *h = held_entry(&t->job_id, t->token, true);
+	MemoryContext old;
+
+	t->state = NULL;
+	t->applied = !h->moved && h->token == t->token;
+	if (!t->applied)
+		return;
+
+	switch (t->kind)
+	{
+		case ORCH_TRANSITION_STEP:
+			{
+				const OrchStepRecord *rec = t->step;
+				Jsonb	   *output;
+				Jsonb	   *state;
+				HeldRow    *row;
+
+				fold(t, &output, &state);
+				row = held_row(h, rec->step_index, rec->step_name, rec->kind, outcome_name(rec->outcome),
+							   output, rec->error, rec->started_at, rec->finished_at);
+				row->attempt = rec->attempt;
+				row->http_status = (int) rec->http_status;
+				old = MemoryContextSwitchTo(held_cxt);
+				row->scope = rec->scope ? pstrdup(rec->scope) : NULL;
+				h->state = (Jsonb *) DatumGetPointer(datumCopy(JsonbPGetDatum(state), false, -1));
+				MemoryContextSwitchTo(old);
+				held_status(h, t->to);
+				h->current_step = rec->next_step;
+				h->attempts = rec->job_attempts;
+				if (rec->run_at)
+					h->run_at = rec->run_at;
+				t->state = h->state;
+				break;
+			}
+		case ORCH_TRANSITION_PARK:
+			held_status(h, t->to);
+			h->lease_ms = t->lease_ms;
+			break;
+		case ORCH_TRANSITION_CONTINUE:
+			held_row(h, t->step_index, NULL, "engine", "continuation", NULL, NULL,
+					 GetCurrentTimestamp(), GetCurrentTimestamp())->error =
+				t->note ? MemoryContextStrdup(held_cxt, t->note) : NULL;
+			held_status(h, t->to);
+			h->run_at = GetCurrentTimestamp();
+			orch_wake_at_commit();
+			break;
+		case ORCH_TRANSITION_FAIL:
+			held_row(h, -1, NULL, "engine", "failed", NULL, t->error,
+					 GetCurrentTimestamp(), GetCurrentTimestamp());
+			held_status(h, t->to);
+			break;
+		default:
+			elog(ERROR, "transition kind %d is not held", (int) t->kind);
+	}
+}
+
+/*
+ * held_subxact_callback undoes early writes with the subtransaction that
+ * made them, and hands the others on to its parent when it commits.
+ */
+static void
+held_subxact_callback(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid, void *arg)
+{
+	ListCell   *lc;
+
+	if (held_cxt == NULL || held_undo == NIL)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		/* newest first: an older undo of the same job wins */
+		for (int i = list_length(held_undo) - 1; i >= 0; i--)
+		{
+			HeldUndo   *u = list_nth(held_undo, i);
+
+			if (u->subid != mySubid)
+				continue;
+			u->job->dirty = u->was_dirty;
+			u->job->nwritten = u->nwritten;
+			u->job->moved = u->was_moved;
+			held_undo = list_delete_nth_cell(held_undo, i);
+		}
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+		foreach(lc, held_undo)
+		{
+			HeldUndo   *u = lfirst(lc);
+
+			if (u->subid == mySubid)
+				u->subid = parentSubid;
+		}
+}
+
+/* held_xact_callback: what is held dies with its transaction */
+static void
+held_xact_callback(XactEvent event, void *arg)
+{
+	if (held_cxt == NULL)
+		return;
+	if (event == XACT_EVENT_PRE_COMMIT)
+	{
+		HASH_SEQ_STATUS seq;
+		HeldJob    *h;
+
+		hash_seq_init(&seq, held_jobs);
+		while ((h = hash_seq_search(&seq)) != NULL)
+			if (h->dirty && !h->moved)
+			{
+				hash_seq_term(&seq);
+				elog(ERROR, "orchestrator job %s has writes held past its batch", orch_uuid_str(&h->id));
+			}
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		/* held_cxt is a child of TopTransactionContext: it is gone */
+		held_cxt = NULL;
+		held_jobs = NULL;
+		held_undo = NIL;
+	}
+}
+
+/*
+ * orch_job_hold_begin starts holding the worker transitions of this
+ * transaction until orch_job_hold_end; false if they are held already
+ * (the caller then leaves the writing to whoever began).
+ */
+bool
+orch_job_hold_begin(void)
+{
+	static bool registered = false;
+	HASHCTL		ctl;
+
+	if (held_cxt != NULL)
+		return false;
+	if (!registered)
+	{
+		RegisterXactCallback(held_xact_callback, NULL);
+		RegisterSubXactCallback(held_subxact_callback, NULL);
+		registered = true;
+	}
+	held_cxt = AllocSetContextCreate(TopTransactionContext, "orchestrator held job writes",
+									 ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(pg_uuid_t);
+	ctl.entrysize = sizeof(HeldJob);
+	ctl.hcxt = held_cxt;
+	held_jobs = hash_create("orchestrator held jobs", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	held_undo = NIL;
+	held_count = 0;
+	return true;
+}
+
+/*
+ * orch_job_hold_end writes everything held (one UPDATE, one INSERT) and
+ * stops holding.  Connects SPI itself.
+ */
+void
+orch_job_hold_end(void)
+{
+	if (held_cxt == NULL)
+		return;
+	SPI_connect();
+	write_held(NULL);
+	SPI_finish();
+	MemoryContextDelete(held_cxt);
+	held_cxt = NULL;
+	held_jobs = NULL;
+	held_undo = NIL;
+}
+
+/*
+ * orch_job_hold_forget drops what is held for a job whose run rolled back
+ * (its step results went with it).
+ */
+void
+orch_job_hold_forget(const pg_uuid_t *job_id)
+{
+	HeldJob    *h = held_entry(job_id, 0, false);
+	ListCell   *lc;
+
+	if (h == NULL)
+		return;
+	foreach(lc, held_undo)
+		if (((HeldUndo *) lfirst(lc))->job == h)
+			held_undo = foreach_delete_current(held_undo, lc);
+	hash_search(held_jobs, job_id, HASH_REMOVE, NULL);
+}
+
+/*
+ * orch_job_write_held writes the held writes of one job now, in the
+ * current subtransaction, so that SQL about to read or move the job sees
+ * it as it is (operator functions call it through
+ * orchestrator.write_held_job).  SPI connected.
+ */
+void
+orch_job_write_held(const pg_uuid_t *job_id)
+{
+	HeldJob    *h = held_entry(job_id, 0, false);
+
+	if (h == NULL || h->moved || !h->dirty)
+		return;
+	write_held(h);
+}
+
+/*
+ * write_held writes the held jobs (only one, or all of them that have
+ * changes) with their new history rows, in one statement: an UPDATE of
+ * the jobs from arrays, under their fencing tokens, and one INSERT of the
+ * history rows of those it updated, in the order they were held.  A job
+ * its own step changed behind the engine's back (an UPDATE of the table)
+ * is left as it is, and said so.
+ */
+static void
+write_held(HeldJob *only)
+{
+#define NCOLS 22
+	static const Oid types[NCOLS] = {
+		/* jobs */
+		UUIDOID, INT8OID, TEXTOID, JSONBOID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, FLOAT8OID,
+		TIMESTAMPTZOID,
+		/* history rows */
+		UUIDOID, INT4OID, TEXTOID, TEXTOID, INT4OID, TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, INT4OID, TEXTOID
+	};
+	HeldJob   **jobs;
+	int			njobs = 0;
+	int			nrows = 0;
+	int			k;
+	Datum	   *vals[NCOLS];
+	bool	   *nulls[NCOLS];
+	Datum		args[NCOLS];
+	HASH_SEQ_STATUS seq;
+	HeldJob    *h;
+	int			ret;
+
+	jobs = palloc(sizeof(HeldJob *) * (only ? 1 : hash_get_num_entries(held_jobs)));
+	if (only)
+		jobs[njobs++] = only;
+	else
+	{
+		hash_seq_init(&seq, held_jobs);
+		while ((h = hash_seq_search(&seq)) != NULL)
+			if (h->dirty && !h->moved)
+				jobs[njobs++] = h;
+	}
+	if (njobs == 0)
+		return;
+	for (int i = 0; i < njobs; i++)
+		nrows += list_length(jobs[i]->rows) - jobs[i]->nwritten;
+	for (int c = 0; c < NCOLS; c++)
+	{
+		int			len = (c < 10) ? njobs : nrows;
+
+		vals[c] = palloc0(sizeof(Datum) * Max(len, 1));
+		nulls[c] = palloc0(sizeof(bool) * Max(len, 1));
+	}
+
+	/* in the order first held: jobs, then their rows */
+	for (int i = 1; i < njobs; i++)
+		for (int j = i; j > 0 && jobs[j - 1]->order > jobs[j]->order; j--)
+		{
+			h = jobs[j];
+			jobs[j] = jobs[j - 1];
+			jobs[j - 1] = h;
+		}
+
+#define SET(c, i, d) (vals[c][i] = (d))
+#define SETNULL(c, i) (nulls[c][i] = true)
+	k = 0;
+	for (int i = 0; i < njobs; i++)
+	{
+		h = jobs[i];
+		SET(0, i, UUIDPGetDatum(&h->id));
+		SET(1, i, Int64GetDatum(h->token));
+		SET(2, i, CStringGetTextDatum(status_names[h->status]));
+		if (h->state)
+			SET(3, i, JsonbPGetDatum(h->state));
+		else
+			SETNULL(3, i);
+		if (h->current_step >= 0)
+			SET(4, i, Int32GetDatum(h->current_step));
+		else
+			SETNULL(4, i);
+		if (h->attempts >= 0)
+			SET(5, i, Int32GetDatum(h->attempts));
+		else
+			SETNULL(5, i);
+		if (h->run_at)
+			SET(6, i, TimestampTzGetDatum(h->run_at));
+		else
+			SETNULL(6, i);
+		if (h->error)
+			SET(7, i, CStringGetTextDatum(h->error));
+		else
+			SETNULL(7, i);
+		if (h->lease_ms > 0)
+			SET(8, i, Float8GetDatum((double) h->lease_ms));
+		else
+			SETNULL(8, i);
+		if (h->finished_at)
+			SET(9, i, TimestampTzGetDatum(h->finished_at));
+		else
+			SETNULL(9, i);
+
+		for (int n = h->nwritten; n < list_length(h->rows); n++, k++)
+		{
+			HeldRow    *r = list_nth(h->rows, n);
+
+			SET(10, k, UUIDPGetDatum(&h->id));
+			if (r->step_index >= 0)
+				SET(11, k, Int32GetDatum(r->step_index));
+			else
+				SETNULL(11, k);
+			if (r->step_name)
+				SET(12, k, CStringGetTextDatum(r->step_name));
+			else
+				SETNULL(12, k);
+			SET(13, k, CStringGetTextDatum(r->kind));
+			SET(14, k, Int32GetDatum(r->attempt));
+			SET(15, k, CStringGetTextDatum(r->outcome));
+			if (r->output)
+				SET(16, k, JsonbPGetDatum(r->output));
+			else
+				SETNULL(16, k);
+			if (r->error)
+				SET(17, k, CStringGetTextDatum(r->error));
+			else
+				SETNULL(17, k);
+			SET(18, k, TimestampTzGetDatum(r->started_at));
+			SET(19, k, TimestampTzGetDatum(r->finished_at));
+			if (r->http_status)
+				SET(20, k, Int32GetDatum(r->http_status));
+			else
+				SETNULL(20, k);
+			if (r->scope)
+				SET(21, k, CStringGetTextDatum(r->scope));
+			else
+				SETNULL(21, k);
+		}
+	}
+#undef SET
+#undef SETNULL
+
+	for (int c = 0; c < NCOLS; c++)
+	{
+		int			dims[1] = {(c < 10) ? njobs : nrows};
+		int			lbs[1] = {1};
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		get_typlenbyvalalign(types[c], &typlen, &typbyval, &typalign);
+		args[c] = PointerGetDatum(construct_md_array(vals[c], nulls[c], 1, dims, lbs, types[c],
+													 typlen, typbyval, typalign));
+	}
+
+	if (write_plan == NULL)
+	{
+		Oid			argtypes[NCOLS];
+
+		for (int c = 0; c < NCOLS; c++)
+			argtypes[c] = get_array_type(types[c]);
+		write_plan = orch_prepare_kept(
+			"WITH v AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+			"             pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),"
+			"             pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10))"
+			"           AS v(id, token, status, context, current_step, attempts, run_at, error, lease_ms, finished_at)),"
+			" u AS (UPDATE orchestrator.sequence_jobs j SET"
+			"    status = v.status, context = COALESCE(v.context, j.context),"
+			"    current_step = COALESCE(v.current_step, j.current_step),"
+			"    attempts = COALESCE(v.attempts, j.attempts), run_at = COALESCE(v.run_at, j.run_at),"
+			"    lease_owner = CASE WHEN v.status = 'in_progress' THEN j.lease_owner END,"
+			"    lease_expires_at = CASE WHEN v.status = 'in_progress' THEN COALESCE(pg_catalog.clock_timestamp()"
+			"                       + pg_catalog.make_interval(secs => v.lease_ms / 1000.0), j.lease_expires_at) END,"
+			"    last_error = COALESCE(v.error, j.last_error), finished_at = v.finished_at,"
+			"    updated_at = pg_catalog.clock_timestamp()"
+			"  FROM v WHERE j.id = v.id AND j.status = 'in_progress' AND j.fencing_token = v.token"
+			"  RETURNING j.id, j.org_id, j.current_step, j.fencing_token),"
+			" h AS (" HISTORY
+			"  SELECT x.job_id, u.org_id, COALESCE(x.step_index, u.current_step), x.step_name, x.kind, x.attempt,"
+			"         x.outcome, x.output, x.error, x.started_at, x.finished_at, pg_catalog.pg_backend_pid(),"
+			"         u.fencing_token, x.http_status, x.scope"
+			"  FROM ROWS FROM (pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13),"
+			"       pg_catalog.unnest($14), pg_catalog.unnest($15), pg_catalog.unnest($16), pg_catalog.unnest($17),"
+			"       pg_catalog.unnest($18), pg_catalog.unnest($19), pg_catalog.unnest($20), pg_catalog.unnest($21),"
+			"       pg_catalog.unnest($22)) WITH ORDINALITY"
+			"       AS x(job_id, step_index, step_name, kind, attempt, outcome, output, error, started_at,"
+			"            finished_at, http_status, scope, n)"
+			"  JOIN u ON u.id = x.job_id ORDER BY x.n)"
+			" SELECT u.id FROM u",
+			NCOLS, argtypes);
+	}
+	ret = SPI_execute_plan(write_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "orchestrator could not write the batch's job transitions: %s", SPI_result_code_string(ret));
+
+	if (SPI_processed < (uint64) njobs)
+	{
+		/* said of each job that was not where its worker left it */
+		for (int i = 0; i < njobs; i++)
+		{
+			bool		written = false;
+
+			for (uint64 p = 0; p < SPI_processed && !written; p++)
+			{
+				bool		isnull;
+
+				written = memcmp(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[p], SPI_tuptable->tupdesc, 1,
+															 &isnull)),
+								 &jobs[i]->id, sizeof(pg_uuid_t)) == 0;
+			}
+			if (!written)
+			{
+				ereport(LOG,
+						(errmsg("orchestrator job %s was changed by its own step outside the engine's functions; its results in this batch are not recorded",
+								orch_uuid_str(&jobs[i]->id))));
+				jobs[i]->moved = true;
+			}
+		}
+	}
+
+	for (int i = 0; i < njobs; i++)
+	{
+		h = jobs[i];
+		if (only)
+		{
+			MemoryContext old = MemoryContextSwitchTo(held_cxt);
+			HeldUndo   *u = palloc(sizeof(HeldUndo));
+
+			u->subid = GetCurrentSubTransactionId();
+			u->job = h;
+			u->was_dirty = h->dirty;
+			u->nwritten = h->nwritten;
+			u->was_moved = h->moved;
+			held_undo = lappend(held_undo, u);
+			MemoryContextSwitchTo(old);
+		}
+		h->dirty = false;
+		h->nwritten = list_length(h->rows);
+	}
+#undef NCOLS
 }
 
 /*
@@ -314,6 +889,7 @@ orch_job_worker_transition(OrchJobTransition *t, OrchTransitionKind kind, const 
 	t->token = job->token;
 	t->from = ORCH_JOB_IN_PROGRESS;
 	t->to = to;
+	t->step_index = -1;
 }
 
 /*
@@ -323,9 +899,13 @@ orch_job_worker_transition(OrchJobTransition *t, OrchTransitionKind kind, const 
  * transition's applied says whether its job was where it expected it;
  * nothing is written for it otherwise.  For a step result or a context
  * source, state is the job's new state (other kinds leave it NULL rather
- * than fetch a state nobody reads).  Today's callers hand it one
- * transition at a time; every kind runs the same statement, so a batch can
- * become one statement over arrays of its arguments.
+ * than fetch a state nobody reads).
+ *
+ * A worker's step result, park, continuation and failure are held (see
+ * "Held writes" above, orch_job_hold_begin) and written before the
+ * transaction commits.  An operator
+ * transition and a context source are written at once, after the job's
+ * held writes.
  */
 void
 orch_job_transition(OrchJobTransition *t, int n)
@@ -337,17 +917,41 @@ orch_job_transition(OrchJobTransition *t, int n)
 					 errmsg("job %s cannot go from %s to %s", orch_uuid_str(&t[i].job_id),
 							status_names[t[i].from], status_names[t[i].to])));
 
-	if (transition_plan == NULL)
-	{
-		Oid			types[NARGS] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
-			TEXTOID, JSONBOID, FLOAT8OID, INT4OID, JSONBOID, FLOAT8OID, INT4OID, INT4OID,
-			TIMESTAMPTZOID, BOOLOID, FLOAT8OID, TEXTOID, BOOLOID, TEXTOID, INT4OID, INT4OID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
-
-		transition_plan = orch_prepare_kept(transition_sql, NARGS, types);
-	}
 	for (int i = 0; i < n; i++)
-		apply(&t[i]);
+	{
+		if (t[i].kind == ORCH_TRANSITION_OPERATOR || t[i].kind == ORCH_TRANSITION_CONTEXT)
+		{
+			HeldJob    *h = held_entry(&t[i].job_id, 0, false);
+
+			if (h != NULL && t[i].kind == ORCH_TRANSITION_CONTEXT && h->moved)
+			{
+				t[i].applied = false;
+				t[i].state = NULL;
+				continue;
+			}
+			if (h != NULL)
+				orch_job_write_held(&t[i].job_id);
+			apply(&t[i]);
+			if (h != NULL && t[i].applied && t[i].kind == ORCH_TRANSITION_OPERATOR)
+			{
+				MemoryContext old = MemoryContextSwitchTo(held_cxt);
+				HeldUndo   *u = palloc(sizeof(HeldUndo));
+
+				u->subid = GetCurrentSubTransactionId();
+				u->job = h;
+				u->was_dirty = h->dirty;
+				u->nwritten = h->nwritten;
+				u->was_moved = h->moved;
+				held_undo = lappend(held_undo, u);
+				h->moved = true;
+				MemoryContextSwitchTo(old);
+			}
+		}
+		else if (held_cxt != NULL)
+			hold(&t[i]);
+		else
+			elog(ERROR, "a worker's transition of job %s outside a run", orch_uuid_str(&t[i].job_id));
+	}
 }
 
 /*

@@ -114,8 +114,13 @@ typedef struct OrchJobTransition
 
 	long		lease_ms;		/* PARK */
 
+	/*
+	 * OPERATOR: the new state, made under the row lock; STEP: the state
+	 * the step ran on, which its result is folded into
+	 */
+	Jsonb	   *context;
+
 	/* OPERATOR: -1 or NULL leave a column as it is */
-	Jsonb	   *context;		/* the new state, made under the row lock */
 	int			current_step;
 	int			attempts;
 	int			reclaims;
@@ -137,6 +142,10 @@ extern OrchJobStatus orch_job_status_from_name(const char *name);
 extern void orch_job_worker_transition(OrchJobTransition *t, OrchTransitionKind kind,
 									   const OrchClaimedJob *job, OrchJobStatus to);
 extern void orch_job_transition(OrchJobTransition *t, int n);
+extern bool orch_job_hold_begin(void);
+extern void orch_job_hold_end(void);
+extern void orch_job_hold_forget(const pg_uuid_t *job_id);
+extern void orch_job_write_held(const pg_uuid_t *job_id);
 extern pg_uuid_t orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 version,
 								 TimestampTz run_at, Jsonb *payload, Datum parent_job_id, bool has_parent,
 								 int32 chain_depth, Datum dedupe_hash);

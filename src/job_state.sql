@@ -194,8 +194,8 @@ COMMENT ON FUNCTION orchestrator.initial_state(uuid, text, text, uuid, uuid, jso
 
 /*
  * advance_state folds one step result into the SequenceState and its
- * execution_metadata.  STABLE, like the jsonb builders it calls, and a
- * single expression, so it is inlined into the write-back's kept plan.  outcome: succeeded | skipped | failed | retry_scheduled
+ * execution_metadata (state.c, the fold every recorded step result goes
+ * through).  outcome: succeeded | skipped | failed | retry_scheduled
  * | deferred (a deferral is not an attempt) | awaiting_approval (an approval
  * gate: p_output describes the pending action).
  */
@@ -203,38 +203,8 @@ CREATE FUNCTION orchestrator.advance_state(p_state jsonb, p_step_name text, p_ou
 	p_output jsonb, p_duration_ms double precision, p_next_step integer, p_followups jsonb DEFAULT NULL,
 	p_cost_usd numeric DEFAULT 0)
 RETURNS jsonb
-LANGUAGE sql STABLE
-AS $$
-	SELECT p_state
-		|| jsonb_build_object(
-			'current_step', p_next_step,
-			'queued_followups', (p_state->'queued_followups') || COALESCE(p_followups, '[]'),
-			'pending_approvals', CASE WHEN p_outcome = 'awaiting_approval'
-			                          THEN (p_state->'pending_approvals') || jsonb_build_array(p_output)
-			                          ELSE p_state->'pending_approvals' END,
-			'cost_accumulated', (p_state->>'cost_accumulated')::numeric + COALESCE(p_cost_usd, 0),
-			'outputs', CASE WHEN p_outcome = 'succeeded'
-			                THEN p_state->'outputs' || jsonb_build_object(p_step_name, p_output)
-			                ELSE p_state->'outputs' END,
-			'steps_completed', CASE WHEN p_outcome = 'succeeded'
-			                        THEN (p_state->'steps_completed') || to_jsonb(p_step_name)
-			                        ELSE p_state->'steps_completed' END,
-			'execution_metadata', (p_state->'execution_metadata') || jsonb_build_object(
-				'steps_attempted', (p_state->'execution_metadata'->>'steps_attempted')::int
-					+ CASE WHEN p_outcome IN ('skipped', 'deferred', 'awaiting_approval') THEN 0 ELSE 1 END,
-				'approval_gates_hit', (p_state->'execution_metadata'->>'approval_gates_hit')::int
-					+ CASE WHEN p_outcome = 'awaiting_approval' THEN 1 ELSE 0 END,
-				'steps_completed', (p_state->'execution_metadata'->>'steps_completed')::int
-					+ CASE WHEN p_outcome = 'succeeded' THEN 1 ELSE 0 END,
-				'steps_failed', (p_state->'execution_metadata'->>'steps_failed')::int
-					+ CASE WHEN p_outcome = 'failed' THEN 1 ELSE 0 END,
-				'total_ai_cost', (p_state->'execution_metadata'->>'total_ai_cost')::numeric + COALESCE(p_cost_usd, 0),
-				'followups_queued', (p_state->'execution_metadata'->>'followups_queued')::int
-					+ COALESCE(jsonb_array_length(jsonb_path_query_array(p_followups,
-					           '$[*] ? (@.outcome == "accepted" || @.outcome == "deferred")')), 0),
-				'total_duration_ms', round(((p_state->'execution_metadata'->>'total_duration_ms')::numeric
-					+ p_duration_ms::numeric), 3)))
-$$;
+LANGUAGE C IMMUTABLE
+AS 'MODULE_PATHNAME', 'orch_advance_state_sql';
 COMMENT ON FUNCTION orchestrator.advance_state(jsonb, text, text, jsonb, double precision, integer, jsonb, numeric) IS 'Folds one step result into a SequenceState (outputs, steps_completed, execution_metadata)';
 
 /*

@@ -17,9 +17,11 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/tuplestore.h"
@@ -131,6 +133,17 @@ orch_reclaim_expired_sql(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(orch_run_claimed_job_sql);
 
+/* unsent: a session has no curl loop; a parked job is left for a worker to reclaim */
+static void
+unsent(OrchHttpRequest *parked)
+{
+	if (parked == NULL)
+		return;
+	orch_http_free(parked);
+	ereport(NOTICE,
+			(errmsg("job is waiting for an HTTP request that only a worker can send")));
+}
+
 /*
  * orchestrator.run_claimed_job(job_id, fencing_token): run a job claimed
  * with orchestrator.claim_jobs in the calling session, exactly as a worker
@@ -145,12 +158,68 @@ orch_run_claimed_job_sql(PG_FUNCTION_ARGS)
 	memcpy(&job.id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	job.token = PG_GETARG_INT64(1);
 	orch_run_job(&job, NULL, &parked);
-	if (parked)
+	unsent(parked);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(orch_run_claimed_jobs_sql);
+
+/*
+ * orchestrator.run_claimed_jobs(job_ids, fencing_tokens): run a batch of
+ * claimed jobs in the calling session as a worker runs its batch, their
+ * transitions held and written together at the end (job_state.c).
+ */
+Datum
+orch_run_claimed_jobs_sql(PG_FUNCTION_ARGS)
+{
+	ArrayType  *ids = PG_GETARG_ARRAYTYPE_P(0);
+	ArrayType  *tokens = PG_GETARG_ARRAYTYPE_P(1);
+	Datum	   *idv;
+	Datum	   *tokv;
+	bool	   *idn;
+	bool	   *tokn;
+	int			n;
+	int			ntok;
+	bool		own;
+
+	deconstruct_array(ids, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &idv, &idn, &n);
+	deconstruct_array(tokens, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &tokv, &tokn, &ntok);
+	if (n != ntok)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("job_ids and fencing_tokens must have the same length")));
+	own = orch_job_hold_begin();
+	for (int i = 0; i < n; i++)
 	{
-		/* a session has no curl loop: leave the job for a worker to reclaim */
-		orch_http_free(parked);
-		ereport(NOTICE,
-				(errmsg("job is waiting for an HTTP request that only a worker can send")));
+		OrchClaimedJob job;
+		OrchHttpRequest *parked;
+
+		if (idn[i] || tokn[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("job_ids and fencing_tokens must not contain NULL")));
+		memcpy(&job.id, DatumGetUUIDP(idv[i]), sizeof(pg_uuid_t));
+		job.token = DatumGetInt64(tokv[i]);
+		orch_run_job(&job, NULL, &parked);
+		unsent(parked);
 	}
+	if (own)
+		orch_job_hold_end();
+	PG_RETURN_INT32(n);
+}
+
+PG_FUNCTION_INFO_V1(orch_write_held_job_sql);
+
+/*
+ * orchestrator.write_held_job(job_id): write what this session's running
+ * batch holds for the job now (orch_cancel_job, orch_retry_job and an
+ * approval decision call it before they read the job).
+ */
+Datum
+orch_write_held_job_sql(PG_FUNCTION_ARGS)
+{
+	SPI_connect();
+	orch_job_write_held(PG_GETARG_UUID_P(0));
+	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -24,10 +24,20 @@ LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'orch_reclaim_expired_sql';
 COMMENT ON FUNCTION orchestrator.reclaim_expired() IS 'Returns jobs whose lease lapsed to pending exactly as a worker does (for tests and tools)';
 
+CREATE FUNCTION orchestrator.write_held_job(job_id uuid) RETURNS void
+LANGUAGE C VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'orch_write_held_job_sql';
+COMMENT ON FUNCTION orchestrator.write_held_job(uuid) IS 'Writes now what the calling session''s running batch holds for a job (its step results), so SQL about to read or move the job sees it as it is';
+
 CREATE FUNCTION orchestrator.run_claimed_job(job_id uuid, fencing_token bigint) RETURNS void
 LANGUAGE C VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'orch_run_claimed_job_sql';
 COMMENT ON FUNCTION orchestrator.run_claimed_job(uuid, bigint) IS 'Runs a job claimed with orchestrator.claim_jobs in the calling session, under its fencing token (for tests and tools)';
+
+CREATE FUNCTION orchestrator.run_claimed_jobs(job_ids uuid[], fencing_tokens bigint[]) RETURNS integer
+LANGUAGE C VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'orch_run_claimed_jobs_sql';
+COMMENT ON FUNCTION orchestrator.run_claimed_jobs(uuid[], bigint[]) IS 'Runs a batch of jobs claimed with orchestrator.claim_jobs in the calling session exactly as a worker runs its batch, their transitions written together at the end; returns how many it ran (for tests, tools and bench/instructions.sh)';
 
 -- Operator API
 
@@ -41,6 +51,8 @@ BEGIN
 	IF job_id IS NULL THEN
 		RAISE EXCEPTION 'job_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	-- a step of this transaction's batch may hold the job's newest writes
+	PERFORM orchestrator.write_held_job(orch_cancel_job.job_id);
 	SELECT * INTO v_job FROM orchestrator.sequence_jobs j WHERE j.id = orch_cancel_job.job_id FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'undefined_object';
@@ -75,6 +87,8 @@ BEGIN
 	IF job_id IS NULL THEN
 		RAISE EXCEPTION 'job_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	-- a step of this transaction's batch may hold the job's newest writes
+	PERFORM orchestrator.write_held_job(orch_retry_job.job_id);
 	SELECT * INTO v_job FROM orchestrator.sequence_jobs j WHERE j.id = orch_retry_job.job_id FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'undefined_object';

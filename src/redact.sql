@@ -20,30 +20,11 @@ COMMENT ON FUNCTION orchestrator.redact(text) IS 'Masks email addresses (as [ema
  * without_transcripts drops transcript text from what the engine stores:
  * the seed references meeting transcripts by id and never copies them into
  * orchestrator state.  Keys transcript, transcript_text and transcript_body
- * go, at any depth; ids (transcript_id, meeting_id) stay.  Values whose text
- * never mentions such a key are returned as they are, without a walk.
+ * go, at any depth; ids (transcript_id, meeting_id) stay (state.c: one
+ * loop over the value's tokens, so no nesting depth exhausts the stack).
+ * Values that never mention such a key are returned as they are.
  */
-CREATE FUNCTION orchestrator.strip_transcripts(p_value jsonb) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE STRICT
-AS $$
-BEGIN
-	IF jsonb_typeof(p_value) = 'object' THEN
-		RETURN (SELECT COALESCE(jsonb_object_agg(e.key, orchestrator.strip_transcripts(e.value)), '{}'::jsonb)
-		        FROM jsonb_each(p_value) e
-		        WHERE e.key NOT IN ('transcript', 'transcript_text', 'transcript_body'));
-	ELSIF jsonb_typeof(p_value) = 'array' THEN
-		RETURN (SELECT COALESCE(jsonb_agg(orchestrator.strip_transcripts(e.value) ORDER BY e.ord), '[]'::jsonb)
-		        FROM jsonb_array_elements(p_value) WITH ORDINALITY AS e(value, ord));
-	END IF;
-	RETURN p_value;
-END
-$$;
-COMMENT ON FUNCTION orchestrator.strip_transcripts(jsonb) IS 'Removes the keys transcript, transcript_text and transcript_body at any depth (used by without_transcripts)';
-
 CREATE FUNCTION orchestrator.without_transcripts(p_value jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE
-AS $$
-	SELECT CASE WHEN strpos(p_value::text, '"transcript') = 0 THEN p_value
-	            ELSE orchestrator.strip_transcripts(p_value) END
-$$;
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'orch_without_transcripts_sql';
 COMMENT ON FUNCTION orchestrator.without_transcripts(jsonb) IS 'Removes transcript text (keys transcript, transcript_text, transcript_body, at any depth) from a payload, output or edit: transcripts are referenced by id';

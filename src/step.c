@@ -97,10 +97,12 @@ orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest
 {
 	JobRun		run;
 	ErrorData  *edata;
+	bool		own;
 
 	memset(&run, 0, sizeof(run));
 	run.job = job;
 	run.resume = resume;
+	own = orch_job_hold_begin();
 	SPI_connect();
 	edata = orch_in_subxact(run_job, &run);
 	if (edata == NULL)
@@ -115,11 +117,15 @@ orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest
 		ereport(WARNING,
 				(errmsg("orchestrator job %s failed outside a step: %s",
 						orch_uuid_str(&job->id), edata->message)));
+		/* its step results rolled back with it */
+		orch_job_hold_forget(&job->id);
 		orch_job_worker_transition(&t, ORCH_TRANSITION_FAIL, job, ORCH_JOB_FAILED);
 		t.error = edata->message;
 		orch_job_transition(&t, 1);
 	}
 	SPI_finish();
+	if (own)
+		orch_job_hold_end();
 }
 
 /* run_job: the job's subtransaction */
@@ -269,6 +275,7 @@ run_steps(JobRun *run)
 
 		orch_job_worker_transition(&t, ORCH_TRANSITION_STEP, run->job, r.rec.job_status);
 		t.step = &r.rec;
+		t.context = run->state;
 		orch_job_transition(&t, 1);
 		if (!t.applied)
 		{

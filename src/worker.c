@@ -317,6 +317,8 @@ run_batch(OrchClaimedJob *jobs, int n)
 	OrchHttpRequest *parked;
 
 	begin_tx("orchestrator: running jobs");
+	/* the jobs' transitions are written together, before the commit */
+	(void) orch_job_hold_begin();
 	while (!ShutdownRequestPending && (req = orch_http_take_done()) != NULL)
 	{
 		/* each job sees what the previous ones committed into this batch */
@@ -335,6 +337,7 @@ run_batch(OrchClaimedJob *jobs, int n)
 		if (parked)
 			dlist_push_tail(&to_send, &parked->node);
 	}
+	orch_job_hold_end();
 	end_tx();
 
 	while (!dlist_is_empty(&to_send))
