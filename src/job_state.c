@@ -956,67 +956,82 @@ orch_job_transition(OrchJobTransition *t, int n)
 
 /*
  * orch_job_create inserts a new pending job (transcripts stripped from
- * its payload, its initial state built by orchestrator.initial_state), its
- * event_log row (accepted, or deferred to run_at for quiet hours) and, for
- * a follow-up, its link in the parent's event_chain.children: one
- * statement, on the submit path.
+ * its payload, its initial state built by state.c), its event_log row
+ * (accepted, or deferred to run_at for quiet hours) and, for a follow-up,
+ * its link in the parent's event_chain.children: one statement, on the
+ * submit path.
  */
 pg_uuid_t
 orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 version,
 				TimestampTz run_at, Jsonb *payload, Datum parent_job_id, bool has_parent,
 				int32 chain_depth, Datum dedupe_hash)
 {
-	Datum		args[10];
-	char		n[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	static SPIPlanPtr child_plan = NULL;
+	SPIPlanPtr	plan;
+	Datum		a[12];
+	char		an[12];
 	int			ret;
-	bool		isnull;
 	pg_uuid_t	id;
+	Jsonb	   *stripped = orch_without_transcripts(payload);
+
+	/* a version 4 uuid, as gen_random_uuid makes */
+	if (!pg_strong_random(id.data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+	id.data[6] = (id.data[6] & 0x0f) | 0x40;
+	id.data[8] = (id.data[8] & 0x3f) | 0x80;
 
 	if (create_plan == NULL)
 	{
-		Oid			types[10] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
-		JSONBOID, UUIDOID, INT4OID, UUIDOID};
-
-		create_plan = orch_prepare_kept(
-			"WITH n AS (SELECT pg_catalog.gen_random_uuid() AS id, orchestrator.without_transcripts($7) AS payload),"
-			" j AS (INSERT INTO orchestrator.sequence_jobs"
+		/* $9 (the parent) is NULL for this one; child_plan links the child */
+		const char *insert_sql =
+			"WITH j AS (INSERT INTO orchestrator.sequence_jobs"
 			"        (id, org_id, user_id, event_type, event_source, sequence_version, run_at,"
 			"         context, trigger_payload, event_chain, parent_job_id, chain_depth)"
-			"       SELECT n.id, $1, $2, $3, $4, $5, $6,"
-			"              orchestrator.initial_state(n.id, $3, $4, $1, $2, n.payload, $8, $9),"
-			"              n.payload,"
-			"              pg_catalog.jsonb_build_object('parent', $8, 'children', '[]'::jsonb), $8, $9"
-			"       FROM n RETURNING id, run_at),"
+			"       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+			"               pg_catalog.jsonb_build_object('parent', $10, 'children', '[]'::jsonb), $10, $11)"
+			"       RETURNING id, run_at),"
 			" l AS (INSERT INTO orchestrator.event_log"
 			"        (org_id, user_id, event_type, event_source, outcome, reason, job_id, run_at,"
 			"         parent_job_id, dedupe_hash)"
-			"       SELECT $1, $2, $3, $4,"
+			"       SELECT $2, $3, $4, $5,"
 			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'deferred' ELSE 'accepted' END,"
 			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'quiet_hours' END,"
-			"              j.id, j.run_at, $8, $10 FROM j),"
-			" p AS (UPDATE orchestrator.sequence_jobs pj"
-			"       SET event_chain = pg_catalog.jsonb_set(pj.event_chain, '{children}',"
-			"                         COALESCE(pj.event_chain->'children', '[]') || pg_catalog.to_jsonb(j.id))"
-			"       FROM j WHERE pj.id = $8)"
-			" SELECT id FROM j",
-			10, types);
+			"              j.id, j.run_at, $10, $12 FROM j)";
+		Oid			types[12] = {UUIDOID, UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		JSONBOID, JSONBOID, UUIDOID, INT4OID, UUIDOID};
+
+		create_plan = orch_prepare_kept(psprintf("%s SELECT id FROM j", insert_sql), 12, types);
+		child_plan = orch_prepare_kept(
+			psprintf("%s, p AS (UPDATE orchestrator.sequence_jobs pj"
+					 "       SET event_chain = pg_catalog.jsonb_set(pj.event_chain, '{children}',"
+					 "                         COALESCE(pj.event_chain->'children', '[]') || pg_catalog.to_jsonb(j.id))"
+					 "       FROM j WHERE pj.id = $10)"
+					 " SELECT id FROM j", insert_sql),
+			12, types);
 	}
-	args[0] = org_id;
-	args[1] = user_id;
-	args[2] = type;
-	args[3] = source;
-	args[4] = Int32GetDatum(version);
-	args[5] = TimestampTzGetDatum(run_at);
-	args[6] = JsonbPGetDatum(payload);
-	args[7] = has_parent ? parent_job_id : (Datum) 0;
-	n[7] = has_parent ? ' ' : 'n';
-	args[8] = Int32GetDatum(chain_depth);
-	args[9] = dedupe_hash;
-	ret = SPI_execute_plan(create_plan, args, n, false, 0);
+	plan = has_parent ? child_plan : create_plan;
+	a[0] = UUIDPGetDatum(&id);
+	a[1] = org_id;
+	a[2] = user_id;
+	a[3] = type;
+	a[4] = source;
+	a[5] = Int32GetDatum(version);
+	a[6] = TimestampTzGetDatum(run_at);
+	a[7] = JsonbPGetDatum(orch_state_initial(&id, TextDatumGetCString(type), TextDatumGetCString(source),
+											 DatumGetUUIDP(org_id), DatumGetUUIDP(user_id), stripped,
+											 has_parent ? DatumGetUUIDP(parent_job_id) : NULL,
+											 chain_depth));
+	a[8] = JsonbPGetDatum(stripped);
+	a[9] = has_parent ? parent_job_id : (Datum) 0;
+	a[10] = Int32GetDatum(chain_depth);
+	a[11] = dedupe_hash;
+	memset(an, ' ', sizeof(an));
+	an[9] = has_parent ? ' ' : 'n';
+	ret = SPI_execute_plan(plan, a, an, false, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "orchestrator enqueue failed: %s", SPI_result_code_string(ret));
-	memcpy(&id, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
-		   sizeof(pg_uuid_t));
 	orch_wake_at_commit();
 	return id;
 }

@@ -170,26 +170,8 @@ COMMENT ON COLUMN orchestrator.step_history.scope IS 'How the step''s function r
 CREATE FUNCTION orchestrator.initial_state(p_job_id uuid, p_type text, p_source text, p_org_id uuid,
 	p_user_id uuid, p_payload jsonb, p_parent_job_id uuid, p_chain_depth integer)
 RETURNS jsonb
-LANGUAGE sql STABLE
-AS $$
-	SELECT jsonb_build_object(
-		'event', jsonb_build_object('type', p_type, 'source', p_source, 'org_id', p_org_id,
-		                           'user_id', p_user_id, 'payload', p_payload,
-		                           'parent_job_id', p_parent_job_id),
-		'context', '{}'::jsonb,
-		'steps_completed', '[]'::jsonb,
-		'current_step', 0,
-		'outputs', '{}'::jsonb,
-		'pending_approvals', '[]'::jsonb,
-		'queued_followups', '[]'::jsonb,
-		'started_at', NULL,
-		'cost_accumulated', 0,
-		'execution_metadata', jsonb_build_object(
-			'sequence_job_id', p_job_id, 'event_type', p_type, 'event_source', p_source,
-			'steps_attempted', 0, 'steps_completed', 0, 'steps_failed', 0,
-			'approval_gates_hit', 0, 'followups_queued', 0, 'total_duration_ms', 0,
-			'total_ai_cost', 0, 'chain_depth', p_chain_depth))
-$$;
+LANGUAGE C IMMUTABLE
+AS 'MODULE_PATHNAME', 'orch_initial_state_sql';
 COMMENT ON FUNCTION orchestrator.initial_state(uuid, text, text, uuid, uuid, jsonb, uuid, integer) IS 'The SequenceState a new job starts with';
 
 /*

@@ -4,6 +4,9 @@
  *	  A job's SequenceState: folding a step's result into it, and keeping
  *	  transcripts out of everything the engine stores.
  *
+ * orch_state_initial builds the state a new job starts with: the event,
+ * no context yet, no outputs, every counter at zero.
+ *
  * orch_state_advance is the fold every recorded step result goes through
  * (job_state.c holds the result, step.c runs the next step on the state it
  * returns): the step's output under outputs, its name in steps_completed,
@@ -18,8 +21,8 @@
  * Its walk is a loop over the value's tokens, not a recursion, so no
  * nesting depth can exhaust the stack.
  *
- * SQL sees both as orchestrator.advance_state and
- * orchestrator.without_transcripts.
+ * SQL sees them as orchestrator.initial_state, orchestrator.advance_state
+ * and orchestrator.without_transcripts.
  *
  * src/state.c
  *
@@ -33,9 +36,11 @@
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
+#include "utils/uuid.h"
 
 #include "state.h"
 
+PG_FUNCTION_INFO_V1(orch_initial_state_sql);
 PG_FUNCTION_INFO_V1(orch_advance_state_sql);
 PG_FUNCTION_INFO_V1(orch_without_transcripts_sql);
 
@@ -217,6 +222,105 @@ counted_followups(Jsonb *followups)
 			n++;
 	}
 	return n;
+}
+
+static void
+push_string(JsonbParseState **ps, JsonbIteratorToken tok, const char *str)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) str;
+	v.val.string.len = strlen(str);
+	(void) pushJsonbValue(ps, tok, &v);
+}
+
+/* push_uuid: a uuid as a JSON string, NULL as JSON null */
+static void
+push_uuid(JsonbParseState **ps, const pg_uuid_t *id)
+{
+	if (id == NULL)
+		push_null(ps, WJB_VALUE);
+	else
+		push_string(ps, WJB_VALUE, DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))));
+}
+
+static void
+push_empty(JsonbParseState **ps, const char *key, bool array)
+{
+	push_key(ps, key);
+	(void) pushJsonbValue(ps, array ? WJB_BEGIN_ARRAY : WJB_BEGIN_OBJECT, NULL);
+	(void) pushJsonbValue(ps, array ? WJB_END_ARRAY : WJB_END_OBJECT, NULL);
+}
+
+static void
+push_zero(JsonbParseState **ps, const char *key)
+{
+	push_key(ps, key);
+	push_numeric(ps, WJB_VALUE, int64_to_numeric(0));
+}
+
+/*
+ * orch_state_initial returns the state a job starts with:
+ *   event               type, source, org_id, user_id, payload, parent_job_id
+ *   context, outputs    {}
+ *   steps_completed, pending_approvals, queued_followups  []
+ *   current_step, cost_accumulated  0;  started_at  null
+ *   execution_metadata  sequence_job_id, event_type, event_source,
+ *                       chain_depth, and every counter at 0
+ * parent_job_id may be NULL.
+ */
+Jsonb *
+orch_state_initial(const pg_uuid_t *job_id, const char *type, const char *source, const pg_uuid_t *org_id,
+				   const pg_uuid_t *user_id, Jsonb *payload, const pg_uuid_t *parent_job_id, int chain_depth)
+{
+	static const char *const counters[] = {
+		"steps_attempted", "steps_completed", "steps_failed", "approval_gates_hit",
+		"followups_queued", "total_duration_ms", "total_ai_cost"
+	};
+	JsonbParseState *ps = NULL;
+	JsonbValue *res;
+
+	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "event");
+	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "type");
+	push_string(&ps, WJB_VALUE, type);
+	push_key(&ps, "source");
+	push_string(&ps, WJB_VALUE, source);
+	push_key(&ps, "org_id");
+	push_uuid(&ps, org_id);
+	push_key(&ps, "user_id");
+	push_uuid(&ps, user_id);
+	push_key(&ps, "payload");
+	push_jsonb(&ps, WJB_VALUE, payload);
+	push_key(&ps, "parent_job_id");
+	push_uuid(&ps, parent_job_id);
+	(void) pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	push_empty(&ps, "context", false);
+	push_empty(&ps, "steps_completed", true);
+	push_zero(&ps, "current_step");
+	push_empty(&ps, "outputs", false);
+	push_empty(&ps, "pending_approvals", true);
+	push_empty(&ps, "queued_followups", true);
+	push_key(&ps, "started_at");
+	push_null(&ps, WJB_VALUE);
+	push_zero(&ps, "cost_accumulated");
+	push_key(&ps, "execution_metadata");
+	(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "sequence_job_id");
+	push_uuid(&ps, job_id);
+	push_key(&ps, "event_type");
+	push_string(&ps, WJB_VALUE, type);
+	push_key(&ps, "event_source");
+	push_string(&ps, WJB_VALUE, source);
+	for (int i = 0; i < lengthof(counters); i++)
+		push_zero(&ps, counters[i]);
+	push_key(&ps, "chain_depth");
+	push_numeric(&ps, WJB_VALUE, int64_to_numeric(chain_depth));
+	(void) pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
 }
 
 /*
@@ -454,6 +558,25 @@ orch_without_transcripts(Jsonb *value)
 			res = pushJsonbValue(&ps, tok, &v); /* a scalar, or an array's start */
 	}
 	return JsonbValueToJsonb(res);
+}
+
+/*
+ * orchestrator.initial_state(job_id, type, source, org_id, user_id, payload,
+ * parent_job_id, chain_depth): orch_state_initial for SQL.
+ */
+Datum
+orch_initial_state_sql(PG_FUNCTION_ARGS)
+{
+	for (int i = 0; i < 6; i++)
+		if (PG_ARGISNULL(i))
+			PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(orch_state_initial(PG_GETARG_UUID_P(0),
+										 text_to_cstring(PG_GETARG_TEXT_PP(1)),
+										 text_to_cstring(PG_GETARG_TEXT_PP(2)),
+										 PG_GETARG_UUID_P(3), PG_GETARG_UUID_P(4),
+										 PG_GETARG_JSONB_P(5),
+										 PG_ARGISNULL(6) ? NULL : PG_GETARG_UUID_P(6),
+										 PG_ARGISNULL(7) ? 0 : PG_GETARG_INT32(7)));
 }
 
 /*

@@ -32,11 +32,13 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -54,7 +56,6 @@
 PG_FUNCTION_INFO_V1(orch_submit_event);
 
 static SPIPlanPtr gate_plan = NULL;
-static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr dedupe_plan = NULL;
 static SPIPlanPtr log_plan = NULL;
 
@@ -99,15 +100,6 @@ prepare_plans(void)
 			"       (SELECT j.chain_depth + 1 FROM orchestrator.sequence_jobs j WHERE j.id = $6),"
 			"       (SELECT j.org_id = $1 FROM orchestrator.sequence_jobs j WHERE j.id = $6)",
 			6, types);
-	}
-	if (lock_plan == NULL)
-	{
-		Oid			types[2] = {UUIDOID, UUIDOID};
-
-		lock_plan = orch_prepare_kept(
-			"SELECT pg_catalog.pg_advisory_xact_lock(" CppAsString2(ORCH_LOCK_CLASS_DEDUPE) ","
-			"       pg_catalog.hashtext($1::text || $2::text))",
-			2, types);
 	}
 	if (dedupe_plan == NULL)
 	{
@@ -212,11 +204,17 @@ find_duplicate(Datum org_id, Datum hash, pg_uuid_t *job_id)
 	if (orch_dedupe_window_ms <= 0)
 		return false;
 
+	/* the lock's key: org and hash, hashed into 32 bits */
+	{
+		unsigned char key[2 * UUID_LEN];
+
+		memcpy(key, DatumGetUUIDP(org_id)->data, UUID_LEN);
+		memcpy(key + UUID_LEN, DatumGetUUIDP(hash)->data, UUID_LEN);
+		(void) DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(ORCH_LOCK_CLASS_DEDUPE),
+								   Int32GetDatum((int32) DatumGetUInt32(hash_any(key, sizeof(key)))));
+	}
 	args[0] = org_id;
 	args[1] = hash;
-	ret = SPI_execute_plan(lock_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "orchestrator dedupe lock failed: %s", SPI_result_code_string(ret));
 
 	/*
 	 * Look with a fresh snapshot taken after the lock: under REPEATABLE READ
