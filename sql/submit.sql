@@ -150,6 +150,62 @@ SELECT (SELECT count(*) FROM orchestrator.sequence_jobs) - :jobs_before AS new_j
 -- and after the rollback the same event is not a duplicate of what never happened
 SELECT outcome FROM orch_submit_event('ping', 'test:sql', :'org_a', :'ada', '{"n": 40}');
 
+-- orch_submit_events: many events at once, each with the outcome it would
+-- get alone, in order.  The batch and the same events one by one, each in
+-- a transaction rolled back, give the same outcomes, reasons and
+-- duplicates-of (by position).
+INSERT INTO orchestrator.slack_user_preferences (user_id, org_id, timezone, quiet_hours_start, quiet_hours_end)
+VALUES (:'quincy', :'org_a', 'UTC', ((now() AT TIME ZONE 'UTC') - interval '1 hour')::time,
+        ((now() AT TIME ZONE 'UTC') + interval '1 hour')::time);
+SELECT job_id AS earlier FROM orch_submit_event('ping', 'test:batch', :'org_a', :'ada', '{"b": 0}') \gset
+CREATE TEMP TABLE batch_in AS
+SELECT * FROM (VALUES
+	(1, :'ada'::uuid, '{"b": 1}'::jsonb, NULL::text),
+	(2, :'ada', '{"b": 1}', NULL),                        -- the same as 1
+	(3, '00000000-0000-0000-0000-0000000000ff', '{"b": 2}', NULL), -- nobody
+	(4, :'quincy', '{"b": 3}', NULL),                     -- quiet hours
+	(5, :'ada', '{"b": 4}', 'key-x'),
+	(6, :'ada', '{"b": 5}', 'key-x'),                     -- the same key as 5
+	(7, :'ada', '{"b": 0}', NULL),                        -- submitted before the batch
+	(8, :'ada', '{"b": 6, "transcript": "long text"}', NULL)) v(ord, user_id, payload, dedupe_key);
+CREATE FUNCTION pg_temp.outcomes(r jsonb, earlier text) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT jsonb_agg(jsonb_build_array(e->'outcome', e->'reason', e->'run_at' IS NULL OR e->'run_at' = 'null',
+	       (SELECT min((f->>'ord')::int) FROM jsonb_array_elements(r) f WHERE f->'job_id' = e->'job_id' AND e->'job_id' <> 'null'),
+	       e->'job_id' = to_jsonb(earlier)) ORDER BY (e->>'ord')::int)
+	FROM jsonb_array_elements(r) e
+$$;
+BEGIN;
+SELECT pg_temp.outcomes(jsonb_agg(to_jsonb(r)), :'earlier') AS batch FROM orch_submit_events('ping', 'test:batch', :'org_a',
+	(SELECT array_agg(user_id ORDER BY ord) FROM batch_in), (SELECT array_agg(payload ORDER BY ord) FROM batch_in),
+	(SELECT array_agg(dedupe_key ORDER BY ord) FROM batch_in)) r \gset
+ROLLBACK;
+BEGIN;
+SELECT pg_temp.outcomes(jsonb_agg(to_jsonb(s) || jsonb_build_object('ord', b.ord)), :'earlier') AS alone
+FROM batch_in b, LATERAL orch_submit_event('ping', 'test:batch', :'org_a', b.user_id, b.payload, NULL, b.dedupe_key) s \gset
+ROLLBACK;
+SELECT :'batch'::jsonb = :'alone'::jsonb AS same_as_alone, :'batch'::jsonb AS outcomes;
+-- committed: the jobs, and one log row per event in the order given
+SELECT max(id) AS log_before FROM orchestrator.event_log \gset
+SELECT ord, outcome, job_id IS NOT NULL AS has_job, run_at IS NOT NULL AS has_run_at, reason
+FROM orch_submit_events('ping', 'test:batch', :'org_a',
+	(SELECT array_agg(user_id ORDER BY ord) FROM batch_in), (SELECT array_agg(payload ORDER BY ord) FROM batch_in),
+	(SELECT array_agg(dedupe_key ORDER BY ord) FROM batch_in));
+SELECT outcome, reason, job_id IS NOT NULL AS has_job, payload FROM orchestrator.event_log WHERE id > :log_before ORDER BY id;
+SELECT trigger_payload, context->'event'->'payload' AS state_payload, chain_depth, status IN ('pending', 'in_progress', 'completed') AS queued
+FROM orchestrator.sequence_jobs WHERE event_source = 'test:batch' AND trigger_payload->>'b' IN ('1', '6') ORDER BY trigger_payload->>'b';
+-- and an event identical to one of the batch, submitted alone, is its duplicate
+SELECT outcome FROM orch_submit_event('ping', 'test:batch', :'org_a', :'ada', '{"b": 1}');
+-- an empty batch, and bad batches
+SELECT count(*) AS none FROM orch_submit_events('ping', 'test:batch', :'org_a', '{}', '{}');
+SELECT test_error($$SELECT * FROM orch_submit_events('ping', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', '{}')$$);
+SELECT test_error($$SELECT * FROM orch_submit_events('ping', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', '{"{}"}', '{a,b}')$$);
+SELECT test_error($$SELECT * FROM orch_submit_events('ping', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{NULL}', '{"{}"}')$$);
+SELECT test_error($$SELECT * FROM orch_submit_events('ping', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', '{"[1]"}')$$);
+SELECT test_error($$SELECT * FROM orch_submit_events('ping', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', NULL)$$);
+SELECT test_error($$SELECT * FROM orch_submit_events('slack_approval_received', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', '{"{}"}')$$);
+SELECT test_error($$SELECT * FROM orch_submit_events('bad type!', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', '{"{}"}')$$);
+DELETE FROM orchestrator.slack_user_preferences;
+
 -- every accepted job runs to completion
 SELECT test_wait_for($$SELECT count(*) = 0 FROM orchestrator.sequence_jobs
                       WHERE event_type = 'ping' AND status IN ('pending', 'in_progress') AND run_at <= now()$$);

@@ -18,6 +18,7 @@
 REVOKE ALL ON ALL TABLES IN SCHEMA orchestrator FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA orchestrator FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_submit_events(text, text, uuid, uuid[], jsonb[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_define_sequence(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_cancel_job(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_retry_job(uuid, text) FROM PUBLIC;
@@ -38,6 +39,7 @@ GRANT SELECT ON orchestrator.endpoints, orchestrator.notification_log TO orchest
 -- orchestrator.secrets: no grants at all; the admin role sets secrets, never reads them
 
 GRANT EXECUTE ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text) TO orchestrator_submitter, orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orch_submit_events(text, text, uuid, uuid[], jsonb[], text[]) TO orchestrator_submitter, orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_define_sequence(text, jsonb) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_cancel_job(uuid) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_retry_job(uuid, text) TO orchestrator_admin;

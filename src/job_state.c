@@ -270,6 +270,22 @@ apply(OrchJobTransition *t)
 }
 
 /*
+ * array_of: a one-dimensional array of n values of type (isnull[i]: NULL)
+ */
+static Datum
+array_of(Datum *values, bool *isnull, int n, Oid type)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, isnull, 1, dims, lbs, type, typlen, typbyval, typalign));
+}
+
+/*
  * Held writes.  A worker's own transitions of the jobs it runs (a step
  * result, a park, a continuation, a failure outside a step) are not
  * written one statement each: they are held here, per job, and written
@@ -775,17 +791,7 @@ write_held(HeldJob *only)
 #undef SETNULL
 
 	for (int c = 0; c < NCOLS; c++)
-	{
-		int			dims[1] = {(c < 10) ? njobs : nrows};
-		int			lbs[1] = {1};
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-
-		get_typlenbyvalalign(types[c], &typlen, &typbyval, &typalign);
-		args[c] = PointerGetDatum(construct_md_array(vals[c], nulls[c], 1, dims, lbs, types[c],
-													 typlen, typbyval, typalign));
-	}
+		args[c] = array_of(vals[c], nulls[c], (c < 10) ? njobs : nrows, types[c]);
 
 	if (write_plan == NULL)
 	{
@@ -974,13 +980,7 @@ orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 ver
 	pg_uuid_t	id;
 	Jsonb	   *stripped = orch_without_transcripts(payload);
 
-	/* a version 4 uuid, as gen_random_uuid makes */
-	if (!pg_strong_random(id.data, UUID_LEN))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate random values")));
-	id.data[6] = (id.data[6] & 0x0f) | 0x40;
-	id.data[8] = (id.data[8] & 0x3f) | 0x80;
+	orch_new_uuid(&id);
 
 	if (create_plan == NULL)
 	{
@@ -1034,6 +1034,103 @@ orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 ver
 		elog(ERROR, "orchestrator enqueue failed: %s", SPI_result_code_string(ret));
 	orch_wake_at_commit();
 	return id;
+}
+
+/*
+ * orch_job_create_batch writes a batch of submitted events (submit.c,
+ * orch_submit_events): the jobs of the new ones, with their initial states
+ * (state.c), and one event_log row per event, in the order given: two
+ * INSERTs in one statement, whatever the batch's size.
+ */
+void
+orch_job_create_batch(OrchEventBatch *b)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[13];
+	Datum	   *col[9];
+	bool	   *nul[9];
+	static const Oid types[9] = {UUIDOID, TEXTOID, TEXTOID, UUIDOID, BOOLOID, TIMESTAMPTZOID, JSONBOID,
+	JSONBOID, UUIDOID};
+	int			ret;
+	bool		any_new = false;
+	char	   *type = TextDatumGetCString(b->type);
+	char	   *source = TextDatumGetCString(b->source);
+
+	for (int c = 0; c < 9; c++)
+	{
+		col[c] = palloc0(sizeof(Datum) * Max(b->n, 1));
+		nul[c] = palloc0(sizeof(bool) * Max(b->n, 1));
+	}
+	for (int i = 0; i < b->n; i++)
+	{
+		col[0][i] = b->user_ids[i];
+		col[1][i] = CStringGetTextDatum(b->outcomes[i]);
+		if (b->reasons[i])
+			col[2][i] = CStringGetTextDatum(b->reasons[i]);
+		else
+			nul[2][i] = true;
+		any_new |= b->new[i];
+		if (b->has_job[i] || b->new[i])
+			col[3][i] = UUIDPGetDatum(&b->job_ids[i]);
+		else
+			nul[3][i] = true;
+		col[4][i] = BoolGetDatum(b->new[i]);
+		if (b->new[i])
+		{
+			col[5][i] = TimestampTzGetDatum(b->run_ats[i]);
+			col[6][i] = JsonbPGetDatum(orch_state_initial(&b->job_ids[i], type, source,
+														  DatumGetUUIDP(b->org_id),
+														  DatumGetUUIDP(b->user_ids[i]), b->payloads[i],
+														  NULL, 1));
+		}
+		else
+		{
+			nul[5][i] = true;
+			nul[6][i] = true;
+		}
+		col[7][i] = JsonbPGetDatum(b->payloads[i]);
+		col[8][i] = b->dedupe_hashes[i];
+	}
+	for (int c = 0; c < 9; c++)
+		args[c] = array_of(col[c], nul[c], b->n, types[c]);
+	args[9] = b->org_id;
+	args[10] = b->type;
+	args[11] = b->source;
+	args[12] = Int32GetDatum(b->version);
+
+	if (plan == NULL)
+	{
+		Oid			argtypes[13];
+
+		for (int c = 0; c < 9; c++)
+			argtypes[c] = get_array_type(types[c]);
+		argtypes[9] = UUIDOID;
+		argtypes[10] = TEXTOID;
+		argtypes[11] = TEXTOID;
+		argtypes[12] = INT4OID;
+		plan = orch_prepare_kept(
+			"WITH v AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+			"             pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),"
+			"             pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9)) WITH ORDINALITY"
+			"           AS v(user_id, outcome, reason, job_id, new, run_at, context, payload, hash, n)),"
+			" j AS (INSERT INTO orchestrator.sequence_jobs"
+			"        (id, org_id, user_id, event_type, event_source, sequence_version, run_at,"
+			"         context, trigger_payload, event_chain, parent_job_id, chain_depth)"
+			"       SELECT v.job_id, $10, v.user_id, $11, $12, $13, v.run_at, v.context, v.payload,"
+			"              '{\"parent\": null, \"children\": []}'::jsonb, NULL, 1"
+			"       FROM v WHERE v.new ORDER BY v.n)"
+			" INSERT INTO orchestrator.event_log"
+			"  (org_id, user_id, event_type, event_source, outcome, reason, job_id, run_at, dedupe_hash, payload)"
+			" SELECT $10, v.user_id, $11, $12, v.outcome, v.reason, v.job_id, v.run_at, v.hash,"
+			"        CASE WHEN v.new THEN NULL ELSE v.payload END"
+			" FROM v ORDER BY v.n",
+			13, argtypes);
+	}
+	ret = SPI_execute_plan(plan, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT || SPI_processed != (uint64) b->n)
+		elog(ERROR, "orchestrator batch enqueue failed: %s", SPI_result_code_string(ret));
+	if (any_new)
+		orch_wake_at_commit();
 }
 
 /*

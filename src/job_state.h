@@ -149,6 +149,32 @@ extern void orch_job_write_held(const pg_uuid_t *job_id);
 extern pg_uuid_t orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 version,
 								 TimestampTz run_at, Jsonb *payload, Datum parent_job_id, bool has_parent,
 								 int32 chain_depth, Datum dedupe_hash);
+
+/*
+ * A batch of submitted events of one type, source and org, each decided by
+ * submit.c: new[i] events become jobs (job_ids[i] is set for them), the
+ * others are logged with their outcome (a duplicate with the job it
+ * duplicates).  Payloads are stored as given (transcripts stripped).
+ */
+typedef struct OrchEventBatch
+{
+	int			n;
+	Datum		org_id;
+	Datum		type;
+	Datum		source;
+	int32		version;
+	Datum	   *user_ids;
+	Jsonb	  **payloads;
+	Datum	   *dedupe_hashes;
+	const char **outcomes;
+	const char **reasons;		/* NULL: none */
+	TimestampTz *run_ats;		/* new jobs only */
+	bool	   *new;
+	bool	   *has_job;
+	pg_uuid_t  *job_ids;		/* the new job's, or the duplicated one's */
+} OrchEventBatch;
+
+extern void orch_job_create_batch(OrchEventBatch *b);
 extern int	orch_job_claim(OrchClaimedJob *jobs, int max, long lease_ms);
 extern int	orch_job_reclaim_expired(int max_reclaims);
 extern int	orch_job_release(void);

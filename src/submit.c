@@ -16,6 +16,13 @@
  * ERRORs.  Unknown org or user, a disabled type, a spent budget, too deep a
  * chain and a type with no sequence are logged skips.
  *
+ * orch_submit_events does the same for many events of one type, source and
+ * org at once, set-based: one statement for the org's checks, one for the
+ * users' (quiet hours, the dedupe hash), one for the earlier duplicates,
+ * one to write every job and log row.  Each event gets the outcome it
+ * would have had submitted alone, in the order given (an event identical
+ * to an earlier one of the batch is its duplicate).
+ *
  * Concurrency: identical submits serialise on a transaction-scoped advisory
  * lock keyed by the dedupe hash, so of two concurrent duplicates the second
  * waits for the first to end and then looks for its log row with a snapshot
@@ -36,28 +43,37 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 #include "utils/uuid.h"
 
 #include "approval.h"
 #include "auth.h"
 #include "guc.h"
 #include "job_state.h"
+#include "state.h"
 #include "util.h"
 
 #define ORCH_MAX_CHAIN_DEPTH 3
 #define ORCH_LOCK_CLASS_DEDUPE 1330795348
 
 PG_FUNCTION_INFO_V1(orch_submit_event);
+PG_FUNCTION_INFO_V1(orch_submit_events);
 
 static SPIPlanPtr gate_plan = NULL;
 static SPIPlanPtr dedupe_plan = NULL;
 static SPIPlanPtr log_plan = NULL;
+static SPIPlanPtr org_gate_plan = NULL;
+static SPIPlanPtr users_gate_plan = NULL;
+static SPIPlanPtr dedupe_many_plan = NULL;
 
 /* Everything the gate query learns about an event, in one round trip. */
 typedef struct SubmitGate
@@ -133,7 +149,8 @@ check_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("argument \"%s\" of orch_submit_event must not be NULL", name)));
+				 errmsg("argument \"%s\" of %s must not be NULL", name,
+						get_func_name(fcinfo->flinfo->fn_oid))));
 }
 
 /*
@@ -190,6 +207,44 @@ run_gate(Datum *args, char *nulls, SubmitGate *g)
 }
 
 /*
+ * check_payload: a JSON object within orchestrator.max_payload_bytes
+ */
+static void
+check_payload(Jsonb *payload)
+{
+	if (JB_ROOT_IS_SCALAR(payload) || !JB_ROOT_IS_OBJECT(payload))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event payload must be a JSON object"),
+				 errhint("Wrap the value in an object, for example '{\"meeting_id\": \"...\"}'.")));
+	if (VARSIZE(payload) > (Size) orch_max_payload_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("event payload is too large"),
+				 errdetail("The payload takes %zu bytes; the limit is %d bytes.",
+						   (Size) VARSIZE(payload), orch_max_payload_bytes),
+				 errhint("Store large data in a table and pass its id, or raise orchestrator.max_payload_bytes.")));
+}
+
+static int
+compare_uuid(const void *a, const void *b)
+{
+	return memcmp(DatumGetUUIDP(*(const Datum *) a)->data, DatumGetUUIDP(*(const Datum *) b)->data, UUID_LEN);
+}
+
+/* dedupe_lock: the transaction-scoped lock identical submits serialise on */
+static void
+dedupe_lock(Datum org_id, Datum hash)
+{
+	unsigned char key[2 * UUID_LEN];
+
+	memcpy(key, DatumGetUUIDP(org_id)->data, UUID_LEN);
+	memcpy(key + UUID_LEN, DatumGetUUIDP(hash)->data, UUID_LEN);
+	(void) DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(ORCH_LOCK_CLASS_DEDUPE),
+							   Int32GetDatum((int32) DatumGetUInt32(hash_any(key, sizeof(key)))));
+}
+
+/*
  * find_duplicate takes the dedupe lock and looks for an earlier identical
  * event inside the window.  Returns true and the earlier job's id if found.
  */
@@ -204,15 +259,7 @@ find_duplicate(Datum org_id, Datum hash, pg_uuid_t *job_id)
 	if (orch_dedupe_window_ms <= 0)
 		return false;
 
-	/* the lock's key: org and hash, hashed into 32 bits */
-	{
-		unsigned char key[2 * UUID_LEN];
-
-		memcpy(key, DatumGetUUIDP(org_id)->data, UUID_LEN);
-		memcpy(key + UUID_LEN, DatumGetUUIDP(hash)->data, UUID_LEN);
-		(void) DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(ORCH_LOCK_CLASS_DEDUPE),
-								   Int32GetDatum((int32) DatumGetUInt32(hash_any(key, sizeof(key)))));
-	}
+	dedupe_lock(org_id, hash);
 	args[0] = org_id;
 	args[1] = hash;
 
@@ -273,18 +320,7 @@ orch_submit_event(PG_FUNCTION_ARGS)
 				 errhint("Name where the event came from, for example \"webhook:meetingbaas\".")));
 
 	payload = PG_GETARG_JSONB_P(4);
-	if (JB_ROOT_IS_SCALAR(payload) || !JB_ROOT_IS_OBJECT(payload))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event payload must be a JSON object"),
-				 errhint("Wrap the value in an object, for example '{\"meeting_id\": \"...\"}'.")));
-	if (VARSIZE(payload) > (Size) orch_max_payload_bytes)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("event payload is too large"),
-				 errdetail("The payload takes %zu bytes; the limit is %d bytes.",
-						   (Size) VARSIZE(payload), orch_max_payload_bytes),
-				 errhint("Store large data in a table and pass its id, or raise orchestrator.max_payload_bytes.")));
+	check_payload(payload);
 
 	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -404,4 +440,325 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	rnulls[3] = (reason == NULL);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, rnulls)));
+}
+
+/* a dedupe hash taken, and the job that took it */
+typedef struct TakenHash
+{
+	unsigned char hash[UUID_LEN];
+	pg_uuid_t	job_id;
+} TakenHash;
+
+/*
+ * orch_submit_events(type, source, org_id, user_ids, payloads, dedupe_keys):
+ * many events of one type and source for one org, the i-th for
+ * user_ids[i] with payloads[i] (and dedupe_keys[i], when given).  Returns
+ * one row per event, in order: ord, outcome, job_id, run_at, reason.
+ */
+Datum
+orch_submit_events(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *type;
+	Datum		org_id;
+	Datum	   *users;
+	Datum	   *payload_d;
+	Datum	   *keys = NULL;
+	bool	   *users_null;
+	bool	   *payloads_null;
+	bool	   *keys_null = NULL;
+	int			n;
+	int			npayloads;
+	int			nkeys = 0;
+	bool		internal;
+	bool		org_ok;
+	bool		enabled;
+	bool		over_budget;
+	bool		has_sequence;
+	int32		version = 0;
+	OrchEventBatch b;
+	bool	   *deferred;
+	TimestampTz *defer_until;
+	bool	   *user_ok;
+	bool		isnull;
+	int			ret;
+	HTAB	   *taken = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+
+	check_not_null(fcinfo, 0, "type");
+	check_not_null(fcinfo, 1, "source");
+	check_not_null(fcinfo, 2, "org_id");
+	check_not_null(fcinfo, 3, "user_ids");
+	check_not_null(fcinfo, 4, "payloads");
+	type = PG_GETARG_TEXT_PP(0);
+	check_event_type(type);
+	internal = orch_is_engine_event(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
+	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event source must not be empty"),
+				 errhint("Name where the event came from, for example \"webhook:meetingbaas\".")));
+	if (internal && !orch_caller_is_admin())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("event types starting with \"orchestrator:\" are the engine's own"),
+				 errhint("Submit your own event types; the engine queues its notices and continuations itself.")));
+	if (VARSIZE_ANY_EXHDR(type) == strlen(ORCH_APPROVAL_EVENT) &&
+		strncmp(VARDATA_ANY(type), ORCH_APPROVAL_EVENT, strlen(ORCH_APPROVAL_EVENT)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("approval decisions cannot be submitted in a batch"),
+				 errhint("Submit each %s event with orch_submit_event.", ORCH_APPROVAL_EVENT)));
+	org_id = PG_GETARG_DATUM(2);
+
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(3), UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &users, &users_null, &n);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(4), JSONBOID, -1, false, TYPALIGN_INT, &payload_d, &payloads_null,
+					  &npayloads);
+	if (!PG_ARGISNULL(5))
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(5), TEXTOID, -1, false, TYPALIGN_INT, &keys, &keys_null, &nkeys);
+	if (npayloads != n || (keys != NULL && nkeys != n))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("user_ids, payloads and dedupe_keys must have the same length"),
+				 errdetail("%d user ids, %d payloads, %d dedupe keys.", n, npayloads, keys ? nkeys : n)));
+
+	memset(&b, 0, sizeof(b));
+	b.n = n;
+	b.org_id = org_id;
+	b.type = PointerGetDatum(type);
+	b.source = PG_GETARG_DATUM(1);
+	b.user_ids = users;
+	b.payloads = palloc(sizeof(Jsonb *) * Max(n, 1));
+	b.dedupe_hashes = palloc(sizeof(Datum) * Max(n, 1));
+	b.outcomes = palloc0(sizeof(char *) * Max(n, 1));
+	b.reasons = palloc0(sizeof(char *) * Max(n, 1));
+	b.run_ats = palloc0(sizeof(TimestampTz) * Max(n, 1));
+	b.new = palloc0(sizeof(bool) * Max(n, 1));
+	b.has_job = palloc0(sizeof(bool) * Max(n, 1));
+	b.job_ids = palloc0(sizeof(pg_uuid_t) * Max(n, 1));
+	deferred = palloc0(sizeof(bool) * Max(n, 1));
+	defer_until = palloc0(sizeof(TimestampTz) * Max(n, 1));
+	user_ok = palloc0(sizeof(bool) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		if (users_null[i] || payloads_null[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("user_ids and payloads must not contain NULL"),
+					 errdetail("Event %d has none.", i + 1)));
+		check_payload(DatumGetJsonbP(payload_d[i]));
+		orch_check_acting_for(DatumGetUUIDP(users[i]), "submitting an event");
+	}
+
+	InitMaterializedSRF(fcinfo, 0);
+	SPI_connect();
+	prepare_plans();
+	if (org_gate_plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, TEXTOID};
+		Oid			utypes[5] = {UUIDOID, UUIDARRAYOID, TEXTOID, JSONBARRAYOID, TEXTARRAYOID};
+		Oid			dtypes[3] = {UUIDOID, UUIDARRAYOID, FLOAT8OID};
+
+		org_gate_plan = orch_prepare_kept(
+			"SELECT EXISTS (SELECT 1 FROM orchestrator.org_source o WHERE o.id = $1),"
+			"       COALESCE((SELECT pg_catalog.bool_and(f.is_enabled) FROM orchestrator.feature_settings_source f"
+			"                 WHERE f.org_id = $1 AND f.feature_key = $2), true),"
+			"       orchestrator.budget_exceeded($1),"
+			"       (SELECT pg_catalog.max(d.version) FROM orchestrator.sequence_definitions d WHERE d.event_type = $2)",
+			2, types);
+		/* each distinct user is looked at once, however many events it has */
+		users_gate_plan = orch_prepare_kept(
+			"WITH v AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($4), pg_catalog.unnest($5))"
+			"           WITH ORDINALITY AS v(user_id, payload, key, n)),"
+			" g AS MATERIALIZED (SELECT d.user_id,"
+			"              EXISTS (SELECT 1 FROM orchestrator.user_source u WHERE u.id = d.user_id AND u.org_id = $1) AS ok,"
+			"              orchestrator.next_active_time(d.user_id, pg_catalog.now()) AS active"
+			"       FROM (SELECT DISTINCT v.user_id FROM v) d)"
+			" SELECT g.ok, g.active,"
+			"       pg_catalog.md5(CASE WHEN v.key IS NULL"
+			"                           THEN 'p:' || $3 || ':' || v.user_id::text || ':' || v.payload::text"
+			"                           ELSE 'k:' || v.key END)::uuid"
+			" FROM v JOIN g ON g.user_id = v.user_id"
+			" ORDER BY v.n",
+			5, utypes);
+		dedupe_many_plan = orch_prepare_kept(
+			"SELECT DISTINCT ON (e.dedupe_hash) e.dedupe_hash, e.job_id FROM orchestrator.event_log e"
+			" WHERE e.org_id = $1 AND e.dedupe_hash = ANY ($2)"
+			"   AND e.outcome IN ('accepted', 'deferred')"
+			"   AND e.created_at > pg_catalog.now() - pg_catalog.make_interval(secs => $3 / 1000.0)"
+			" ORDER BY e.dedupe_hash, e.created_at DESC",
+			3, dtypes);
+	}
+
+	/* the org's checks, once */
+	{
+		Datum		args[2] = {org_id, PointerGetDatum(type)};
+
+		ret = SPI_execute_plan(org_gate_plan, args, NULL, false, 1);
+		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "orchestrator gate query failed: %s", SPI_result_code_string(ret));
+		org_ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		enabled = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		over_budget = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+		has_sequence = !isnull;
+	}
+
+	/* each user's: known, quiet hours; each event's dedupe hash */
+	if (n > 0)
+	{
+		Datum		args[5];
+		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+
+		args[0] = org_id;
+		args[1] = PG_GETARG_DATUM(3);
+		args[2] = PointerGetDatum(type);
+		args[3] = PG_GETARG_DATUM(4);
+		if (keys)
+			args[4] = PG_GETARG_DATUM(5);
+		else
+		{
+			Datum	   *none = palloc0(sizeof(Datum) * n);
+			bool	   *all = palloc(sizeof(bool) * n);
+
+			memset(all, true, sizeof(bool) * n);
+			args[4] = PointerGetDatum(construct_md_array(none, all, 1, dims, lbs, TEXTOID, -1, false,
+														 TYPALIGN_INT));
+		}
+		ret = SPI_execute_plan(users_gate_plan, args, nulls, false, 0);
+		if (ret != SPI_OK_SELECT || SPI_processed != (uint64) n)
+			elog(ERROR, "orchestrator gate query failed: %s", SPI_result_code_string(ret));
+		for (int i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			MemoryContext old;
+
+			user_ok[i] = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
+			defer_until[i] = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
+			deferred[i] = !isnull;
+			old = MemoryContextSwitchTo(outer);
+			b.dedupe_hashes[i] = datumCopy(SPI_getbinval(tup, desc, 3, &isnull), false, UUID_LEN);
+			MemoryContextSwitchTo(old);
+		}
+	}
+
+	/*
+	 * Step 1 for each event, in the seed's order, as orch_submit_event
+	 * decides it; the dedupe check comes last and is done for all at once.
+	 */
+	for (int i = 0; i < n; i++)
+	{
+		if (!org_ok)
+			b.outcomes[i] = "skipped", b.reasons[i] = "unknown_org";
+		else if (!user_ok[i])
+			b.outcomes[i] = "skipped", b.reasons[i] = "unknown_user";
+		else if (!enabled && !internal)
+			b.outcomes[i] = "skipped", b.reasons[i] = "feature_disabled";
+		else if (over_budget && !deferred[i] && !internal)
+			b.outcomes[i] = "skipped", b.reasons[i] = "budget";
+	}
+	/* the dedupe hashes already taken: in the log, or earlier in this batch */
+	if (orch_dedupe_window_ms > 0)
+	{
+		HASHCTL		ctl;
+		Datum	   *hashes = palloc(sizeof(Datum) * Max(n, 1));
+		int			nh = 0;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = UUID_LEN;
+		ctl.entrysize = sizeof(TakenHash);
+		ctl.hcxt = CurrentMemoryContext;
+		taken = hash_create("orchestrator batch dedupe", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		for (int i = 0; i < n; i++)
+			if (b.outcomes[i] == NULL)
+				hashes[nh++] = b.dedupe_hashes[i];
+		/* locks in one order, so two batches cannot deadlock on them */
+		qsort(hashes, nh, sizeof(Datum), compare_uuid);
+		for (int i = 0; i < nh; i++)
+			if (i == 0 || compare_uuid(&hashes[i - 1], &hashes[i]) != 0)
+				dedupe_lock(org_id, hashes[i]);
+		if (nh > 0)
+		{
+			Datum		args[3];
+			int			dims[1] = {nh};
+			int			lbs[1] = {1};
+
+			args[0] = org_id;
+			args[1] = PointerGetDatum(construct_md_array(hashes, NULL, 1, dims, lbs, UUIDOID, UUID_LEN, false,
+														 TYPALIGN_CHAR));
+			args[2] = Float8GetDatum((double) orch_dedupe_window_ms);
+			/* a snapshot taken after the locks, as orch_submit_event's */
+			ret = SPI_execute_snapshot(dedupe_many_plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
+									   true, false, 0);
+			if (ret != SPI_OK_SELECT)
+				elog(ERROR, "orchestrator dedupe query failed: %s", SPI_result_code_string(ret));
+			for (uint64 r = 0; r < SPI_processed; r++)
+			{
+				Datum		h = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+				Datum		job = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
+				TakenHash  *t;
+
+				if (isnull)
+					continue;
+				t = hash_search(taken, DatumGetUUIDP(h)->data, HASH_ENTER, NULL);
+				memcpy(&t->job_id, DatumGetUUIDP(job), sizeof(pg_uuid_t));
+			}
+		}
+	}
+	for (int i = 0; i < n; i++)
+	{
+		TakenHash  *t;
+		bool		found;
+
+		if (b.outcomes[i] != NULL)
+			continue;
+		t = taken ? hash_search(taken, DatumGetUUIDP(b.dedupe_hashes[i])->data, HASH_ENTER, &found) : NULL;
+		if (t && found)
+		{
+			b.outcomes[i] = "duplicate", b.reasons[i] = "duplicate";
+			b.has_job[i] = true;
+			b.job_ids[i] = t->job_id;
+			continue;
+		}
+		if (!has_sequence)
+		{
+			if (t)
+				hash_search(taken, DatumGetUUIDP(b.dedupe_hashes[i])->data, HASH_REMOVE, NULL);
+			b.outcomes[i] = "skipped", b.reasons[i] = "no_sequence";
+			continue;
+		}
+		orch_new_uuid(&b.job_ids[i]);
+		if (t)
+			t->job_id = b.job_ids[i];
+		b.new[i] = true;
+		b.run_ats[i] = deferred[i] ? defer_until[i] : GetCurrentTransactionStartTimestamp();
+		b.outcomes[i] = deferred[i] ? "deferred" : "accepted";
+		b.reasons[i] = deferred[i] ? "quiet_hours" : NULL;
+	}
+	for (int i = 0; i < n; i++)
+		b.payloads[i] = orch_without_transcripts(DatumGetJsonbP(payload_d[i]));
+	b.version = version;
+	if (n > 0)
+		orch_job_create_batch(&b);
+	SPI_finish();
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
+
+		values[0] = Int32GetDatum(i + 1);
+		values[1] = CStringGetTextDatum(b.outcomes[i]);
+		values[2] = UUIDPGetDatum(&b.job_ids[i]);
+		nulls[2] = !(b.new[i] || b.has_job[i]);
+		values[3] = TimestampTzGetDatum(b.run_ats[i]);
+		nulls[3] = !b.new[i];
+		values[4] = b.reasons[i] ? CStringGetTextDatum(b.reasons[i]) : (Datum) 0;
+		nulls[4] = (b.reasons[i] == NULL);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

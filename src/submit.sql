@@ -56,3 +56,13 @@ SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'orch_submit_event';
 COMMENT ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text) IS
 'Validates an event (org/user exist, type enabled, quiet hours, budget, dedupe) and enqueues a job in the caller''s transaction; returns outcome, job_id, run_at, reason';
+
+CREATE FUNCTION orch_submit_events(
+	type text, source text, org_id uuid, user_ids uuid[], payloads jsonb[],
+	dedupe_keys text[] DEFAULT NULL)
+RETURNS TABLE (ord integer, outcome text, job_id uuid, run_at timestamptz, reason text)
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'orch_submit_events';
+COMMENT ON FUNCTION orch_submit_events(text, text, uuid, uuid[], jsonb[], text[]) IS
+'Submits many events of one type and source for one org at once (user_ids[i], payloads[i], dedupe_keys[i]); each gets the outcome orch_submit_event would give it, in order; one row per event';

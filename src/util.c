@@ -162,6 +162,18 @@ orch_uuid_str(const pg_uuid_t *id)
 	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
 }
 
+/* orch_new_uuid makes a random (version 4) uuid, as gen_random_uuid does */
+void
+orch_new_uuid(pg_uuid_t *id)
+{
+	if (!pg_strong_random(id->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+	id->data[6] = (id->data[6] & 0x0f) | 0x40;
+	id->data[8] = (id->data[8] & 0x3f) | 0x80;
+}
+
 /*
  * orch_jsonb_get returns obj->key as a jsonb value, or NULL if absent.
  */

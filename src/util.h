@@ -50,6 +50,7 @@ extern ErrorData *orch_in_subxact(void (*fn) (void *arg), void *arg);
 extern Datum orch_exec_scalar(SPIPlanPtr plan, Datum *args, const char *nulls,
 							  bool *isnull, const char *what);
 extern char *orch_uuid_str(const pg_uuid_t *id);
+extern void orch_new_uuid(pg_uuid_t *id);
 extern Jsonb *orch_jsonb_get(Jsonb *obj, const char *key);
 extern char *orch_jsonb_get_text(Jsonb *obj, const char *key);
 extern int	orch_jsonb_get_int(Jsonb *obj, const char *key, int default_value);
