@@ -82,7 +82,7 @@ next_wakeup(bool *contended)
 			"                  WHERE j.status = 'in_progress' AND j.lease_expires_at <= pg_catalog.now())",
 			0, NULL);
 
-	ret = SPI_execute_plan(wakeup_plan, NULL, NULL, true, 1);
+	ret = orch_execute_keyed(wakeup_plan, NULL, NULL, true, 1, InvalidSnapshot);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "orchestrator wake-up query failed: %s", SPI_result_code_string(ret));
 	*contended = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));

@@ -251,7 +251,7 @@ apply(OrchJobTransition *t)
 		transition_plan = orch_prepare_kept(transition_sql, NARGS, types);
 	}
 	fill_args(t, &a);
-	ret = SPI_execute_plan(transition_plan, a.values, a.nulls, false, 0);
+	ret = orch_execute_keyed(transition_plan, a.values, a.nulls, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "orchestrator job transition failed: %s", SPI_result_code_string(ret));
 	t->applied = (SPI_processed == 1);
@@ -813,7 +813,7 @@ write_held(HeldJob *only)
 			"                       + pg_catalog.make_interval(secs => v.lease_ms / 1000.0), j.lease_expires_at) END,"
 			"    last_error = COALESCE(v.error, j.last_error), finished_at = v.finished_at,"
 			"    updated_at = pg_catalog.clock_timestamp()"
-			"  FROM v WHERE j.id = v.id AND j.status = 'in_progress' AND j.fencing_token = v.token"
+			"  FROM v WHERE j.id = v.id AND j.id = ANY ($1) AND j.status = 'in_progress' AND j.fencing_token = v.token"
 			"  RETURNING j.id, j.org_id, j.current_step, j.fencing_token),"
 			" h AS (" HISTORY
 			"  SELECT x.job_id, u.org_id, COALESCE(x.step_index, u.current_step), x.step_name, x.kind, x.attempt,"
@@ -829,7 +829,7 @@ write_held(HeldJob *only)
 			" SELECT u.id FROM u",
 			NCOLS, argtypes);
 	}
-	ret = SPI_execute_plan(write_plan, args, NULL, false, 0);
+	ret = orch_execute_keyed(write_plan, args, NULL, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "orchestrator could not write the batch's job transitions: %s", SPI_result_code_string(ret));
 
@@ -1029,7 +1029,7 @@ orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 ver
 	a[11] = dedupe_hash;
 	memset(an, ' ', sizeof(an));
 	an[9] = has_parent ? ' ' : 'n';
-	ret = SPI_execute_plan(plan, a, an, false, 0);
+	ret = orch_execute_keyed(plan, a, an, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "orchestrator enqueue failed: %s", SPI_result_code_string(ret));
 	orch_wake_at_commit();
@@ -1165,14 +1165,14 @@ orch_job_claim(OrchClaimedJob *jobs, int max, long lease_ms)
 			"                      'context', (j.context->'context') || pg_catalog.jsonb_build_object("
 			"                                 'tier1', orchestrator.load_tier1(j.org_id, j.user_id)),"
 			"                      'started_at', pg_catalog.clock_timestamp()) END"
-			" FROM c WHERE j.id = c.id"
+			" FROM c WHERE j.id = c.id AND j.id = ANY (ARRAY(SELECT c.id FROM c))"
 			" RETURNING j.id, j.fencing_token",
 			3, types);
 	}
 	args[0] = Int32GetDatum(max);
 	args[1] = Int32GetDatum(MyProcPid);
 	args[2] = Float8GetDatum((double) lease_ms);
-	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+	ret = orch_execute_keyed(claim_plan, args, NULL, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "orchestrator claim failed: %s", SPI_result_code_string(ret));
 
@@ -1216,7 +1216,7 @@ orch_job_reclaim_expired(int max_reclaims)
 			"           finished_at = CASE WHEN j.reclaims >= $2 THEN pg_catalog.clock_timestamp() END,"
 			"           run_at = pg_catalog.now(), lease_owner = NULL,"
 			"           lease_expires_at = NULL, updated_at = pg_catalog.clock_timestamp()"
-			"       FROM r WHERE j.id = r.id"
+			"       FROM r WHERE j.id = r.id AND j.id = ANY (ARRAY(SELECT r.id FROM r))"
 			"       RETURNING j.id, j.org_id, j.current_step, j.fencing_token, j.status, j.last_error, r.lease_owner)"
 			" " HISTORY
 			" SELECT u.id, u.org_id, u.current_step, NULL, 'engine', 1,"
@@ -1228,7 +1228,7 @@ orch_job_reclaim_expired(int max_reclaims)
 	}
 	args[0] = Int32GetDatum(MyProcPid);
 	args[1] = Int32GetDatum(max_reclaims);
-	ret = SPI_execute_plan(reclaim_plan, args, NULL, false, 0);
+	ret = orch_execute_keyed(reclaim_plan, args, NULL, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "orchestrator reclaim failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed > 0)
@@ -1258,7 +1258,7 @@ orch_job_release(void)
 			1, types);
 	}
 	args[0] = Int32GetDatum(MyProcPid);
-	ret = SPI_execute_plan(release_plan, args, NULL, false, 0);
+	ret = orch_execute_keyed(release_plan, args, NULL, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "orchestrator lease release failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed > 0)

@@ -175,7 +175,7 @@ load_job(const OrchClaimedJob *job, JobRun *run)
 
 	args[0] = UUIDPGetDatum(&job->id);
 	args[1] = Int64GetDatum(job->token);
-	ret = SPI_execute_plan(load_plan, args, NULL, false, 1);
+	ret = orch_execute_keyed(load_plan, args, NULL, false, 1, InvalidSnapshot);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "orchestrator job load failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)

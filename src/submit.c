@@ -185,7 +185,7 @@ run_gate(Datum *args, char *nulls, SubmitGate *g)
 	bool		isnull;
 	int			ret;
 
-	ret = SPI_execute_plan(gate_plan, args, nulls, false, 1);
+	ret = orch_execute_keyed(gate_plan, args, nulls, false, 1, InvalidSnapshot);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "orchestrator gate query failed: %s", SPI_result_code_string(ret));
 
@@ -269,8 +269,7 @@ find_duplicate(Datum org_id, Datum hash, pg_uuid_t *job_id)
 	 * an identical event we just waited for.
 	 */
 	args[2] = Float8GetDatum((double) orch_dedupe_window_ms);
-	ret = SPI_execute_snapshot(dedupe_plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							   true, false, 1);
+	ret = orch_execute_keyed(dedupe_plan, args, NULL, true, 1, GetLatestSnapshot());
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "orchestrator dedupe query failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -691,8 +690,7 @@ orch_submit_events(PG_FUNCTION_ARGS)
 														 TYPALIGN_CHAR));
 			args[2] = Float8GetDatum((double) orch_dedupe_window_ms);
 			/* a snapshot taken after the locks, as orch_submit_event's */
-			ret = SPI_execute_snapshot(dedupe_many_plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
-									   true, false, 0);
+			ret = orch_execute_keyed(dedupe_many_plan, args, NULL, true, 0, GetLatestSnapshot());
 			if (ret != SPI_OK_SELECT)
 				elog(ERROR, "orchestrator dedupe query failed: %s", SPI_result_code_string(ret));
 			for (uint64 r = 0; r < SPI_processed; r++)

@@ -18,6 +18,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -42,6 +43,37 @@ orch_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "SPI_keepplan failed");
 	return plan;
+}
+
+/*
+ * orch_execute_keyed runs one of the engine's kept statements that look
+ * rows up by key (a job by id, the runnable jobs by run_at, an event by
+ * its dedupe hash) with the planner kept off sequential scans.  A plan
+ * made while a table was empty and analyzed (a fresh install, after
+ * autovacuum) would otherwise scan the whole table for as long as the plan
+ * is kept, however big the table grows; an index lookup is right from an
+ * empty table to millions of rows.  (Statements that join a table to a
+ * set of ids also say "id = ANY (those ids)", so the table is reached
+ * through its primary key whatever join the planner picks.)  The setting
+ * lasts for this statement only: functions it calls see it, the step
+ * functions a worker runs do not.  snapshot: InvalidSnapshot for the
+ * current one.
+ */
+int
+orch_execute_keyed(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count,
+				   Snapshot snapshot)
+{
+	int			level = NewGUCNestLevel();
+	int			ret;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (snapshot != InvalidSnapshot)
+		ret = SPI_execute_snapshot(plan, values, nulls, snapshot, InvalidSnapshot, read_only, false, count);
+	else
+		ret = SPI_execute_plan(plan, values, nulls, read_only, count);
+	AtEOXact_GUC(true, level);
+	return ret;
 }
 
 /*
