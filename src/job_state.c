@@ -1151,19 +1151,23 @@ orch_job_claim(OrchClaimedJob *jobs, int max, long lease_ms)
 		Oid			types[3] = {INT4OID, INT4OID, FLOAT8OID};
 
 		claim_plan = orch_prepare_kept(
-			"WITH c AS (SELECT j.id FROM orchestrator.sequence_jobs j"
+			"WITH c AS (SELECT j.id, j.org_id, j.user_id, (j.context->'context') ? 'tier1' AS loaded"
+			"           FROM orchestrator.sequence_jobs j"
 			"           WHERE j.status = 'pending' AND j.run_at <= pg_catalog.now()"
-			"           ORDER BY j.run_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+			"           ORDER BY j.run_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
+			/* tier 1 is loaded once per user of the batch, not once per job */
+			" t AS MATERIALIZED (SELECT p.org_id, p.user_id, orchestrator.load_tier1(p.org_id, p.user_id) AS tier1"
+			"       FROM (SELECT DISTINCT c.org_id, c.user_id FROM c WHERE NOT c.loaded) p)"
 			" UPDATE orchestrator.sequence_jobs j"
 			" SET status = 'in_progress', lease_owner = $2,"
 			"     lease_expires_at = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3 / 1000.0),"
 			"     fencing_token = j.fencing_token + 1,"
 			"     started_at = COALESCE(j.started_at, pg_catalog.clock_timestamp()),"
 			"     updated_at = pg_catalog.clock_timestamp(),"
-			"     context = CASE WHEN (j.context->'context') ? 'tier1' THEN j.context"
+			"     context = CASE WHEN c.loaded THEN j.context"
 			"               ELSE j.context || pg_catalog.jsonb_build_object("
 			"                      'context', (j.context->'context') || pg_catalog.jsonb_build_object("
-			"                                 'tier1', orchestrator.load_tier1(j.org_id, j.user_id)),"
+			"                                 'tier1', (SELECT t.tier1 FROM t WHERE t.org_id = c.org_id AND t.user_id = c.user_id)),"
 			"                      'started_at', pg_catalog.clock_timestamp()) END"
 			" FROM c WHERE j.id = c.id AND j.id = ANY (ARRAY(SELECT c.id FROM c))"
 			" RETURNING j.id, j.fencing_token",

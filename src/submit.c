@@ -18,7 +18,8 @@
  *
  * orch_submit_events does the same for many events of one type, source and
  * org at once, set-based: one statement for the org's checks, one for the
- * users' (quiet hours, the dedupe hash), one for the earlier duplicates,
+ * users' (quiet hours, the dedupe hash), one for the earlier duplicates
+ * (under one lock for the org, not one per event),
  * one to write every job and log row.  Each event gets the outcome it
  * would have had submitted alone, in the order given (an event identical
  * to an earlier one of the batch is its duplicate).
@@ -26,7 +27,8 @@
  * Concurrency: identical submits serialise on a transaction-scoped advisory
  * lock keyed by the dedupe hash, so of two concurrent duplicates the second
  * waits for the first to end and then looks for its log row with a snapshot
- * taken after the lock, whatever the isolation level.  A follow-up is linked
+ * taken after the lock, whatever the isolation level (a batch takes one
+ * lock for its whole org instead: dedupe_org_lock).  A follow-up is linked
  * both ways: parent_job_id on the child, the child's id appended to the
  * parent's event_chain.children.  The workers are woken when the
  * transaction commits (wake.c).
@@ -64,6 +66,7 @@
 
 #define ORCH_MAX_CHAIN_DEPTH 3
 #define ORCH_LOCK_CLASS_DEDUPE 1330795348
+#define ORCH_LOCK_CLASS_DEDUPE_ORG 1330795349
 
 PG_FUNCTION_INFO_V1(orch_submit_event);
 PG_FUNCTION_INFO_V1(orch_submit_events);
@@ -226,18 +229,32 @@ check_payload(Jsonb *payload)
 				 errhint("Store large data in a table and pass its id, or raise orchestrator.max_payload_bytes.")));
 }
 
-static int
-compare_uuid(const void *a, const void *b)
+/*
+ * The dedupe locks (transaction-scoped advisory locks).  A single submit
+ * takes its org's lock in share mode and its event's own lock, so
+ * identical events serialise and others do not; a batch takes its org's
+ * lock alone, exclusively, so it waits for the org's single submits in
+ * flight to end, and they for it, however many events it holds: one lock,
+ * not one per event.
+ */
+static void
+dedupe_org_lock(Datum org_id, bool exclusive)
 {
-	return memcmp(DatumGetUUIDP(*(const Datum *) a)->data, DatumGetUUIDP(*(const Datum *) b)->data, UUID_LEN);
+	Datum		key = Int32GetDatum((int32) DatumGetUInt32(hash_any(DatumGetUUIDP(org_id)->data, UUID_LEN)));
+
+	if (exclusive)
+		(void) DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(ORCH_LOCK_CLASS_DEDUPE_ORG), key);
+	else
+		(void) DirectFunctionCall2(pg_advisory_xact_lock_shared_int4, Int32GetDatum(ORCH_LOCK_CLASS_DEDUPE_ORG),
+								   key);
 }
 
-/* dedupe_lock: the transaction-scoped lock identical submits serialise on */
 static void
 dedupe_lock(Datum org_id, Datum hash)
 {
 	unsigned char key[2 * UUID_LEN];
 
+	dedupe_org_lock(org_id, false);
 	memcpy(key, DatumGetUUIDP(org_id)->data, UUID_LEN);
 	memcpy(key + UUID_LEN, DatumGetUUIDP(hash)->data, UUID_LEN);
 	(void) DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(ORCH_LOCK_CLASS_DEDUPE),
@@ -674,11 +691,8 @@ orch_submit_events(PG_FUNCTION_ARGS)
 		for (int i = 0; i < n; i++)
 			if (b.outcomes[i] == NULL)
 				hashes[nh++] = b.dedupe_hashes[i];
-		/* locks in one order, so two batches cannot deadlock on them */
-		qsort(hashes, nh, sizeof(Datum), compare_uuid);
-		for (int i = 0; i < nh; i++)
-			if (i == 0 || compare_uuid(&hashes[i - 1], &hashes[i]) != 0)
-				dedupe_lock(org_id, hashes[i]);
+		if (nh > 0)
+			dedupe_org_lock(org_id, true);
 		if (nh > 0)
 		{
 			Datum		args[3];
@@ -689,7 +703,7 @@ orch_submit_events(PG_FUNCTION_ARGS)
 			args[1] = PointerGetDatum(construct_md_array(hashes, NULL, 1, dims, lbs, UUIDOID, UUID_LEN, false,
 														 TYPALIGN_CHAR));
 			args[2] = Float8GetDatum((double) orch_dedupe_window_ms);
-			/* a snapshot taken after the locks, as orch_submit_event's */
+			/* a snapshot taken after the lock, as orch_submit_event's */
 			ret = orch_execute_keyed(dedupe_many_plan, args, NULL, true, 0, GetLatestSnapshot());
 			if (ret != SPI_OK_SELECT)
 				elog(ERROR, "orchestrator dedupe query failed: %s", SPI_result_code_string(ret));

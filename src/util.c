@@ -48,7 +48,9 @@ orch_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 /*
  * orch_execute_keyed runs one of the engine's kept statements that look
  * rows up by key (a job by id, the runnable jobs by run_at, an event by
- * its dedupe hash) with the planner kept off sequential scans.  A plan
+ * its dedupe hash) with the planner kept off sequential and bitmap scans
+ * (a bitmap of a whole partial index, ANDed with the keys, costs more
+ * than the keys' own lookups as the index grows).  A plan
  * made while a table was empty and analyzed (a fresh install, after
  * autovacuum) would otherwise scan the whole table for as long as the plan
  * is kept, however big the table grows; an index lookup is right from an
@@ -67,6 +69,8 @@ orch_execute_keyed(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_
 	int			ret;
 
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	if (snapshot != InvalidSnapshot)
 		ret = SPI_execute_snapshot(plan, values, nulls, snapshot, InvalidSnapshot, read_only, false, count);
