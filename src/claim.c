@@ -35,6 +35,9 @@
 #include "guc.h"
 #include "util.h"
 
+/* how often a worker looks for lapsed leases while it is busy */
+#define ORCH_RECLAIM_INTERVAL_MS 1000
+
 static SPIPlanPtr wakeup_plan = NULL;
 
 static TimestampTz next_wakeup(bool *contended);
@@ -92,7 +95,7 @@ next_wakeup(bool *contended)
 
 /*
  * orch_claim_pass is the worker's claim pass, in the caller's transaction:
- * reclaim lapsed leases, then lease up to room runnable jobs into jobs[]
+ * reclaim lapsed leases (at most once a second), then lease up to room runnable jobs into jobs[]
  * (returning how many).  When it got none, it also reads when the next
  * delayed job falls due (*next_due, 0: nothing scheduled), so an idle pass
  * costs one transaction, and whether some job was due but locked by
@@ -101,9 +104,16 @@ next_wakeup(bool *contended)
 int
 orch_claim_pass(OrchClaimedJob *jobs, int room, TimestampTz *next_due, bool *contended)
 {
+	static TimestampTz next_reclaim = 0;
+	TimestampTz now = GetCurrentTimestamp();
 	int			n;
 
-	orch_reclaim_expired();
+	/* lapsed leases are looked for at most once a second, not every pass */
+	if (now >= next_reclaim)
+	{
+		orch_reclaim_expired();
+		next_reclaim = TimestampTzPlusMilliseconds(now, ORCH_RECLAIM_INTERVAL_MS);
+	}
 	n = orch_job_claim(jobs, room, orch_lease_ms);
 	if (n == 0)
 		*next_due = next_wakeup(contended);
