@@ -72,6 +72,7 @@ PG_FUNCTION_INFO_V1(orch_submit_event);
 PG_FUNCTION_INFO_V1(orch_submit_events);
 
 static SPIPlanPtr gate_plan = NULL;
+static SPIPlanPtr parent_gate_plan = NULL;
 static SPIPlanPtr dedupe_plan = NULL;
 static SPIPlanPtr log_plan = NULL;
 static SPIPlanPtr org_gate_plan = NULL;
@@ -105,7 +106,7 @@ prepare_plans(void)
 	{
 		Oid			types[6] = {UUIDOID, UUIDOID, TEXTOID, JSONBOID, TEXTOID, UUIDOID};
 
-		gate_plan = orch_prepare_kept(
+		const char *gate_sql =
 			"SELECT EXISTS (SELECT 1 FROM orchestrator.org_source o WHERE o.id = $1),"
 			"       EXISTS (SELECT 1 FROM orchestrator.user_source u WHERE u.id = $2 AND u.org_id = $1),"
 			"       COALESCE((SELECT pg_catalog.bool_and(f.is_enabled) FROM orchestrator.feature_settings_source f"
@@ -115,9 +116,14 @@ prepare_plans(void)
 			"       (SELECT pg_catalog.max(d.version) FROM orchestrator.sequence_definitions d WHERE d.event_type = $3),"
 			"       pg_catalog.md5(CASE WHEN $5 IS NULL"
 			"                           THEN 'p:' || $3 || ':' || $2::text || ':' || $4::text"
-			"                           ELSE 'k:' || $5 END)::uuid,"
-			"       (SELECT j.chain_depth + 1 FROM orchestrator.sequence_jobs j WHERE j.id = $6),"
-			"       (SELECT j.org_id = $1 FROM orchestrator.sequence_jobs j WHERE j.id = $6)",
+			"                           ELSE 'k:' || $5 END)::uuid,";
+
+		/* a follow-up's gate also reads its parent; an event's does not */
+		gate_plan = orch_prepare_kept(psprintf("%s NULL::integer, NULL::boolean", gate_sql), 5, types);
+		parent_gate_plan = orch_prepare_kept(
+			psprintf("%s"
+					 "       (SELECT j.chain_depth + 1 FROM orchestrator.sequence_jobs j WHERE j.id = $6),"
+					 "       (SELECT j.org_id = $1 FROM orchestrator.sequence_jobs j WHERE j.id = $6)", gate_sql),
 			6, types);
 	}
 	if (dedupe_plan == NULL)
@@ -188,7 +194,8 @@ run_gate(Datum *args, char *nulls, SubmitGate *g)
 	bool		isnull;
 	int			ret;
 
-	ret = orch_execute_keyed(gate_plan, args, nulls, false, 1, InvalidSnapshot);
+	ret = orch_execute_keyed(nulls[5] == 'n' ? gate_plan : parent_gate_plan, args, nulls, false, 1,
+							 InvalidSnapshot);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "orchestrator gate query failed: %s", SPI_result_code_string(ret));
 

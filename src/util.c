@@ -198,15 +198,26 @@ orch_uuid_str(const pg_uuid_t *id)
 	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
 }
 
-/* orch_new_uuid makes a random (version 4) uuid, as gen_random_uuid does */
+/*
+ * orch_new_uuid makes a job id: a version 7 uuid (RFC 9562), the Unix time
+ * in milliseconds followed by 74 random bits.  Ids made close in time sort
+ * close together, so the primary key's new entries and the lookups of
+ * recent jobs stay on the index's few right-most pages, however many old
+ * jobs the table holds.
+ */
 void
 orch_new_uuid(pg_uuid_t *id)
 {
-	if (!pg_strong_random(id->data, UUID_LEN))
+	uint64		ms = (uint64) ((GetCurrentTimestamp() / 1000) +
+							   (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000);
+
+	if (!pg_strong_random(id->data + 6, UUID_LEN - 6))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random values")));
-	id->data[6] = (id->data[6] & 0x0f) | 0x40;
+	for (int i = 0; i < 6; i++)
+		id->data[i] = (unsigned char) (ms >> (8 * (5 - i)));
+	id->data[6] = (id->data[6] & 0x0f) | 0x70;
 	id->data[8] = (id->data[8] & 0x3f) | 0x80;
 }
 
