@@ -13,40 +13,11 @@ set -euo pipefail
 jobs=${1:-5000}
 . "$(dirname "$0")/lib.sh"
 bench_prepare nginx-light wrk
-nport=${NGINX_PORT:-18080}
-cat >"$dir/nginx.conf" <<NGINX
-worker_processes 2;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log;
-events { worker_connections 4096; }
-http {
-	access_log off;
-	keepalive_requests 1000000;
-	server {
-		listen 127.0.0.1:$nport;
-		location / { default_type application/json; return 200 '{"ok":true}'; }
-	}
-}
-NGINX
-nginx -c "$dir/nginx.conf"
-trap 'nginx -c "$dir/nginx.conf" -s stop 2>/dev/null; bench_cleanup' EXIT
-url="http://127.0.0.1:$nport/functions/v1/static"
+bench_start_nginx "${NGINX_PORT:-18080}"
 
 bench_start_cluster "${PORT:-5493}" "orchestrator.workers = 2" "max_connections = 50" "orchestrator.batch_size = ${BATCH:-32}"
-psql <<SQL
-SELECT orch_define_endpoint('static', '$url', 10000, '{}');
-SELECT orch_define_sequence('hit', '[{"name": "call", "kind": "http", "endpoint": "static"}]');
-SQL
-
-# the body a step sends for this sequence, to give wrk the same work
-body=$(psql -c "SELECT body FROM orchestrator.http_request(gen_random_uuid(), '{\"name\": \"call\", \"endpoint\": \"static\"}',
-	orchestrator.initial_state(gen_random_uuid(), 'hit', 'bench', '00000000-0000-0000-0000-00000000000a',
-	'00000000-0000-0000-0000-0000000000a1', '{\"i\": 1}', NULL, 1) || jsonb_build_object('context', jsonb_build_object('tier1', orchestrator.load_tier1('00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1'))))")
-cat >"$dir/post.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[$body]]
-LUA
+bench_define_hit
+bench_wrk_script "$dir/post.lua"
 wrk_rps=$(wrk -t2 -c200 -d5s -s "$dir/post.lua" "$url" | awk '/Requests\/sec/ {print $2}')
 
 run_engine() {  # prints steps/s

@@ -21,28 +21,7 @@ bench_prepare
 bench_start_cluster "${PORT:-5492}" "orchestrator.workers = $workers"
 
 bench_define_three
-psql >/dev/null <<'SQL'
-CREATE TABLE base_jobs (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'pending', state jsonb NOT NULL DEFAULT '{}');
-CREATE INDEX ON base_jobs (id) WHERE status = 'pending';
-CREATE TABLE base_history (id bigserial PRIMARY KEY, job_id bigint, step text, output jsonb, at timestamptz DEFAULT clock_timestamp());
-CREATE PROCEDURE base_run() LANGUAGE plpgsql AS $$
-DECLARE ids bigint[];
-BEGIN
-	LOOP  -- one batch per transaction until nothing is pending (bounded by the table)
-		SELECT array_agg(id) INTO ids FROM (SELECT id FROM base_jobs WHERE status = 'pending'
-			ORDER BY id LIMIT 32 FOR UPDATE SKIP LOCKED) c;
-		EXIT WHEN ids IS NULL;
-		UPDATE base_jobs SET status = 'in_progress' WHERE id = ANY (ids);
-		UPDATE base_jobs SET state = state || jsonb_build_object('s1', s1(state)) WHERE id = ANY (ids);
-		INSERT INTO base_history (job_id, step, output) SELECT unnest(ids), 's1', '{"a": 1}';
-		UPDATE base_jobs SET state = state || jsonb_build_object('s2', s2(state)) WHERE id = ANY (ids);
-		INSERT INTO base_history (job_id, step, output) SELECT unnest(ids), 's2', '{"b": 2}';
-		UPDATE base_jobs SET state = state || jsonb_build_object('s3', s3(state)), status = 'completed' WHERE id = ANY (ids);
-		INSERT INTO base_history (job_id, step, output) SELECT unnest(ids), 's3', '{"c": 3}';
-		COMMIT;
-	END LOOP;
-END $$;
-SQL
+bench_define_loop_baseline
 
 # worker_ticks: CPU time (user + system, clock ticks) the workers have used
 worker_ticks() {
