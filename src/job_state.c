@@ -881,6 +881,45 @@ write_held(HeldJob *only)
 }
 
 /*
+ * orch_job_lock locks the rows of the jobs a batch is about to run, in the
+ * batch's own (top-level) transaction, before each job runs in its
+ * subtransaction.  The job's load then finds the row locked already, and
+ * the held writes update it in the transaction that locked it: a row
+ * locked in a subtransaction and updated by its parent would carry a
+ * MultiXact, and every later visibility check of it would read the
+ * multixact SLRU (measured: the worker's CPU per step grew tenfold over a
+ * few hundred thousand jobs).  Rows are locked in id order.
+ */
+void
+orch_job_lock(const OrchClaimedJob *jobs, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *ids;
+	Datum		arg;
+	int			ret;
+
+	if (n == 0)
+		return;
+	ids = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		ids[i] = UUIDPGetDatum(&jobs[i].id);
+	arg = array_of(ids, NULL, n, UUIDOID);
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDARRAYOID};
+
+		plan = orch_prepare_kept(
+			"SELECT 1 FROM orchestrator.sequence_jobs j"
+			" WHERE j.id = ANY ($1) AND j.status = 'in_progress'"
+			" ORDER BY j.id FOR UPDATE",
+			1, types);
+	}
+	ret = orch_execute_keyed(plan, &arg, NULL, false, 0, InvalidSnapshot);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "orchestrator could not lock the batch's jobs: %s", SPI_result_code_string(ret));
+}
+
+/*
  * orch_job_worker_transition starts a transition of kind that a worker
  * makes of the job it holds: from in_progress, under its lease's fencing
  * token, to "to".  The caller fills in what the kind records.

@@ -142,6 +142,7 @@ extern OrchJobStatus orch_job_status_from_name(const char *name);
 extern void orch_job_worker_transition(OrchJobTransition *t, OrchTransitionKind kind,
 									   const OrchClaimedJob *job, OrchJobStatus to);
 extern void orch_job_transition(OrchJobTransition *t, int n);
+extern void orch_job_lock(const OrchClaimedJob *jobs, int n);
 extern bool orch_job_hold_begin(void);
 extern void orch_job_hold_end(void);
 extern void orch_job_hold_forget(const pg_uuid_t *job_id);

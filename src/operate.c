@@ -157,6 +157,9 @@ orch_run_claimed_job_sql(PG_FUNCTION_ARGS)
 
 	memcpy(&job.id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	job.token = PG_GETARG_INT64(1);
+	SPI_connect();
+	orch_job_lock(&job, 1);
+	SPI_finish();
 	orch_run_job(&job, NULL, &parked);
 	unsent(parked);
 	PG_RETURN_VOID();
@@ -181,6 +184,7 @@ orch_run_claimed_jobs_sql(PG_FUNCTION_ARGS)
 	int			n;
 	int			ntok;
 	bool		own;
+	OrchClaimedJob *jobs;
 
 	deconstruct_array(ids, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &idv, &idn, &n);
 	deconstruct_array(tokens, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &tokv, &tokn, &ntok);
@@ -188,19 +192,25 @@ orch_run_claimed_jobs_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("job_ids and fencing_tokens must have the same length")));
-	own = orch_job_hold_begin();
+	jobs = palloc(sizeof(OrchClaimedJob) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
-		OrchClaimedJob job;
-		OrchHttpRequest *parked;
-
 		if (idn[i] || tokn[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("job_ids and fencing_tokens must not contain NULL")));
-		memcpy(&job.id, DatumGetUUIDP(idv[i]), sizeof(pg_uuid_t));
-		job.token = DatumGetInt64(tokv[i]);
-		orch_run_job(&job, NULL, &parked);
+		memcpy(&jobs[i].id, DatumGetUUIDP(idv[i]), sizeof(pg_uuid_t));
+		jobs[i].token = DatumGetInt64(tokv[i]);
+	}
+	own = orch_job_hold_begin();
+	SPI_connect();
+	orch_job_lock(jobs, n);
+	SPI_finish();
+	for (int i = 0; i < n; i++)
+	{
+		OrchHttpRequest *parked;
+
+		orch_run_job(&jobs[i], NULL, &parked);
 		unsent(parked);
 	}
 	if (own)

@@ -316,11 +316,43 @@ run_batch(OrchClaimedJob *jobs, int n)
 	OrchHttpRequest *req;
 	OrchHttpRequest *parked;
 
+	dlist_head	done = DLIST_STATIC_INIT(done);
+	OrchClaimedJob *all;
+	int			nall = 0;
+	int			ndone = 0;
+
 	begin_tx("orchestrator: running jobs");
 	/* the jobs' transitions are written together, before the commit */
 	(void) orch_job_hold_begin();
-	while (!ShutdownRequestPending && (req = orch_http_take_done()) != NULL)
+
+	/* every job of the batch is locked first, by the batch's transaction */
+	while ((req = orch_http_take_done()) != NULL)
 	{
+		dlist_push_tail(&done, &req->node);
+		ndone++;
+	}
+	all = palloc(sizeof(OrchClaimedJob) * Max(ndone + n, 1));
+	{
+		dlist_iter	it;
+
+		dlist_foreach(it, &done)
+			all[nall++] = orch_step_request(dlist_container(OrchHttpRequest, node, it.cur))->job;
+	}
+	for (int i = 0; i < n; i++)
+		all[nall++] = jobs[i];
+	SPI_connect();
+	orch_job_lock(all, nall);
+	SPI_finish();
+
+	while (!dlist_is_empty(&done))
+	{
+		req = dlist_container(OrchHttpRequest, node, dlist_pop_head_node(&done));
+		if (ShutdownRequestPending)
+		{
+			/* its job stays leased; release_on_exit hands it back */
+			orch_http_free(req);
+			continue;
+		}
 		/* each job sees what the previous ones committed into this batch */
 		PopActiveSnapshot();
 		PushActiveSnapshot(GetTransactionSnapshot());
