@@ -388,6 +388,26 @@ held_entry(const pg_uuid_t *id, int64 token, bool create)
 	return h;
 }
 
+/*
+ * remember_undo records h as it is, to be put back if the current
+ * subtransaction rolls back what is about to change it (an early write,
+ * an operator's move).
+ */
+static void
+remember_undo(HeldJob *h)
+{
+	MemoryContext old = MemoryContextSwitchTo(held_cxt);
+	HeldUndo   *u = palloc(sizeof(HeldUndo));
+
+	u->subid = GetCurrentSubTransactionId();
+	u->job = h;
+	u->was_dirty = h->dirty;
+	u->nwritten = h->nwritten;
+	u->was_moved = h->moved;
+	held_undo = lappend(held_undo, u);
+	MemoryContextSwitchTo(old);
+}
+
 /* held_row: a history row of h, copied into the held context */
 static HeldRow *
 held_row(HeldJob *h, int step_index, const char *step_name, const char *kind, const char *outcome,
@@ -714,7 +734,9 @@ write_held(HeldJob *only)
 		}
 
 #define SET(c, i, d) (vals[c][i] = (d))
-#define SETNULL(c, i) (nulls[c][i] = true)
+/* column c of row i: d, or NULL unless cond */
+#define SET_IF(c, i, cond, d) \
+	do { if (cond) vals[c][i] = (d); else nulls[c][i] = true; } while (0)
 	k = 0;
 	for (int i = 0; i < njobs; i++)
 	{
@@ -722,73 +744,34 @@ write_held(HeldJob *only)
 		SET(0, i, UUIDPGetDatum(&h->id));
 		SET(1, i, Int64GetDatum(h->token));
 		SET(2, i, CStringGetTextDatum(status_names[h->status]));
-		if (h->state)
-			SET(3, i, JsonbPGetDatum(h->state));
-		else
-			SETNULL(3, i);
-		if (h->current_step >= 0)
-			SET(4, i, Int32GetDatum(h->current_step));
-		else
-			SETNULL(4, i);
-		if (h->attempts >= 0)
-			SET(5, i, Int32GetDatum(h->attempts));
-		else
-			SETNULL(5, i);
-		if (h->run_at)
-			SET(6, i, TimestampTzGetDatum(h->run_at));
-		else
-			SETNULL(6, i);
-		if (h->error)
-			SET(7, i, CStringGetTextDatum(h->error));
-		else
-			SETNULL(7, i);
-		if (h->lease_ms > 0)
-			SET(8, i, Float8GetDatum((double) h->lease_ms));
-		else
-			SETNULL(8, i);
-		if (h->finished_at)
-			SET(9, i, TimestampTzGetDatum(h->finished_at));
-		else
-			SETNULL(9, i);
+		SET_IF(3, i, h->state, JsonbPGetDatum(h->state));
+		SET_IF(4, i, h->current_step >= 0, Int32GetDatum(h->current_step));
+		SET_IF(5, i, h->attempts >= 0, Int32GetDatum(h->attempts));
+		SET_IF(6, i, h->run_at, TimestampTzGetDatum(h->run_at));
+		SET_IF(7, i, h->error, CStringGetTextDatum(h->error));
+		SET_IF(8, i, h->lease_ms > 0, Float8GetDatum((double) h->lease_ms));
+		SET_IF(9, i, h->finished_at, TimestampTzGetDatum(h->finished_at));
 
 		for (int n = h->nwritten; n < list_length(h->rows); n++, k++)
 		{
 			HeldRow    *r = list_nth(h->rows, n);
 
 			SET(10, k, UUIDPGetDatum(&h->id));
-			if (r->step_index >= 0)
-				SET(11, k, Int32GetDatum(r->step_index));
-			else
-				SETNULL(11, k);
-			if (r->step_name)
-				SET(12, k, CStringGetTextDatum(r->step_name));
-			else
-				SETNULL(12, k);
+			SET_IF(11, k, r->step_index >= 0, Int32GetDatum(r->step_index));
+			SET_IF(12, k, r->step_name, CStringGetTextDatum(r->step_name));
 			SET(13, k, CStringGetTextDatum(r->kind));
 			SET(14, k, Int32GetDatum(r->attempt));
 			SET(15, k, CStringGetTextDatum(r->outcome));
-			if (r->output)
-				SET(16, k, JsonbPGetDatum(r->output));
-			else
-				SETNULL(16, k);
-			if (r->error)
-				SET(17, k, CStringGetTextDatum(r->error));
-			else
-				SETNULL(17, k);
+			SET_IF(16, k, r->output, JsonbPGetDatum(r->output));
+			SET_IF(17, k, r->error, CStringGetTextDatum(r->error));
 			SET(18, k, TimestampTzGetDatum(r->started_at));
 			SET(19, k, TimestampTzGetDatum(r->finished_at));
-			if (r->http_status)
-				SET(20, k, Int32GetDatum(r->http_status));
-			else
-				SETNULL(20, k);
-			if (r->scope)
-				SET(21, k, CStringGetTextDatum(r->scope));
-			else
-				SETNULL(21, k);
+			SET_IF(20, k, r->http_status, Int32GetDatum(r->http_status));
+			SET_IF(21, k, r->scope, CStringGetTextDatum(r->scope));
 		}
 	}
 #undef SET
-#undef SETNULL
+#undef SET_IF
 
 	for (int c = 0; c < NCOLS; c++)
 		args[c] = array_of(vals[c], nulls[c], (c < 10) ? njobs : nrows, types[c]);
@@ -862,18 +845,7 @@ write_held(HeldJob *only)
 	{
 		h = jobs[i];
 		if (only)
-		{
-			MemoryContext old = MemoryContextSwitchTo(held_cxt);
-			HeldUndo   *u = palloc(sizeof(HeldUndo));
-
-			u->subid = GetCurrentSubTransactionId();
-			u->job = h;
-			u->was_dirty = h->dirty;
-			u->nwritten = h->nwritten;
-			u->was_moved = h->moved;
-			held_undo = lappend(held_undo, u);
-			MemoryContextSwitchTo(old);
-		}
+			remember_undo(h);
 		h->dirty = false;
 		h->nwritten = list_length(h->rows);
 	}
@@ -979,17 +951,8 @@ orch_job_transition(OrchJobTransition *t, int n)
 			apply(&t[i]);
 			if (h != NULL && t[i].applied && t[i].kind == ORCH_TRANSITION_OPERATOR)
 			{
-				MemoryContext old = MemoryContextSwitchTo(held_cxt);
-				HeldUndo   *u = palloc(sizeof(HeldUndo));
-
-				u->subid = GetCurrentSubTransactionId();
-				u->job = h;
-				u->was_dirty = h->dirty;
-				u->nwritten = h->nwritten;
-				u->was_moved = h->moved;
-				held_undo = lappend(held_undo, u);
+				remember_undo(h);
 				h->moved = true;
-				MemoryContextSwitchTo(old);
 			}
 		}
 		else if (held_cxt != NULL)

@@ -184,6 +184,36 @@ check_event_type(text *type)
 }
 
 /*
+ * check_event checks what a single and a batch submit share: type, source
+ * and org given, a valid type, a named source, and the engine's own types
+ * only for admins.  Returns whether the type is one of the engine's own.
+ */
+static bool
+check_event(FunctionCallInfo fcinfo)
+{
+	text	   *type;
+	bool		internal;
+
+	check_not_null(fcinfo, 0, "type");
+	check_not_null(fcinfo, 1, "source");
+	check_not_null(fcinfo, 2, "org_id");
+	type = PG_GETARG_TEXT_PP(0);
+	check_event_type(type);
+	internal = orch_is_engine_event(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
+	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event source must not be empty"),
+				 errhint("Name where the event came from, for example \"webhook:meetingbaas\".")));
+	if (internal && !orch_caller_is_admin())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("event types starting with \"orchestrator:\" are the engine's own"),
+				 errhint("Submit your own event types; the engine queues its notices and continuations itself.")));
+	return internal;
+}
+
+/*
  * run_gate evaluates every check of Step 1 in one statement.
  */
 static void
@@ -327,20 +357,10 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	bool		rnulls[4] = {false, false, false, false};
 	int			ret;
 
-	check_not_null(fcinfo, 0, "type");
-	check_not_null(fcinfo, 1, "source");
-	check_not_null(fcinfo, 2, "org_id");
 	check_not_null(fcinfo, 3, "user_id");
 	check_not_null(fcinfo, 4, "payload");
-
+	internal = check_event(fcinfo);
 	type = PG_GETARG_TEXT_PP(0);
-	check_event_type(type);
-	internal = orch_is_engine_event(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
-	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event source must not be empty"),
-				 errhint("Name where the event came from, for example \"webhook:meetingbaas\".")));
 
 	payload = PG_GETARG_JSONB_P(4);
 	check_payload(payload);
@@ -351,11 +371,6 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	org_id = PG_GETARG_DATUM(2);
 	user_id = PG_GETARG_DATUM(3);
 	orch_check_acting_for(DatumGetUUIDP(user_id), "submitting an event");
-	if (internal && !orch_caller_is_admin())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("event types starting with \"orchestrator:\" are the engine's own"),
-				 errhint("Submit your own event types; the engine queues its notices and continuations itself.")));
 	is_approval = (VARSIZE_ANY_EXHDR(type) == strlen(ORCH_APPROVAL_EVENT) &&
 				   strncmp(VARDATA_ANY(type), ORCH_APPROVAL_EVENT, strlen(ORCH_APPROVAL_EVENT)) == 0);
 
@@ -508,24 +523,10 @@ orch_submit_events(PG_FUNCTION_ARGS)
 	HTAB	   *taken = NULL;
 	MemoryContext outer = CurrentMemoryContext;
 
-	check_not_null(fcinfo, 0, "type");
-	check_not_null(fcinfo, 1, "source");
-	check_not_null(fcinfo, 2, "org_id");
 	check_not_null(fcinfo, 3, "user_ids");
 	check_not_null(fcinfo, 4, "payloads");
+	internal = check_event(fcinfo);
 	type = PG_GETARG_TEXT_PP(0);
-	check_event_type(type);
-	internal = orch_is_engine_event(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
-	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event source must not be empty"),
-				 errhint("Name where the event came from, for example \"webhook:meetingbaas\".")));
-	if (internal && !orch_caller_is_admin())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("event types starting with \"orchestrator:\" are the engine's own"),
-				 errhint("Submit your own event types; the engine queues its notices and continuations itself.")));
 	if (VARSIZE_ANY_EXHDR(type) == strlen(ORCH_APPROVAL_EVENT) &&
 		strncmp(VARDATA_ANY(type), ORCH_APPROVAL_EVENT, strlen(ORCH_APPROVAL_EVENT)) == 0)
 		ereport(ERROR,
