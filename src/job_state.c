@@ -270,22 +270,6 @@ apply(OrchJobTransition *t)
 }
 
 /*
- * array_of: a one-dimensional array of n values of type (isnull[i]: NULL)
- */
-static Datum
-array_of(Datum *values, bool *isnull, int n, Oid type)
-{
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-
-	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_md_array(values, isnull, 1, dims, lbs, type, typlen, typbyval, typalign));
-}
-
-/*
  * Held writes.  A worker's own transitions of the jobs it runs (a step
  * result, a park, a continuation, a failure outside a step) are not
  * written one statement each: they are held here, per job, and written
@@ -358,6 +342,15 @@ static int	held_count = 0;
 static SPIPlanPtr write_plan = NULL;
 
 static void write_held(HeldJob *only);
+
+static int
+held_order(const void *a, const void *b)
+{
+	int			x = (*(HeldJob *const *) a)->order;
+	int			y = (*(HeldJob *const *) b)->order;
+
+	return (x > y) - (x < y);
+}
 
 /* held_entry: the job's held writes, made on first use when create */
 static HeldJob *
@@ -484,15 +477,16 @@ hold(OrchJobTransition *t)
 				Jsonb	   *state;
 				HeldRow    *row;
 
+				/* the new state is made where it is held: no copy of it */
+				old = MemoryContextSwitchTo(held_cxt);
 				fold(t, &output, &state);
+				MemoryContextSwitchTo(old);
 				row = held_row(h, rec->step_index, rec->step_name, rec->kind, outcome_name(rec->outcome),
 							   output, rec->error, rec->started_at, rec->finished_at);
 				row->attempt = rec->attempt;
 				row->http_status = (int) rec->http_status;
-				old = MemoryContextSwitchTo(held_cxt);
-				row->scope = rec->scope ? pstrdup(rec->scope) : NULL;
-				h->state = (Jsonb *) DatumGetPointer(datumCopy(JsonbPGetDatum(state), false, -1));
-				MemoryContextSwitchTo(old);
+				row->scope = rec->scope ? MemoryContextStrdup(held_cxt, rec->scope) : NULL;
+				h->state = state;
 				held_status(h, t->to);
 				h->current_step = rec->next_step;
 				h->attempts = rec->job_attempts;
@@ -506,9 +500,13 @@ hold(OrchJobTransition *t)
 			h->lease_ms = t->lease_ms;
 			break;
 		case ORCH_TRANSITION_CONTINUE:
-			held_row(h, t->step_index, NULL, "engine", "continuation", NULL, NULL,
-					 GetCurrentTimestamp(), GetCurrentTimestamp())->error =
-				t->note ? MemoryContextStrdup(held_cxt, t->note) : NULL;
+			{
+				HeldRow    *row = held_row(h, t->step_index, NULL, "engine", "continuation", NULL, NULL,
+											GetCurrentTimestamp(), GetCurrentTimestamp());
+
+				/* the history row says why; the job's last_error stays */
+				row->error = t->note ? MemoryContextStrdup(held_cxt, t->note) : NULL;
+			}
 			held_status(h, t->to);
 			h->run_at = GetCurrentTimestamp();
 			orch_wake_at_commit();
@@ -725,13 +723,7 @@ write_held(HeldJob *only)
 	}
 
 	/* in the order first held: jobs, then their rows */
-	for (int i = 1; i < njobs; i++)
-		for (int j = i; j > 0 && jobs[j - 1]->order > jobs[j]->order; j--)
-		{
-			h = jobs[j];
-			jobs[j] = jobs[j - 1];
-			jobs[j - 1] = h;
-		}
+	qsort(jobs, njobs, sizeof(HeldJob *), held_order);
 
 #define SET(c, i, d) (vals[c][i] = (d))
 /* column c of row i: d, or NULL unless cond */
@@ -774,7 +766,7 @@ write_held(HeldJob *only)
 #undef SET_IF
 
 	for (int c = 0; c < NCOLS; c++)
-		args[c] = array_of(vals[c], nulls[c], (c < 10) ? njobs : nrows, types[c]);
+		args[c] = orch_array_of(vals[c], nulls[c], (c < 10) ? njobs : nrows, types[c]);
 
 	if (write_plan == NULL)
 	{
@@ -875,7 +867,7 @@ orch_job_lock(const OrchClaimedJob *jobs, int n)
 	ids = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
 		ids[i] = UUIDPGetDatum(&jobs[i].id);
-	arg = array_of(ids, NULL, n, UUIDOID);
+	arg = orch_array_of(ids, NULL, n, UUIDOID);
 	if (plan == NULL)
 	{
 		Oid			types[1] = {UUIDARRAYOID};
@@ -1094,7 +1086,7 @@ orch_job_create_batch(OrchEventBatch *b)
 		col[8][i] = b->dedupe_hashes[i];
 	}
 	for (int c = 0; c < 9; c++)
-		args[c] = array_of(col[c], nul[c], b->n, types[c]);
+		args[c] = orch_array_of(col[c], nul[c], b->n, types[c]);
 	args[9] = b->org_id;
 	args[10] = b->type;
 	args[11] = b->source;

@@ -133,15 +133,34 @@ orch_reclaim_expired_sql(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(orch_run_claimed_job_sql);
 
-/* unsent: a session has no curl loop; a parked job is left for a worker to reclaim */
+/*
+ * run_jobs runs claimed jobs in the calling session as a worker runs its
+ * batch: their rows locked first, their transitions held and written
+ * together at the end.  A session has no curl loop: a job that parks on a
+ * request is left for a worker to reclaim.
+ */
 static void
-unsent(OrchHttpRequest *parked)
+run_jobs(OrchClaimedJob *jobs, int n)
 {
-	if (parked == NULL)
-		return;
-	orch_http_free(parked);
-	ereport(NOTICE,
-			(errmsg("job is waiting for an HTTP request that only a worker can send")));
+	bool		own = orch_job_hold_begin();
+
+	SPI_connect();
+	orch_job_lock(jobs, n);
+	SPI_finish();
+	for (int i = 0; i < n; i++)
+	{
+		OrchHttpRequest *parked;
+
+		orch_run_job(&jobs[i], NULL, &parked);
+		if (parked)
+		{
+			orch_http_free(parked);
+			ereport(NOTICE,
+					(errmsg("job is waiting for an HTTP request that only a worker can send")));
+		}
+	}
+	if (own)
+		orch_job_hold_end();
 }
 
 /*
@@ -153,15 +172,10 @@ Datum
 orch_run_claimed_job_sql(PG_FUNCTION_ARGS)
 {
 	OrchClaimedJob job;
-	OrchHttpRequest *parked;
 
 	memcpy(&job.id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	job.token = PG_GETARG_INT64(1);
-	SPI_connect();
-	orch_job_lock(&job, 1);
-	SPI_finish();
-	orch_run_job(&job, NULL, &parked);
-	unsent(parked);
+	run_jobs(&job, 1);
 	PG_RETURN_VOID();
 }
 
@@ -169,25 +183,22 @@ PG_FUNCTION_INFO_V1(orch_run_claimed_jobs_sql);
 
 /*
  * orchestrator.run_claimed_jobs(job_ids, fencing_tokens): run a batch of
- * claimed jobs in the calling session as a worker runs its batch, their
- * transitions held and written together at the end (job_state.c).
+ * claimed jobs in the calling session as a worker runs its batch.
  */
 Datum
 orch_run_claimed_jobs_sql(PG_FUNCTION_ARGS)
 {
-	ArrayType  *ids = PG_GETARG_ARRAYTYPE_P(0);
-	ArrayType  *tokens = PG_GETARG_ARRAYTYPE_P(1);
 	Datum	   *idv;
 	Datum	   *tokv;
 	bool	   *idn;
 	bool	   *tokn;
 	int			n;
 	int			ntok;
-	bool		own;
 	OrchClaimedJob *jobs;
 
-	deconstruct_array(ids, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &idv, &idn, &n);
-	deconstruct_array(tokens, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &tokv, &tokn, &ntok);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &idv, &idn, &n);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &tokv, &tokn, &ntok);
 	if (n != ntok)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
@@ -202,19 +213,7 @@ orch_run_claimed_jobs_sql(PG_FUNCTION_ARGS)
 		memcpy(&jobs[i].id, DatumGetUUIDP(idv[i]), sizeof(pg_uuid_t));
 		jobs[i].token = DatumGetInt64(tokv[i]);
 	}
-	own = orch_job_hold_begin();
-	SPI_connect();
-	orch_job_lock(jobs, n);
-	SPI_finish();
-	for (int i = 0; i < n; i++)
-	{
-		OrchHttpRequest *parked;
-
-		orch_run_job(&jobs[i], NULL, &parked);
-		unsent(parked);
-	}
-	if (own)
-		orch_job_hold_end();
+	run_jobs(jobs, n);
 	PG_RETURN_INT32(n);
 }
 

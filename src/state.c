@@ -353,6 +353,7 @@ orch_state_advance(Jsonb *state, const char *step_name, const char *outcome, Jso
 	bool		awaiting = strcmp(outcome, "awaiting_approval") == 0;
 	bool		attempted = !(awaiting || strcmp(outcome, "skipped") == 0 || strcmp(outcome, "deferred") == 0);
 	Numeric		cost = cost_usd ? cost_usd : int64_to_numeric(0);
+	Numeric		n;
 
 	if (!JB_ROOT_IS_OBJECT(state))
 		ereport(ERROR,
@@ -403,10 +404,10 @@ orch_state_advance(Jsonb *state, const char *step_name, const char *outcome, Jso
 	}
 
 	push_key(&ps, "cost_accumulated");
-	if (numeric_of(get(&root, "cost_accumulated")) == NULL)
+	if ((n = numeric_of(get(&root, "cost_accumulated"))) == NULL)
 		push_null(&ps, WJB_VALUE);
 	else
-		push_numeric(&ps, WJB_VALUE, add_numeric(numeric_of(get(&root, "cost_accumulated")), cost));
+		push_numeric(&ps, WJB_VALUE, add_numeric(n, cost));
 
 	push_key(&ps, "outputs");
 	v = get(&root, "outputs");
@@ -451,7 +452,6 @@ orch_state_advance(Jsonb *state, const char *step_name, const char *outcome, Jso
 			"steps_attempted", "approval_gates_hit", "steps_completed", "steps_failed",
 			"total_ai_cost", "followups_queued", "total_duration_ms"
 		};
-		Numeric		n;
 
 		(void) pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
 		push_pairs(&ps, em, counters, lengthof(counters));

@@ -91,6 +91,9 @@ static void step_body(void *arg);
 
 /*
  * orch_run_job runs one claimed job as far as it goes in this transaction.
+ * The caller has locked the job's row in this transaction (orch_job_lock,
+ * for the whole batch), so only this transaction can change it until it
+ * ends.
  */
 void
 orch_run_job(const OrchClaimedJob *job, OrchHttpRequest *resume, OrchHttpRequest **parked)
@@ -146,9 +149,10 @@ run_job(void *arg)
 }
 
 /*
- * load_job locks the job row if this worker still holds its lease and reads
- * its state and its pinned sequence version.  Returns false when the lease
- * was lost (reclaimed, cancelled or retried meanwhile).
+ * load_job reads the job's state and its pinned sequence version if this
+ * worker still holds its lease (the row is locked already: the caller ran
+ * orch_job_lock for the batch).  Returns false when the lease was lost
+ * (reclaimed, cancelled or retried meanwhile).
  */
 static bool
 load_job(const OrchClaimedJob *job, JobRun *run)
@@ -168,8 +172,7 @@ load_job(const OrchClaimedJob *job, JobRun *run)
 			" FROM orchestrator.sequence_jobs j"
 			" LEFT JOIN orchestrator.sequence_definitions d"
 			"        ON d.event_type = j.event_type AND d.version = j.sequence_version"
-			" WHERE j.id = $1 AND j.fencing_token = $2 AND j.status = 'in_progress'"
-			" FOR UPDATE OF j",
+			" WHERE j.id = $1 AND j.fencing_token = $2 AND j.status = 'in_progress'",
 			2, types);
 	}
 

@@ -633,8 +633,6 @@ orch_submit_events(PG_FUNCTION_ARGS)
 	{
 		Datum		args[5];
 		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-		int			dims[1] = {n};
-		int			lbs[1] = {1};
 
 		args[0] = org_id;
 		args[1] = PG_GETARG_DATUM(3);
@@ -648,8 +646,7 @@ orch_submit_events(PG_FUNCTION_ARGS)
 			bool	   *all = palloc(sizeof(bool) * n);
 
 			memset(all, true, sizeof(bool) * n);
-			args[4] = PointerGetDatum(construct_md_array(none, all, 1, dims, lbs, TEXTOID, -1, false,
-														 TYPALIGN_INT));
+			args[4] = orch_array_of(none, all, n, TEXTOID);
 		}
 		ret = SPI_execute_plan(users_gate_plan, args, nulls, false, 0);
 		if (ret != SPI_OK_SELECT || SPI_processed != (uint64) n)
@@ -700,16 +697,12 @@ orch_submit_events(PG_FUNCTION_ARGS)
 			if (b.outcomes[i] == NULL)
 				hashes[nh++] = b.dedupe_hashes[i];
 		if (nh > 0)
-			dedupe_org_lock(org_id, true);
-		if (nh > 0)
 		{
 			Datum		args[3];
-			int			dims[1] = {nh};
-			int			lbs[1] = {1};
 
+			dedupe_org_lock(org_id, true);
 			args[0] = org_id;
-			args[1] = PointerGetDatum(construct_md_array(hashes, NULL, 1, dims, lbs, UUIDOID, UUID_LEN, false,
-														 TYPALIGN_CHAR));
+			args[1] = orch_array_of(hashes, NULL, nh, UUIDOID);
 			args[2] = Float8GetDatum((double) orch_dedupe_window_ms);
 			/* a snapshot taken after the lock, as orch_submit_event's */
 			ret = orch_execute_keyed(dedupe_many_plan, args, NULL, true, 0, GetLatestSnapshot());

@@ -16,10 +16,12 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/resowner.h"
@@ -78,6 +80,24 @@ orch_execute_keyed(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_
 		ret = SPI_execute_plan(plan, values, nulls, read_only, count);
 	AtEOXact_GUC(true, level);
 	return ret;
+}
+
+/*
+ * orch_array_of builds a one-dimensional array of n values of type
+ * (isnull: NULL, or which of them are NULL), for a kept plan's array
+ * argument.
+ */
+Datum
+orch_array_of(Datum *values, bool *isnull, int n, Oid type)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, isnull, 1, dims, lbs, type, typlen, typbyval, typalign));
 }
 
 /*

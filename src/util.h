@@ -38,6 +38,7 @@ typedef struct OrchArgs
 	char		nulls[ORCH_MAX_ARGS];
 } OrchArgs;
 
+extern Datum orch_array_of(Datum *values, bool *isnull, int n, Oid type);
 extern void orch_args_init(OrchArgs *a, int n);
 extern void orch_arg(OrchArgs *a, int n, Datum value);
 extern void orch_arg_text(OrchArgs *a, int n, const char *s);
