@@ -204,6 +204,14 @@ SELECT test_error($$SELECT * FROM orch_submit_events('ping', 'test:batch', '0000
 SELECT test_error($$SELECT * FROM orch_submit_events('ping', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', NULL)$$);
 SELECT test_error($$SELECT * FROM orch_submit_events('slack_approval_received', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', '{"{}"}')$$);
 SELECT test_error($$SELECT * FROM orch_submit_events('bad type!', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', '{"{}"}')$$);
+-- 8,000 distinct single submits in one transaction, more than the lock
+-- table's 6,400 slots: the dedupe locks are one per bucket, not per event
+BEGIN;
+SELECT count(*) FILTER (WHERE s.outcome IN ('accepted', 'deferred')) AS queued
+FROM generate_series(1, 8000) g, LATERAL orch_submit_event('ping', 'test:many', :'org_a', :'ada', jsonb_build_object('g', g)) s;
+SELECT count(*) BETWEEN 2 AND 257 AS bounded_locks FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND objsubid IN (20273, 20274);
+ROLLBACK;
 DELETE FROM orchestrator.slack_user_preferences;
 
 -- every accepted job runs to completion

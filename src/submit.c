@@ -25,10 +25,10 @@
  * to an earlier one of the batch is its duplicate).
  *
  * Concurrency: identical submits serialise on a transaction-scoped advisory
- * lock keyed by the dedupe hash, so of two concurrent duplicates the second
- * waits for the first to end and then looks for its log row with a snapshot
- * taken after the lock, whatever the isolation level (a batch takes one
- * lock for its whole org instead: dedupe_org_lock).  A follow-up is linked
+ * lock chosen by the dedupe hash (dedupe_lock), so of two concurrent
+ * duplicates the second waits for the first to end and then looks for its
+ * log row with a snapshot taken after the lock, whatever the isolation
+ * level (a batch takes one lock for its whole org instead).  A follow-up is linked
  * both ways: parent_job_id on the child, the child's id appended to the
  * parent's event_chain.children.  The workers are woken when the
  * transaction commits (wake.c).
@@ -44,6 +44,8 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -65,8 +67,6 @@
 #include "util.h"
 
 #define ORCH_MAX_CHAIN_DEPTH 3
-#define ORCH_LOCK_CLASS_DEDUPE 1330795348
-#define ORCH_LOCK_CLASS_DEDUPE_ORG 1330795349
 
 PG_FUNCTION_INFO_V1(orch_submit_event);
 PG_FUNCTION_INFO_V1(orch_submit_events);
@@ -267,35 +267,46 @@ check_payload(Jsonb *payload)
 }
 
 /*
- * The dedupe locks (transaction-scoped advisory locks).  A single submit
- * takes its org's lock in share mode and its event's own lock, so
- * identical events serialise and others do not; a batch takes its org's
- * lock alone, exclusively, so it waits for the org's single submits in
- * flight to end, and they for it, however many events it holds: one lock,
- * not one per event.
+ * The dedupe locks: transaction-scoped advisory locks in a space of the
+ * engine's own (locktag_field4 ORCH_LOCKTAG_DEDUPE_*, which
+ * pg_advisory_lock never uses), keyed by the org.  A single submit takes
+ * its org's lock in share mode and, exclusively, the lock of its event's
+ * bucket: one of ORCH_DEDUPE_BUCKETS per org, chosen by the dedupe hash.
+ * Identical events fall in the same bucket and serialise; different ones
+ * rarely share one, and then only wait for each other's commit.  However
+ * many events a transaction submits, it holds at most ORCH_DEDUPE_BUCKETS
+ * locks per org, so the lock table never runs out.  A batch takes its
+ * org's lock alone, exclusively: it waits for the org's single submits in
+ * flight to end, and they for it.
  */
+#define ORCH_LOCKTAG_DEDUPE_ORG 0x4f31
+#define ORCH_LOCKTAG_DEDUPE 0x4f32
+#define ORCH_DEDUPE_BUCKETS 256
+
+static uint32
+org_key(Datum org_id)
+{
+	return DatumGetUInt32(hash_any(DatumGetUUIDP(org_id)->data, UUID_LEN));
+}
+
 static void
 dedupe_org_lock(Datum org_id, bool exclusive)
 {
-	Datum		key = Int32GetDatum((int32) DatumGetUInt32(hash_any(DatumGetUUIDP(org_id)->data, UUID_LEN)));
+	LOCKTAG		tag;
 
-	if (exclusive)
-		(void) DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(ORCH_LOCK_CLASS_DEDUPE_ORG), key);
-	else
-		(void) DirectFunctionCall2(pg_advisory_xact_lock_shared_int4, Int32GetDatum(ORCH_LOCK_CLASS_DEDUPE_ORG),
-								   key);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, org_key(org_id), 0, ORCH_LOCKTAG_DEDUPE_ORG);
+	(void) LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, false, false);
 }
 
 static void
 dedupe_lock(Datum org_id, Datum hash)
 {
-	unsigned char key[2 * UUID_LEN];
+	LOCKTAG		tag;
+	uint32		bucket = DatumGetUInt32(hash_any(DatumGetUUIDP(hash)->data, UUID_LEN)) % ORCH_DEDUPE_BUCKETS;
 
 	dedupe_org_lock(org_id, false);
-	memcpy(key, DatumGetUUIDP(org_id)->data, UUID_LEN);
-	memcpy(key + UUID_LEN, DatumGetUUIDP(hash)->data, UUID_LEN);
-	(void) DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(ORCH_LOCK_CLASS_DEDUPE),
-							   Int32GetDatum((int32) DatumGetUInt32(hash_any(key, sizeof(key)))));
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, org_key(org_id), bucket, ORCH_LOCKTAG_DEDUPE);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
 /*
