@@ -64,7 +64,7 @@ if [ "$quick" = 1 ]; then
 	n_rss=20000 t_idle=10 n_small=10000 n_big=100000 n_claim=2000
 else
 	rounds=3 t_pgbench=15 n_three=10000 n_http=10000 t_wrk=10 n_wake=900 n_batch=20000
-	n_rss=100000 t_idle=60 n_small=10000 n_big=1000000 n_claim=5000
+	n_rss=1000000 t_idle=60 n_small=10000 n_big=1000000 n_claim=5000
 fi
 node_dir=/var/cache/orch-bench/node
 org=00000000-0000-0000-0000-00000000000a
@@ -406,12 +406,13 @@ fig_rss() {
 	reset_engine
 	local pids p i warm=() end=() growth=0 g before=0 after=0 shm0=0 shm1=0 a b s t
 	pids=$(worker_pids)
-	# submitted 5 000 a transaction (each submit holds a lock until its
-	# commit, and one transaction of 100 000 would fill the lock table),
-	# while the workers run them; the sample after the first 10% are done
+	# submitted in batches of 5 000 while the workers run them; the sample
+	# after the first 10% are done
 	for i in $(seq 0 5000 $((n_rss - 1))); do
-		psql -c "SELECT count(*) FROM generate_series($((i + 1)), $((i + 5000 < n_rss ? i + 5000 : n_rss))) i,
-			orch_submit_event('three', 'bench', '$org', '$usr', jsonb_build_object('i', i, 'r', random()))" >/dev/null
+		psql -c "SELECT count(*) FROM orch_submit_events('three', 'bench', '$org',
+			(SELECT array_agg('$usr'::uuid) FROM generate_series($((i + 1)), $((i + 5000 < n_rss ? i + 5000 : n_rss)))),
+			(SELECT array_agg(jsonb_build_object('i', i, 'r', random()) ORDER BY i)
+			 FROM generate_series($((i + 1)), $((i + 5000 < n_rss ? i + 5000 : n_rss))) i))" >/dev/null
 		if [ ${#warm[@]} = 0 ] && [ "$(psql -c "SELECT count(*) FROM orchestrator.sequence_jobs WHERE status = 'completed'")" -ge $((n_rss / 10)) ]; then
 			for p in $pids; do warm+=("$(rss_kb "$p")"); done
 		fi
@@ -423,7 +424,7 @@ fig_rss() {
 		fi
 		sleep 0.05
 	done
-	for i in $(seq 1 6000); do  # until all are done (bounded: 10 min)
+	for i in $(seq 1 12000); do  # until all are done (bounded: 20 min)
 		[ "$(psql -c "SELECT $engine_idle")" = t ] && break
 		sleep 0.1
 	done
