@@ -196,3 +196,13 @@ SELECT count(*) AS notices_for_continue FROM orchestrator.sequence_jobs
 WHERE event_type = 'orchestrator:failure_notice' AND trigger_payload->>'failed_job_id' = :'j_cont';
 SELECT orchestrator.failure_message(jsonb_build_object('event', jsonb_build_object('payload',
 	jsonb_build_object('event_type', 'meeting_ended', 'step', 'detect-intents', 'error', 'HTTP 500', 'failed_job_id', 'j1'))))->>'text' AS message;
+
+-- an output nested deeper than orchestrator.max_json_depth fails its step
+-- (54J01), and nothing of it reaches the state
+CREATE FUNCTION public.too_deep(state jsonb) RETURNS jsonb LANGUAGE sql
+AS $$ SELECT ('{"a": ' || repeat('[', 5000) || '{"transcript": "x"}' || repeat(']', 5000) || '}')::jsonb $$;
+SELECT orch_define_sequence('f_deep', '[{"name": "deep", "kind": "sql", "function": "too_deep", "on_failure": "stop"}]');
+SELECT job_id AS j_deep FROM orch_submit_event('f_deep', 'test:deep', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'j_deep');
+SELECT j.status, j.last_error, j.context->'outputs' ? 'deep' AS output_in_state
+FROM orchestrator.sequence_jobs j WHERE j.id = :'j_deep';

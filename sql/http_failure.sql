@@ -104,5 +104,27 @@ SELECT count(*) AS requests,
        count(DISTINCT k.r->>'client') <= 2 AS at_most_one_connection_per_worker
 FROM allr k WHERE k.r->>'path' = '/functions/v1/ka';
 
+-- a line break in a secret would end its header and start another one
+-- (X-Injected): refused when the secret is set, by the table too...
+SELECT test_error($$SELECT orch_set_secret('inj', E'abc\r\nX-Injected: yes')$$);
+SELECT test_error($$SELECT orch_set_secret('inj', E'abc\nX-Injected: yes')$$);
+SELECT test_error($$INSERT INTO orchestrator.secrets (name, value) VALUES ('inj', E'abc\rX-Injected: yes')$$);
+-- ...and again when the request is built, should one get past the table's check
+SELECT orch_set_secret('inj', 'placeholder');
+ALTER TABLE orchestrator.secrets DROP CONSTRAINT secrets_value_single_line;
+UPDATE orchestrator.secrets SET value = E'abc\r\nX-Injected: yes' WHERE name = 'inj';
+SELECT orch_define_endpoint('finj', current_setting('test.standin') || '/functions/v1/finj', 5000,
+	'{"Authorization": "Bearer {{secret:inj}}"}');
+SELECT orch_define_sequence('hf_inj', '[{"name": "call", "kind": "http", "endpoint": "finj"}]');
+SELECT job_id AS inj FROM orch_submit_event('hf_inj', 'test:http', :'org_a', :'ada', '{}') \gset
+SELECT test_wait_job(:'inj');
+SELECT j.status, j.last_error, h.outcome, h.error FROM orchestrator.sequence_jobs j
+JOIN orchestrator.step_history h ON h.job_id = j.id WHERE j.id = :'inj';
+SELECT count(*) AS requests_sent FROM standin_requests('/functions/v1/finj');
+WITH allr AS (SELECT jsonb_array_elements(standin('GET', '/_control/requests')) AS r)
+SELECT count(*) AS injected FROM allr WHERE r->'headers' ? 'x-injected';
+DELETE FROM orchestrator.secrets WHERE name = 'inj';
+ALTER TABLE orchestrator.secrets ADD CONSTRAINT secrets_value_single_line CHECK (value !~ '[\r\n]');
+
 -- the workers lived through all of it
 SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker' AND datname = current_database();

@@ -81,3 +81,26 @@ SELECT orch_use_table('orgs');
 SELECT orch_use_table('users');
 SELECT count(*) FROM orchestrator.table_mappings;
 SELECT outcome FROM orch_submit_event('op_flow', 'test:operate', :'org_a', :'ada', '{"k": 5}');
+
+-- stuck_jobs: jobs that will not move by themselves, each with its reason
+-- (in rolled-back transactions, so no worker ever sees them)
+SELECT count(*) AS stuck_now FROM orchestrator.stuck_jobs;
+BEGIN;
+SELECT job_id AS s1 FROM orch_submit_event('op_flow', 'test:stuck', :'org_a', :'ada', '{"k": 61}') \gset
+SELECT job_id AS s2 FROM orch_submit_event('op_flow', 'test:stuck', :'org_a', :'ada', '{"k": 62}') \gset
+SELECT job_id AS s3 FROM orch_submit_event('op_flow', 'test:stuck', :'org_a', :'ada', '{"k": 63}') \gset
+SELECT job_id AS s4 FROM orch_submit_event('op_flow', 'test:stuck', :'org_a', :'ada', '{"k": 64}') \gset
+-- leased to a process that does not exist; leased to a live one, lapsed
+-- two minutes ago; waiting for an approval that has no request; and a
+-- healthy lease
+UPDATE orchestrator.sequence_jobs SET status = 'in_progress', lease_owner = 2147483000,
+	lease_expires_at = now() + interval '1 hour' WHERE id = :'s1';
+UPDATE orchestrator.sequence_jobs SET status = 'in_progress', lease_owner = pg_backend_pid(),
+	lease_expires_at = now() - interval '2 minutes' WHERE id = :'s2';
+UPDATE orchestrator.sequence_jobs SET status = 'awaiting_approval' WHERE id = :'s3';
+UPDATE orchestrator.sequence_jobs SET status = 'in_progress', lease_owner = pg_backend_pid(),
+	lease_expires_at = now() + interval '1 minute' WHERE id = :'s4';
+SELECT CASE job_id WHEN :'s1' THEN 's1' WHEN :'s2' THEN 's2' WHEN :'s3' THEN 's3' ELSE 'other' END AS job,
+       status, reason, regexp_replace(detail, '[0-9]+', 'N', 'g') AS detail
+FROM orchestrator.stuck_jobs ORDER BY 1;
+ROLLBACK;

@@ -204,6 +204,21 @@ SELECT test_error($$SELECT * FROM orch_submit_events('ping', 'test:batch', '0000
 SELECT test_error($$SELECT * FROM orch_submit_events('ping', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', NULL)$$);
 SELECT test_error($$SELECT * FROM orch_submit_events('slack_approval_received', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', '{"{}"}')$$);
 SELECT test_error($$SELECT * FROM orch_submit_events('bad type!', 'test:batch', '00000000-0000-0000-0000-00000000000a', '{00000000-0000-0000-0000-0000000000a1}', '{"{}"}')$$);
+-- a payload nested deeper than orchestrator.max_json_depth (64) is refused
+-- with its own SQLSTATE, 5,000 levels with a transcript inside as well;
+-- 64 levels are accepted
+SELECT test_error(format($$SELECT orch_submit_event('ping', 'test:deep', %L, %L, %L)$$, :'org_a', :'ada',
+	'{"a": ' || repeat('[', 4999) || '{"transcript": "x"}' || repeat(']', 4999) || '}'));
+SELECT test_error(format($$SELECT orch_submit_event('ping', 'test:deep', %L, %L, %L)$$, :'org_a', :'ada',
+	'{"a": ' || repeat('[', 64) || repeat(']', 64) || '}'));
+SELECT test_error(format($$SELECT * FROM orch_submit_events('ping', 'test:deep', %L, ARRAY[%L]::uuid[], ARRAY[%L]::jsonb[])$$,
+	:'org_a', :'ada', '{"a": ' || repeat('[', 64) || repeat(']', 64) || '}'));
+BEGIN;
+SELECT outcome FROM orch_submit_event('ping', 'test:deep', :'org_a', :'ada', ('{"a": ' || repeat('[', 63) || repeat(']', 63) || '}')::jsonb);
+SET LOCAL orchestrator.max_json_depth = 200;
+SELECT outcome FROM orch_submit_event('ping', 'test:deep', :'org_a', :'ada', ('{"a": ' || repeat('[', 64) || repeat(']', 64) || '}')::jsonb);
+ROLLBACK;
+
 -- 8,000 distinct single submits in one transaction, more than the lock
 -- table's 6,400 slots: the dedupe locks are one per bucket, not per event
 BEGIN;

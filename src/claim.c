@@ -10,7 +10,10 @@
  * and every later write for the job carries the token it was claimed with,
  * so a worker that lost its lease cannot overwrite the new holder.  A
  * lease that has lapsed (its worker died or hung) is reclaimed first: the
- * job goes back to pending, or fails past orchestrator.max_reclaims.  On
+ * job goes back to pending, or fails past orchestrator.max_reclaims.  A
+ * worker's first pass also reclaims, without waiting for their lapse, the
+ * leases of processes that no longer exist: after a crash restart, jobs
+ * (HTTP ones too) run again within a second of the server coming up.  On
  * SIGTERM a worker hands its own leases back.  The statements themselves
  * are transitions of job_state.c, which alone writes a job's status and
  * lease; this file decides when they run and reads when the next job
@@ -105,8 +108,27 @@ int
 orch_claim_pass(OrchClaimedJob *jobs, int room, TimestampTz *next_due, bool *contended)
 {
 	static TimestampTz next_reclaim = 0;
+	static bool orphans_reclaimed = false;
 	TimestampTz now = GetCurrentTimestamp();
 	int			n;
+
+	/*
+	 * A worker's first pass takes back the jobs of workers that are gone
+	 * (a crash restart killed them all): they need not wait for their
+	 * leases to lapse.
+	 */
+	if (!orphans_reclaimed)
+	{
+		int			total = 0;
+
+		while ((n = orch_job_reclaim_orphaned(orch_max_reclaims)) > 0)
+			total += n;
+		if (total > 0)
+			ereport(LOG,
+					(errmsg("orchestrator worker reclaimed %d job(s) leased to processes that no longer exist",
+							total)));
+		orphans_reclaimed = true;
+	}
 
 	/* lapsed leases are looked for at most once a second, not every pass */
 	if (now >= next_reclaim)

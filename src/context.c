@@ -144,6 +144,7 @@ run_function(void *arg)
 	Load	   *l = arg;
 
 	l->data = orch_step_sql_execute(l->source->function, NULL, l->state, l->source->run_as, 0, NULL);
+	orch_check_json_depth(l->data, "context source", l->source->name);
 }
 
 /*
@@ -171,6 +172,7 @@ read_response(void *arg)
 		ereport(ERROR,
 				(errmsg("endpoint \"%s\" answered HTTP 429 (rate limited)",
 						orch_step_request(l->response)->endpoint)));
+	orch_check_json_depth(l->data, "context source", orch_step_request(l->response)->context_name);
 }
 
 /*

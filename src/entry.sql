@@ -55,7 +55,9 @@ BEGIN
 		PERFORM @extschema@.orch_submit_event(TG_ARGV[0], TG_ARGV[1], v_org, v_user, v_row);
 	EXCEPTION WHEN null_value_not_allowed OR invalid_parameter_value OR invalid_text_representation
 	               OR program_limit_exceeded THEN
+		-- masked: the message may quote the row (an email where a uuid was due)
 		GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT;
+		v_msg := orchestrator.redact(v_msg);
 		RAISE WARNING 'orchestrator skipped a % row of %.%: %', TG_ARGV[0], TG_TABLE_SCHEMA, TG_TABLE_NAME, v_msg;
 		INSERT INTO orchestrator.event_log (org_id, user_id, event_type, event_source, outcome, reason, payload)
 		VALUES (v_org, v_user, TG_ARGV[0], TG_ARGV[1], 'skipped', 'invalid_event: ' || v_msg,

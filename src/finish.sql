@@ -56,7 +56,7 @@ GRANT SELECT ON orchestrator.slack_pending_actions, orchestrator.hitl_patterns T
 GRANT EXECUTE ON FUNCTION orchestrator.guarded_effect(jsonb) TO orchestrator_admin;
 -- orch_use_table and orch_reapply_table_mappings stay superuser-only: they
 -- decide which tables the extension's owner reads.
-GRANT SELECT ON orchestrator.jobs, orchestrator.steps, orchestrator.events, orchestrator.job_counts,
+GRANT SELECT ON orchestrator.jobs, orchestrator.steps, orchestrator.events, orchestrator.job_counts, orchestrator.stuck_jobs,
 	orchestrator.service_scope_audit TO orchestrator_admin;
 GRANT SELECT ON orchestrator.sequence_definitions TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orchestrator.store_sequence(text, jsonb) TO orchestrator_admin;

@@ -24,6 +24,7 @@
 int			orch_workers = 1;
 char	   *orch_database = NULL;
 int			orch_max_payload_bytes = 1024 * 1024;
+int			orch_max_json_depth = 64;
 int			orch_dedupe_window_ms = 5 * 60 * 1000;
 int			orch_batch_size = 32;
 int			orch_lease_ms = 60 * 1000;
@@ -79,6 +80,15 @@ orch_guc_init(void)
 							1024 * 1024, 2, INT_MAX / 2,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.max_json_depth",
+							"Deepest nesting of arrays and objects accepted in an event payload or a step's output.",
+							"A deeper value is an error, SQLSTATE 54J01.",
+							&orch_max_json_depth,
+							64, 2, 1000,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("orchestrator.dedupe_window",

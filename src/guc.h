@@ -16,6 +16,7 @@
 extern int	orch_workers;
 extern char *orch_database;
 extern int	orch_max_payload_bytes;
+extern int	orch_max_json_depth;
 extern int	orch_dedupe_window_ms;
 extern int	orch_batch_size;
 extern int	orch_lease_ms;

@@ -87,6 +87,7 @@ static SPIPlanPtr transition_plan = NULL;
 static SPIPlanPtr create_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr reclaim_plan = NULL;
+static SPIPlanPtr orphan_plan = NULL;
 static SPIPlanPtr release_plan = NULL;
 
 OrchJobStatus
@@ -1193,51 +1194,86 @@ orch_job_claim(OrchClaimedJob *jobs, int max, long lease_ms)
 }
 
 /*
- * orch_job_reclaim_expired returns up to 100 jobs whose lease has lapsed
- * to pending, or fails those whose workers died while running them more
- * than max_reclaims times, and records each in the history.
+ * The reclaim, for both of its reasons: "expired", a lease that lapsed
+ * (its worker died, hung, or was stopped without handing it back), and
+ * "gone", a lease held by a process that no longer exists (the server
+ * restarted after a crash, or the worker exited on an error), which need
+ * not wait for its lapse.  Up to 100 jobs at a time go back to pending, or
+ * fail past max_reclaims; each gets a history row.  WHICH selects them
+ * from the in_progress rows j; WHY says what happened.
  */
-int
-orch_job_reclaim_expired(int max_reclaims)
+#define RECLAIM_SQL(which, why) \
+	"WITH r AS (SELECT j.id, j.lease_owner FROM orchestrator.sequence_jobs j" \
+	"           WHERE j.status = 'in_progress' AND " which \
+	"           ORDER BY j.lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED)," \
+	" u AS (UPDATE orchestrator.sequence_jobs j" \
+	"       SET status = CASE WHEN j.reclaims >= $2 THEN 'failed' ELSE 'pending' END," \
+	"           reclaims = j.reclaims + 1," \
+	"           last_error = CASE WHEN j.reclaims >= $2" \
+	"                        THEN 'given up: its worker died while running it ' || (j.reclaims + 1) || ' times'" \
+	"                        ELSE j.last_error END," \
+	"           finished_at = CASE WHEN j.reclaims >= $2 THEN pg_catalog.clock_timestamp() END," \
+	"           run_at = pg_catalog.now(), lease_owner = NULL," \
+	"           lease_expires_at = NULL, updated_at = pg_catalog.clock_timestamp()" \
+	"       FROM r WHERE j.id = r.id AND j.id = ANY (ARRAY(SELECT r.id FROM r))" \
+	"       RETURNING j.id, j.org_id, j.current_step, j.fencing_token, j.status, j.last_error, r.lease_owner)" \
+	" " HISTORY \
+	" SELECT u.id, u.org_id, u.current_step, NULL, 'engine', 1," \
+	"        CASE u.status WHEN 'failed' THEN 'failed' ELSE 'lease_expired' END, NULL," \
+	"        CASE u.status WHEN 'failed' THEN u.last_error" \
+	"             ELSE 'lease of worker pid ' || COALESCE(u.lease_owner::text, '?') || " why " END," \
+	"        pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), $1, u.fencing_token, NULL, NULL FROM u"
+
+static int
+reclaim(SPIPlanPtr *plan, const char *sql, int max_reclaims)
 {
 	Datum		args[2];
 	int			ret;
 
-	if (reclaim_plan == NULL)
+	if (*plan == NULL)
 	{
 		Oid			types[2] = {INT4OID, INT4OID};
 
-		reclaim_plan = orch_prepare_kept(
-			"WITH r AS (SELECT j.id, j.lease_owner FROM orchestrator.sequence_jobs j"
-			"           WHERE j.status = 'in_progress' AND j.lease_expires_at < pg_catalog.now()"
-			"           ORDER BY j.lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED),"
-			" u AS (UPDATE orchestrator.sequence_jobs j"
-			"       SET status = CASE WHEN j.reclaims >= $2 THEN 'failed' ELSE 'pending' END,"
-			"           reclaims = j.reclaims + 1,"
-			"           last_error = CASE WHEN j.reclaims >= $2"
-			"                        THEN 'given up: its worker died while running it ' || (j.reclaims + 1) || ' times'"
-			"                        ELSE j.last_error END,"
-			"           finished_at = CASE WHEN j.reclaims >= $2 THEN pg_catalog.clock_timestamp() END,"
-			"           run_at = pg_catalog.now(), lease_owner = NULL,"
-			"           lease_expires_at = NULL, updated_at = pg_catalog.clock_timestamp()"
-			"       FROM r WHERE j.id = r.id AND j.id = ANY (ARRAY(SELECT r.id FROM r))"
-			"       RETURNING j.id, j.org_id, j.current_step, j.fencing_token, j.status, j.last_error, r.lease_owner)"
-			" " HISTORY
-			" SELECT u.id, u.org_id, u.current_step, NULL, 'engine', 1,"
-			"        CASE u.status WHEN 'failed' THEN 'failed' ELSE 'lease_expired' END, NULL,"
-			"        CASE u.status WHEN 'failed' THEN u.last_error"
-			"             ELSE 'lease of worker pid ' || COALESCE(u.lease_owner::text, '?') || ' expired; job returned to the queue' END,"
-			"        pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), $1, u.fencing_token, NULL, NULL FROM u",
-			2, types);
+		*plan = orch_prepare_kept(sql, 2, types);
 	}
 	args[0] = Int32GetDatum(MyProcPid);
 	args[1] = Int32GetDatum(max_reclaims);
-	ret = orch_execute_keyed(reclaim_plan, args, NULL, false, 0, InvalidSnapshot);
+	ret = orch_execute_keyed(*plan, args, NULL, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "orchestrator reclaim failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed > 0)
 		orch_wake_at_commit();
 	return (int) SPI_processed;
+}
+
+/*
+ * orch_job_reclaim_expired reclaims up to 100 jobs whose lease has lapsed.
+ */
+int
+orch_job_reclaim_expired(int max_reclaims)
+{
+	return reclaim(&reclaim_plan,
+				   RECLAIM_SQL("j.lease_expires_at < pg_catalog.now()",
+							   "' expired; job returned to the queue'"),
+				   max_reclaims);
+}
+
+/*
+ * orch_job_reclaim_orphaned reclaims up to 100 jobs leased to a process
+ * that no longer exists, whatever their lease's expiry: after a crash
+ * restart every lease of the old server's workers is dead, and the jobs
+ * (HTTP ones too, whose lease covers the request's timeout) run again at
+ * once instead of minutes later.  A process id reused since by a live
+ * process leaves its jobs to the lapse of their lease.
+ */
+int
+orch_job_reclaim_orphaned(int max_reclaims)
+{
+	return reclaim(&orphan_plan,
+				   RECLAIM_SQL("NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) a"
+							   "                        WHERE a.pid = j.lease_owner)",
+							   "' ended with its process; job returned to the queue'"),
+				   max_reclaims);
 }
 
 /*

@@ -178,6 +178,7 @@ typedef struct OrchEventBatch
 extern void orch_job_create_batch(OrchEventBatch *b);
 extern int	orch_job_claim(OrchClaimedJob *jobs, int max, long lease_ms);
 extern int	orch_job_reclaim_expired(int max_reclaims);
+extern int	orch_job_reclaim_orphaned(int max_reclaims);
 extern int	orch_job_release(void);
 
 #endif							/* ORCH_JOB_STATE_H */

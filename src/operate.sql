@@ -213,6 +213,44 @@ CREATE VIEW orchestrator.events AS
 	FROM orchestrator.event_log e;
 COMMENT ON VIEW orchestrator.events IS 'Every submitted event and what became of it';
 
+/*
+ * stuck_jobs lists the jobs that will not move by themselves: leased to a
+ * process that is gone (a worker's first pass reclaims those), leased to a
+ * live process with the lease lapsed over a minute ago (a step running that
+ * long holds its row, which the reclaim skips; or the worker hangs), or
+ * waiting for an approval nobody can see (no open request, or
+ * its delivery to Slack failed, was cancelled or was never queued).
+ */
+CREATE VIEW orchestrator.stuck_jobs AS
+	SELECT j.id AS job_id, j.org_id, j.user_id, j.event_type, j.status, s.reason, s.since, s.detail
+	FROM orchestrator.sequence_jobs j,
+	LATERAL (
+		SELECT 'worker_gone'::text AS reason, j.updated_at AS since,
+		       'leased to process ' || j.lease_owner || ', which no longer exists' AS detail
+		WHERE j.status = 'in_progress'
+		  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) a WHERE a.pid = j.lease_owner)
+		UNION ALL
+		SELECT 'lease_expired', j.lease_expires_at,
+		       'the lease of worker ' || j.lease_owner || ' lapsed over a minute ago: the worker is still running a long step of it, or hangs'
+		WHERE j.status = 'in_progress' AND j.lease_expires_at < pg_catalog.now() - interval '1 minute'
+		  AND EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) a WHERE a.pid = j.lease_owner)
+		UNION ALL
+		SELECT 'approval_unseen', j.updated_at,
+		       CASE WHEN pa.id IS NULL THEN 'no open approval request'
+		            ELSE 'the approval request ' || pa.id || ' never reached Slack' END
+		FROM (SELECT 1) one
+		LEFT JOIN orchestrator.slack_pending_actions pa ON pa.job_id = j.id AND pa.status = 'pending'
+		WHERE j.status = 'awaiting_approval'
+		  AND (pa.id IS NULL OR NOT EXISTS (
+		        SELECT 1 FROM orchestrator.event_log e JOIN orchestrator.sequence_jobs d ON d.id = e.job_id
+		        WHERE e.event_type = 'orchestrator:approval_request' AND e.user_id = pa.user_id
+		          AND e.created_at >= pa.created_at
+		          AND d.trigger_payload->>'pending_action_id' = pa.id::text
+		          AND d.status IN ('pending', 'in_progress', 'completed')))
+	) s
+	WHERE j.status IN ('in_progress', 'awaiting_approval');
+COMMENT ON VIEW orchestrator.stuck_jobs IS 'Jobs that will not move by themselves: leased to a process that is gone, leased with the lease lapsed over a minute ago, or waiting for an approval nobody can see; with the reason, since when, and a detail';
+
 CREATE VIEW orchestrator.job_counts AS
 	SELECT j.event_type, j.status, count(*) AS jobs,
 	       min(j.created_at) AS oldest, max(j.updated_at) AS last_change

@@ -9,6 +9,10 @@
  * only cause a spurious latch set on some other process, which is harmless,
  * so no lock is taken on the wake path: it costs one SetLatch per worker.
  *
+ * A second flag per slot says that the worker's last attempt to connect to
+ * orchestrator.database failed (the database does not exist), so the next
+ * one waits for it instead of failing again every second (worker.c).
+ *
  * src/shmem.c
  *
  *-------------------------------------------------------------------------
@@ -28,6 +32,7 @@
 typedef struct OrchShared
 {
 	volatile int procno[ORCH_MAX_WORKERS];
+	volatile bool connect_failed[ORCH_MAX_WORKERS];
 } OrchShared;
 
 static OrchShared *orch_shared = NULL;
@@ -73,7 +78,10 @@ orch_shmem_startup(void)
 	if (!found)
 	{
 		for (int i = 0; i < ORCH_MAX_WORKERS; i++)
+		{
 			orch_shared->procno[i] = -1;
+			orch_shared->connect_failed[i] = false;
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -94,6 +102,24 @@ orch_shmem_unregister_worker(int index)
 {
 	if (orch_shared && orch_shared->procno[index] == MyProc->pgprocno)
 		orch_shared->procno[index] = -1;
+}
+
+/*
+ * orch_shmem_connect_failed says whether worker index's last attempt to
+ * connect to its database failed; orch_shmem_set_connect_failed records it.
+ * Only that worker's process writes its flag.
+ */
+bool
+orch_shmem_connect_failed(int index)
+{
+	return orch_shared != NULL && orch_shared->connect_failed[index];
+}
+
+void
+orch_shmem_set_connect_failed(int index, bool failed)
+{
+	if (orch_shared)
+		orch_shared->connect_failed[index] = failed;
 }
 
 /*

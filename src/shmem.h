@@ -17,5 +17,7 @@ extern void orch_shmem_init(void);
 extern void orch_shmem_register_worker(int index);
 extern void orch_shmem_unregister_worker(int index);
 extern void orch_shmem_wake_all(void);
+extern bool orch_shmem_connect_failed(int index);
+extern void orch_shmem_set_connect_failed(int index, bool failed);
 
 #endif							/* ORCH_SHMEM_H */

@@ -472,6 +472,10 @@ step_body(void *arg)
 		r->outcome = ORCH_STEP_SUCCEEDED;
 	}
 
+	/* nothing nested deeper than max_json_depth gets into the state */
+	if (r->outcome == ORCH_STEP_SUCCEEDED)
+		orch_check_json_depth(r->output, "output of step", r->step_name);
+
 	if (r->outcome == ORCH_STEP_SUCCEEDED && expect != NULL &&
 		!orch_jsonpath_truthy(r->output, expect))
 		ereport(ERROR,

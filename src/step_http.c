@@ -94,6 +94,39 @@ http_plan(void)
 }
 
 /*
+ * check_single_line refuses, as the request is built, a URL or header
+ * with a carriage return or line feed (a header value may hold secrets,
+ * checked when they were set: this is the check at send time, which no
+ * edit of the tables can get round).  Neither the value nor the secrets
+ * in it are named.  The request is freed first: it lives outside any
+ * transaction.
+ */
+static void
+check_single_line(OrchHttpRequest *req, const OrchStepRequest *owner)
+{
+	const char *bad = NULL;
+
+	if (strpbrk(req->url, "\r\n") != NULL)
+		bad = "";
+	for (int i = 0; bad == NULL && i < req->nheaders; i++)
+		if (strpbrk(req->headers[i], "\r\n") != NULL)
+			bad = pnstrdup(req->headers[i], strcspn(req->headers[i], ":\r\n"));
+	if (bad == NULL)
+		return;
+	orch_http_free(req);
+	if (bad[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the URL of endpoint \"%s\" contains a line break; the request was not sent",
+						owner->endpoint)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("header \"%s\" of endpoint \"%s\" contains a line break; the request was not sent",
+					bad, owner->endpoint),
+			 errhint("Set the secrets it uses again with orch_set_secret, which refuses line breaks.")));
+}
+
+/*
  * build_request runs the prepared request query (plan, args) and copies
  * its one row into a new request owned by the job's step or context
  * source.  Returns NULL with *defer_until and *defer_reason set when a
@@ -147,6 +180,7 @@ build_request(SPIPlanPtr plan, Datum *args, const char *nulls, const OrchStepReq
 		: psprintf("orch-%s-%d", orch_uuid_str(&o->job.id), o->step_index);
 	req->prepared_at = GetCurrentTimestamp();
 	MemoryContextSwitchTo(old);
+	check_single_line(req, owner);
 	return req;
 }
 

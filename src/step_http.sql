@@ -31,7 +31,8 @@ COMMENT ON COLUMN orchestrator.endpoints.updated_at IS 'Last change';
 
 CREATE TABLE orchestrator.secrets (
 	name text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9_.-]{1,100}$'),
-	value text NOT NULL,
+	-- a line break would end the header it is put in and start another
+	value text NOT NULL CONSTRAINT secrets_value_single_line CHECK (value !~ '[\r\n]'),
 	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE orchestrator.secrets IS 'Secret values referenced by endpoint headers; readable by no role but the extension owner (not dumped: set them again after a restore)';
@@ -276,6 +277,12 @@ BEGIN
 	IF name !~ '^[A-Za-z0-9_.-]{1,100}$' THEN
 		RAISE EXCEPTION 'invalid secret name'
 			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use 1 to 100 letters, digits, "_", "." or "-".';
+	END IF;
+	IF value ~ '[\r\n]' THEN
+		RAISE EXCEPTION 'secret "%" must not contain a line break', name
+			USING ERRCODE = 'invalid_parameter_value',
+			      DETAIL = 'Secrets are sent in request headers, where a carriage return or line feed would start another header.',
+			      HINT = 'Remove the line break; a secret is a single line.';
 	END IF;
 	INSERT INTO orchestrator.secrets AS sc (name, value) VALUES (orch_set_secret.name, orch_set_secret.value)
 	ON CONFLICT ON CONSTRAINT secrets_pkey DO UPDATE SET value = excluded.value, updated_at = now();

@@ -247,7 +247,8 @@ run_gate(Datum *args, char *nulls, SubmitGate *g)
 }
 
 /*
- * check_payload: a JSON object within orchestrator.max_payload_bytes
+ * check_payload: a JSON object within orchestrator.max_payload_bytes and
+ * orchestrator.max_json_depth
  */
 static void
 check_payload(Jsonb *payload)
@@ -264,6 +265,7 @@ check_payload(Jsonb *payload)
 				 errdetail("The payload takes %zu bytes; the limit is %d bytes.",
 						   (Size) VARSIZE(payload), orch_max_payload_bytes),
 				 errhint("Store large data in a table and pass its id, or raise orchestrator.max_payload_bytes.")));
+	orch_check_json_depth(payload, "event payload", NULL);
 }
 
 /*

@@ -29,6 +29,7 @@
 #include "utils/uuid.h"
 #include "miscadmin.h"
 
+#include "guc.h"
 #include "util.h"
 
 /*
@@ -207,6 +208,44 @@ orch_exec_scalar(SPIPlanPtr plan, Datum *args, const char *nulls, bool *isnull, 
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "orchestrator %s failed: %s", what, SPI_result_code_string(ret));
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+}
+
+/*
+ * orch_check_json_depth raises ORCH_ERRCODE_JSON_TOO_DEEP when value nests
+ * arrays and objects more than orchestrator.max_json_depth deep, so no
+ * walk over user JSON, ours or PostgreSQL's, meets a deeper one.  What
+ * and name (NULL for none) name the value in the message: "output of
+ * step" "draft".  A loop over the
+ * value's tokens, stopping at the first one too deep; none at all for a
+ * value too small to nest that deep (each level takes a container header
+ * and an entry: at least 8 bytes).
+ */
+void
+orch_check_json_depth(Jsonb *value, const char *what, const char *name)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			depth = 0;
+
+	if (value == NULL || VARSIZE(value) <= (Size) 8 * orch_max_json_depth)
+		return;
+	it = JsonbIteratorInit(&value->root);
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if (tok == WJB_BEGIN_ARRAY || tok == WJB_BEGIN_OBJECT)
+		{
+			if (++depth > orch_max_json_depth)
+				ereport(ERROR,
+						(errcode(ORCH_ERRCODE_JSON_TOO_DEEP),
+						 name ? errmsg("%s \"%s\" is nested too deeply", what, name)
+						 : errmsg("%s is nested too deeply", what),
+						 errdetail("It nests arrays and objects more than %d levels deep.", orch_max_json_depth),
+						 errhint("Flatten the value, or raise orchestrator.max_json_depth.")));
+		}
+		else if (tok == WJB_END_ARRAY || tok == WJB_END_OBJECT)
+			depth--;
+	}
 }
 
 /*

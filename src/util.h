@@ -16,6 +16,9 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
+/* JSON nested deeper than orchestrator.max_json_depth (orch_check_json_depth) */
+#define ORCH_ERRCODE_JSON_TOO_DEEP MAKE_SQLSTATE('5', '4', 'J', '0', '1')
+
 /* The engine's own event types (notices, approval requests) start so. */
 #define ORCH_ENGINE_EVENT_PREFIX "orchestrator:"
 
@@ -52,6 +55,7 @@ extern int	orch_execute_keyed(SPIPlanPtr plan, Datum *values, const char *nulls,
 extern ErrorData *orch_in_subxact(void (*fn) (void *arg), void *arg);
 extern Datum orch_exec_scalar(SPIPlanPtr plan, Datum *args, const char *nulls,
 							  bool *isnull, const char *what);
+extern void orch_check_json_depth(Jsonb *value, const char *what, const char *name);
 extern char *orch_uuid_str(const pg_uuid_t *id);
 extern void orch_new_uuid(pg_uuid_t *id);
 extern Jsonb *orch_jsonb_get(Jsonb *obj, const char *key);

@@ -15,6 +15,11 @@
  * and uses no CPU.  A claim is only tried when the latch was set, when
  * something fell due, or after work was done.
  *
+ * A worker that finds no orchestrator.database exits once with the
+ * server's FATAL, and is then started again to wait for the database
+ * (wait_for_database), saying so once, instead of failing every second.
+ * In a database without the extension it runs nothing and warns once.
+ *
  * Signals: SIGHUP reloads the configuration.  SIGTERM sets a flag (not
  * die()) and cancels the step in hand, if any: the step's writes roll back
  * and no result is recorded for it, the worker commits what the batch did
@@ -30,6 +35,11 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_database.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -64,6 +74,8 @@ static MemoryContext loop_context = NULL;
 static WaitEventSet *wait_set = NULL;
 static bool need_claim = true;
 static TimestampTz next_claim_at = 0;	/* 0: nothing scheduled */
+static bool connected = false;	/* connected to orchestrator.database */
+static bool said_no_extension = false;	/* warned that it is not installed */
 
 static void begin_tx(const char *activity);
 static void end_tx(void);
@@ -101,6 +113,86 @@ orch_worker_register(void)
 }
 
 /*
+ * note_connect_failure records, as a worker exits, that it never connected
+ * to its database (it does not exist: InitPostgres raised FATAL), so that
+ * the postmaster's restart a second later waits for the database instead.
+ */
+static void
+note_connect_failure(int code, Datum arg)
+{
+	orch_shmem_set_connect_failed(worker_index, !connected);
+}
+
+/*
+ * database_exists reads pg_database, a shared catalog, from a process
+ * connected to no database: a plain heap scan, as the autovacuum launcher
+ * does (an index would need pg_class, which such a process cannot read).
+ */
+static bool
+database_exists(const char *name)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	StartTransactionCommand();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!found && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		found = (strcmp(NameStr(((Form_pg_database) GETSTRUCT(tup))->datname), name) == 0);
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return found;
+}
+
+/*
+ * wait_for_database runs instead of the worker after a failed connection:
+ * connected to no database, it looks for orchestrator.database in the
+ * shared catalog, after 1 s, then 2 and 4, then every 5 s.  It says
+ * so once, with what to do; when the database exists, it exits so that
+ * the postmaster starts the worker again, which then connects.  So a
+ * missing database costs one FATAL and one warning, not one a second.
+ */
+static void
+wait_for_database(void)
+{
+	long		delay_ms = 1000;
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("orchestrator worker");
+	ereport(WARNING,
+			(errmsg("orchestrator worker %d waits for database \"%s\", which does not exist",
+					worker_index + 1, orch_database),
+			 errhint("Create the database and the extension in it, or set orchestrator.database and restart the server. "
+					 "The worker looks for it every few seconds and logs nothing more until it connects.")));
+	for (;;)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, delay_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			proc_exit(1);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (database_exists(orch_database))
+		{
+			ereport(LOG,
+					(errmsg("orchestrator worker %d found database \"%s\" and restarts to connect to it",
+							worker_index + 1, orch_database)));
+			orch_shmem_set_connect_failed(worker_index, false);
+			proc_exit(1);
+		}
+		delay_ms = Min(delay_ms * 2, 5000);
+	}
+}
+
+/*
  * orch_worker_main is the worker's entry point.
  */
 void
@@ -116,7 +208,12 @@ orch_worker_main(Datum main_arg)
 	/* nothing this worker logs carries an email address or a token */
 	orch_redact_log_init();
 
+	/* the database was missing last time: wait for it, quietly */
+	if (orch_shmem_connect_failed(worker_index))
+		wait_for_database();
+	before_shmem_exit(note_connect_failure, (Datum) 0);
 	BackgroundWorkerInitializeConnection(orch_database, NULL, 0);
+	connected = true;
 	pgstat_report_appname("orchestrator worker");
 
 	/*
@@ -296,6 +393,17 @@ claim_batch(OrchClaimedJob *jobs, int room, TimestampTz *next_wakeup, bool *cont
 		SPI_connect();
 		n = orch_claim_pass(jobs, room, next_wakeup, contended);
 		SPI_finish();
+		said_no_extension = false;
+	}
+	else if (!said_no_extension)
+	{
+		/* once, until the extension is there (and again if it is dropped) */
+		ereport(WARNING,
+				(errmsg("orchestrator worker %d finds no extension \"orchestrator\" in database \"%s\"",
+						worker_index + 1, orch_database),
+				 errhint("Run CREATE EXTENSION orchestrator in database \"%s\", or point orchestrator.database "
+						 "at the database that has it. Until then the worker runs nothing.", orch_database)));
+		said_no_extension = true;
 	}
 
 	end_tx();

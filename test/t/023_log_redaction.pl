@@ -55,6 +55,25 @@ my $stored = $node->safe_psql('postgres', qq{
 like($stored, qr/send to \[email\] failed \(token \[redacted\] rejected\)/, 'the stored error is masked the same way');
 unlike($stored, qr/\Q$tag\E/, 'and carries neither value');
 
+# a webhook row the engine cannot take: the trigger's WARNING (in the
+# inserting backend, which has no hook of ours) and the skip it logs carry
+# the reason masked; the row is kept in event_log as it came
+my $rev = reverse($tag);
+$node->safe_psql('postgres', qq{
+CREATE TABLE public.hooks (org_id text, user_id text);
+CREATE TRIGGER hooks_enqueue AFTER INSERT ON public.hooks
+	FOR EACH ROW EXECUTE FUNCTION orch_enqueue_trigger('leak', 'webhook:test');
+});
+$log_offset = -s $node->logfile;
+$node->safe_psql('postgres', qq{INSERT INTO public.hooks SELECT '$OrchTest::ORG', 'grace.' || reverse('$rev') || '\@globex.example'});
+$log = slurp_file($node->logfile, $log_offset);
+like($log, qr/WARNING:  orchestrator skipped a leak row of public.hooks: invalid input syntax for type uuid: "\[email\]"/,
+	"the trigger's WARNING is in the log, masked");
+unlike($log, qr/\Q$tag\E/, '... and carries no email');
+is($node->safe_psql('postgres', qq{SELECT reason || ' | ' || (payload->>'user_id' = 'grace.' || reverse('$rev') || '\@globex.example')
+	FROM orchestrator.event_log WHERE event_source = 'webhook:test'}),
+	'invalid_event: invalid input syntax for type uuid: "[email]" | true', 'the skip is logged masked, the row kept whole');
+
 # the one implementation, through SQL
 my @cases = (
 	[ 'a.b+c@x-y.example.org, x@y, @no.pe, see me@host.io.', '[email], x@y, @no.pe, see [email].', 'addresses, and nothing that only looks like one' ],
