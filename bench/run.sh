@@ -457,6 +457,17 @@ fig_idle() {
 	wakeups() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/status"; }
 	pids=$(worker_pids)
 	ckpt=$(psql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
+	# the interval starts once the workers have settled: 3 s without a
+	# wake-up (a look again a second after the last job, when the other
+	# worker held it, is the end of the work, not idling; bounded: 30 s)
+	local quiet=0 before now
+	before=$(for p in $pids; do wakeups "$p"; done | awk '{s += $1} END {print s}')
+	for i in $(seq 1 300); do
+		sleep 0.1
+		now=$(for p in $pids; do wakeups "$p"; done | awk '{s += $1} END {print s}')
+		if [ "$now" = "$before" ]; then quiet=$((quiet + 1)); else quiet=0 before=$now; fi
+		[ "$quiet" -ge 30 ] && break
+	done
 	for p in $pids; do w0=$((w0 + $(ticks "$p"))) v0=$((v0 + $(wakeups "$p"))); done
 	c0=$(ticks "$ckpt") k0=$(wakeups "$ckpt")
 	sleep "$t_idle"  # the measured interval
