@@ -43,7 +43,7 @@ SHLIB_LINK = -lcurl
 REGRESS = setup definitions submit run failure operate job_state security http http_failure notify entry followup cost approval scope context
 REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
 
-ISOLATION = claim dedupe reclaim approval
+ISOLATION = claim dedupe reclaim approval races
 ISOLATION_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)/test
 
 TAP_TESTS = 1
