@@ -90,6 +90,7 @@ SELECT job_id AS s1 FROM orch_submit_event('op_flow', 'test:stuck', :'org_a', :'
 SELECT job_id AS s2 FROM orch_submit_event('op_flow', 'test:stuck', :'org_a', :'ada', '{"k": 62}') \gset
 SELECT job_id AS s3 FROM orch_submit_event('op_flow', 'test:stuck', :'org_a', :'ada', '{"k": 63}') \gset
 SELECT job_id AS s4 FROM orch_submit_event('op_flow', 'test:stuck', :'org_a', :'ada', '{"k": 64}') \gset
+SELECT job_id AS s5 FROM orch_submit_event('op_flow', 'test:stuck', :'org_a', :'ada', '{"k": 65}') \gset
 -- leased to a process that does not exist; leased to a live one, lapsed
 -- two minutes ago; waiting for an approval that has no request; and a
 -- healthy lease
@@ -100,7 +101,11 @@ UPDATE orchestrator.sequence_jobs SET status = 'in_progress', lease_owner = pg_b
 UPDATE orchestrator.sequence_jobs SET status = 'awaiting_approval' WHERE id = :'s3';
 UPDATE orchestrator.sequence_jobs SET status = 'in_progress', lease_owner = pg_backend_pid(),
 	lease_expires_at = now() + interval '1 minute' WHERE id = :'s4';
-SELECT CASE job_id WHEN :'s1' THEN 's1' WHEN :'s2' THEN 's2' WHEN :'s3' THEN 's3' ELSE 'other' END AS job,
-       status, reason, regexp_replace(detail, '[0-9]+', 'N', 'g') AS detail
+-- and one whose open request was never queued for delivery to Slack
+UPDATE orchestrator.sequence_jobs SET status = 'awaiting_approval' WHERE id = :'s5';
+INSERT INTO orchestrator.slack_pending_actions (org_id, user_id, job_id, step_index, step_name, pattern, message)
+VALUES (:'org_a', :'ada', :'s5', 0, 'first', 'email_draft', '{}');
+SELECT CASE job_id WHEN :'s1' THEN 's1' WHEN :'s2' THEN 's2' WHEN :'s3' THEN 's3' WHEN :'s5' THEN 's5' ELSE 'other' END AS job,
+       status, reason, regexp_replace(regexp_replace(detail, '[0-9a-f]{8}-[0-9a-f-]{27}', '<id>', 'g'), '[0-9]+', 'N', 'g') AS detail
 FROM orchestrator.stuck_jobs ORDER BY 1;
 ROLLBACK;

@@ -439,16 +439,27 @@ orch_http_abort_all(void)
 
 /*
  * orch_http_new_request makes an empty request in its own memory context,
- * a child of TopMemoryContext: it outlives the transaction that built it.
+ * a child of the current one, so an error while it is built frees it;
+ * orch_http_keep then makes it outlive the transaction that built it.
  */
 OrchHttpRequest *
 orch_http_new_request(void)
 {
-	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext,
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
 											  "orchestrator HTTP request",
 											  ALLOCSET_SMALL_SIZES);
 	OrchHttpRequest *req = MemoryContextAllocZero(cxt, sizeof(OrchHttpRequest));
 
 	req->context = cxt;
 	return req;
+}
+
+/*
+ * orch_http_keep moves a request built by orch_http_new_request under
+ * TopMemoryContext, where it lives until orch_http_free.
+ */
+void
+orch_http_keep(OrchHttpRequest *req)
+{
+	MemoryContextSetParent(req->context, TopMemoryContext);
 }

@@ -17,8 +17,8 @@
 
 /*
  * One HTTP request, from its preparation, through curl, to the reading of
- * its response.  Lives in its own memory context under TopMemoryContext,
- * deleted by orch_http_free.
+ * its response.  Lives in its own memory context, under TopMemoryContext
+ * once built (orch_http_keep), deleted by orch_http_free.
  */
 typedef struct OrchHttpRequest
 {
@@ -61,6 +61,7 @@ extern int	orch_http_inflight(void);
 extern int	orch_http_room(void);
 extern int	orch_http_max_seen_inflight(void);
 extern OrchHttpRequest *orch_http_new_request(void);
+extern void orch_http_keep(OrchHttpRequest *req);
 extern void orch_http_start(OrchHttpRequest *req);
 extern void orch_http_drive(void);
 extern bool orch_http_has_done(void);

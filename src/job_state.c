@@ -11,9 +11,9 @@
  * whole batch at once ("Held writes" below), an operator's and a context
  * source's are written at once, row and history row in one statement.
  * Set-based ones are the claim (pending -> in_progress), the reclaim of
- * lapsed leases (in_progress -> pending, or failed past
- * orchestrator.max_reclaims) and the release on SIGTERM (in_progress ->
- * pending).
+ * lapsed leases and of leases held by processes that no longer exist
+ * (in_progress -> pending, or failed past orchestrator.max_reclaims) and
+ * the release on SIGTERM (in_progress -> pending).
  *
  * Fencing: every claim bumps fencing_token; the worker's transitions
  * (step, context, park, continue, fail) apply only while the job is still
@@ -1264,14 +1264,19 @@ orch_job_reclaim_expired(int max_reclaims)
  * restart every lease of the old server's workers is dead, and the jobs
  * (HTTP ones too, whose lease covers the request's timeout) run again at
  * once instead of minutes later.  A process id reused since by a live
- * process leaves its jobs to the lapse of their lease.
+ * process leaves its jobs to the lapse of their lease.  The list of
+ * processes is read once per transaction (pg_stat_get_activity keeps it),
+ * so only rows last written before this transaction began are judged by
+ * it: a worker that started and claimed since is not in the list, but
+ * neither are its rows older than the list.
  */
 int
 orch_job_reclaim_orphaned(int max_reclaims)
 {
 	return reclaim(&orphan_plan,
-				   RECLAIM_SQL("NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) a"
-							   "                        WHERE a.pid = j.lease_owner)",
+				   RECLAIM_SQL("j.updated_at < pg_catalog.now()"
+							   " AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) a"
+							   "                 WHERE a.pid = j.lease_owner)",
 							   "' ended with its process; job returned to the queue'"),
 				   max_reclaims);
 }

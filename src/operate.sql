@@ -218,37 +218,41 @@ COMMENT ON VIEW orchestrator.events IS 'Every submitted event and what became of
  * process that is gone (a worker's first pass reclaims those), leased to a
  * live process with the lease lapsed over a minute ago (a step running that
  * long holds its row, which the reclaim skips; or the worker hangs), or
- * waiting for an approval nobody can see (no open request, or
- * its delivery to Slack failed, was cancelled or was never queued).
+ * waiting for an approval nobody can see (no open request, or its delivery
+ * to Slack failed, was cancelled or was never queued).  The process list
+ * is read once, and each kind of job found with one scan, so the view
+ * costs a few scans of sequence_jobs whatever it finds: for a dashboard,
+ * not for scraping every second.
  */
 CREATE VIEW orchestrator.stuck_jobs AS
-	SELECT j.id AS job_id, j.org_id, j.user_id, j.event_type, j.status, s.reason, s.since, s.detail
-	FROM orchestrator.sequence_jobs j,
-	LATERAL (
-		SELECT 'worker_gone'::text AS reason, j.updated_at AS since,
-		       'leased to process ' || j.lease_owner || ', which no longer exists' AS detail
-		WHERE j.status = 'in_progress'
-		  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) a WHERE a.pid = j.lease_owner)
+	WITH live AS MATERIALIZED (
+		SELECT a.pid FROM pg_catalog.pg_stat_get_activity(NULL) a),
+	delivered AS MATERIALIZED (
+		SELECT d.trigger_payload->>'pending_action_id' AS pending_action_id
+		FROM orchestrator.sequence_jobs d
+		WHERE d.event_type = 'orchestrator:approval_request' AND d.status IN ('pending', 'in_progress', 'completed')),
+	stuck AS (
+		SELECT j.id, 'worker_gone'::text AS reason, j.updated_at AS since,
+		       'leased to process ' || COALESCE(j.lease_owner::text, '?') || ', which no longer exists' AS detail
+		FROM orchestrator.sequence_jobs j
+		WHERE j.status = 'in_progress' AND NOT EXISTS (SELECT 1 FROM live WHERE live.pid = j.lease_owner)
 		UNION ALL
-		SELECT 'lease_expired', j.lease_expires_at,
+		SELECT j.id, 'lease_expired', j.lease_expires_at,
 		       'the lease of worker ' || j.lease_owner || ' lapsed over a minute ago: the worker is still running a long step of it, or hangs'
+		FROM orchestrator.sequence_jobs j
 		WHERE j.status = 'in_progress' AND j.lease_expires_at < pg_catalog.now() - interval '1 minute'
-		  AND EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) a WHERE a.pid = j.lease_owner)
+		  AND EXISTS (SELECT 1 FROM live WHERE live.pid = j.lease_owner)
 		UNION ALL
-		SELECT 'approval_unseen', j.updated_at,
+		SELECT j.id, 'approval_unseen', j.updated_at,
 		       CASE WHEN pa.id IS NULL THEN 'no open approval request'
 		            ELSE 'the approval request ' || pa.id || ' never reached Slack' END
-		FROM (SELECT 1) one
+		FROM orchestrator.sequence_jobs j
 		LEFT JOIN orchestrator.slack_pending_actions pa ON pa.job_id = j.id AND pa.status = 'pending'
 		WHERE j.status = 'awaiting_approval'
-		  AND (pa.id IS NULL OR NOT EXISTS (
-		        SELECT 1 FROM orchestrator.event_log e JOIN orchestrator.sequence_jobs d ON d.id = e.job_id
-		        WHERE e.event_type = 'orchestrator:approval_request' AND e.user_id = pa.user_id
-		          AND e.created_at >= pa.created_at
-		          AND d.trigger_payload->>'pending_action_id' = pa.id::text
-		          AND d.status IN ('pending', 'in_progress', 'completed')))
-	) s
-	WHERE j.status IN ('in_progress', 'awaiting_approval');
+		  AND (pa.id IS NULL
+		       OR NOT EXISTS (SELECT 1 FROM delivered WHERE delivered.pending_action_id = pa.id::text)))
+	SELECT j.id AS job_id, j.org_id, j.user_id, j.event_type, j.status, s.reason, s.since, s.detail
+	FROM stuck s JOIN orchestrator.sequence_jobs j ON j.id = s.id;
 COMMENT ON VIEW orchestrator.stuck_jobs IS 'Jobs that will not move by themselves: leased to a process that is gone, leased with the lease lapsed over a minute ago, or waiting for an approval nobody can see; with the reason, since when, and a detail';
 
 CREATE VIEW orchestrator.job_counts AS

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *	  Shared memory: the registry of running workers and their latches.
+ *	  Shared memory: the registry of running workers and their latches,
+ *	  and whether each worker's last connection attempt failed.
  *
  * One slot per configured worker holds the pgprocno of the process running
  * it, or -1.  A worker writes its own slot when it starts and clears it when

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.h
- *	  Shared memory: the registry of running workers and their latches (shmem.c).
+ *	  Shared memory: the registry of running workers and their latches, and
+ *	  failed connection attempts (shmem.c).
  *
  * src/shmem.h
  *

@@ -12,8 +12,9 @@
  * context source's request is built the same way (orch_context_http_prepare).
  * The request gets an Idempotency-Key made of the job id and the step index
  * (and the source's name, for a context source), the same on every retry
- * of the step and after a crash.  It is copied out of the transaction into
- * its own memory context, with the job's bookkeeping (OrchStepRequest) as
+ * of the step and after a crash.  A URL or header with a line break is
+ * refused there, before anything is sent (check_single_line).  The request
+ * is copied out of the transaction into its own memory context, with the job's bookkeeping (OrchStepRequest) as
  * its owner, since http.c knows nothing of jobs; worker.c hands it to curl
  * after the transaction commits, so no transaction is open while it
  * travels.
@@ -98,8 +99,7 @@ http_plan(void)
  * with a carriage return or line feed (a header value may hold secrets,
  * checked when they were set: this is the check at send time, which no
  * edit of the tables can get round).  Neither the value nor the secrets
- * in it are named.  The request is freed first: it lives outside any
- * transaction.
+ * in it are named.
  */
 static void
 check_single_line(OrchHttpRequest *req, const OrchStepRequest *owner)
@@ -113,7 +113,6 @@ check_single_line(OrchHttpRequest *req, const OrchStepRequest *owner)
 			bad = pnstrdup(req->headers[i], strcspn(req->headers[i], ":\r\n"));
 	if (bad == NULL)
 		return;
-	orch_http_free(req);
 	if (bad[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -181,6 +180,8 @@ build_request(SPIPlanPtr plan, Datum *args, const char *nulls, const OrchStepReq
 	req->prepared_at = GetCurrentTimestamp();
 	MemoryContextSwitchTo(old);
 	check_single_line(req, owner);
+	/* built: only now does it outlive this transaction */
+	orch_http_keep(req);
 	return req;
 }
 

@@ -271,19 +271,18 @@ check_payload(Jsonb *payload)
 /*
  * The dedupe locks: transaction-scoped advisory locks in a space of the
  * engine's own (locktag_field4 ORCH_LOCKTAG_DEDUPE_*, which
- * pg_advisory_lock never uses), keyed by the org.  A single submit takes
- * its org's lock in share mode and, exclusively, the lock of its event's
- * bucket: one of ORCH_DEDUPE_BUCKETS per org, chosen by the dedupe hash.
- * Identical events fall in the same bucket and serialise; different ones
- * rarely share one, and then only wait for each other's commit.  However
- * many events a transaction submits, it holds at most ORCH_DEDUPE_BUCKETS
- * locks per org, so the lock table never runs out.  A batch takes its
- * org's lock alone, exclusively: it waits for the org's single submits in
- * flight to end, and they for it.
+ * pg_advisory_lock never uses), keyed by the org and, for an event, by 32
+ * bits of its dedupe hash.  A single submit takes its org's lock in share
+ * mode and its event's own lock exclusively, so identical events
+ * serialise and others never wait for each other (a lock shared by
+ * unrelated events would make bulk submits deadlock).  Each distinct
+ * event is one lock until commit, so one transaction can submit only as
+ * many distinct events as the lock table holds.  A batch takes its org's
+ * lock alone, exclusively: it waits for the org's single submits in
+ * flight to end, and they for it, however many events it holds.
  */
 #define ORCH_LOCKTAG_DEDUPE_ORG 0x4f31
 #define ORCH_LOCKTAG_DEDUPE 0x4f32
-#define ORCH_DEDUPE_BUCKETS 256
 
 static uint32
 org_key(Datum org_id)
@@ -304,10 +303,12 @@ static void
 dedupe_lock(Datum org_id, Datum hash)
 {
 	LOCKTAG		tag;
-	uint32		bucket = DatumGetUInt32(hash_any(DatumGetUUIDP(hash)->data, UUID_LEN)) % ORCH_DEDUPE_BUCKETS;
+	uint32		event_key;
 
+	/* the hash is an md5: any 32 bits of it are as good as any other */
+	memcpy(&event_key, DatumGetUUIDP(hash)->data, sizeof(event_key));
 	dedupe_org_lock(org_id, false);
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, org_key(org_id), bucket, ORCH_LOCKTAG_DEDUPE);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, org_key(org_id), event_key, ORCH_LOCKTAG_DEDUPE);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 

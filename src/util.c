@@ -3,7 +3,9 @@
  * util.c
  *	  Small helpers shared by several files: kept SPI plans and their
  *	  arguments, running code in a subtransaction, reading fields of a
- *	  jsonb object, and evaluating a jsonpath as a condition.
+ *	  jsonb object, bounding the nesting of user JSON
+ *	  (orchestrator.max_json_depth), and evaluating a jsonpath as a
+ *	  condition.
  *
  * Nothing here touches orchestrator tables or holds state.
  *

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The background worker: registration and the main loop, nothing else.
+ *	  The background worker: registration, connecting (and waiting for a
+ *	  missing database), and the main loop.
  *
  * orchestrator.workers identical workers connect to orchestrator.database.
  * Each loop pass: claim a batch (claim.c) in one short transaction, then
@@ -114,8 +115,9 @@ orch_worker_register(void)
 
 /*
  * note_connect_failure records, as a worker exits, that it never connected
- * to its database (it does not exist: InitPostgres raised FATAL), so that
- * the postmaster's restart a second later waits for the database instead.
+ * to its database (InitPostgres raised FATAL: it does not exist, or does
+ * not accept connections), so that the postmaster's restart a second later
+ * waits for the database instead.
  */
 static void
 note_connect_failure(int code, Datum arg)
@@ -124,12 +126,15 @@ note_connect_failure(int code, Datum arg)
 }
 
 /*
- * database_exists reads pg_database, a shared catalog, from a process
- * connected to no database: a plain heap scan, as the autovacuum launcher
- * does (an index would need pg_class, which such a process cannot read).
+ * database_accepts_connections says whether the database exists and may
+ * be connected to (not datallowconn = false, not left invalid by an
+ * interrupted DROP DATABASE).  It reads pg_database, a shared catalog,
+ * from a process connected to no database: a plain heap scan, as the
+ * autovacuum launcher does (an index would need pg_class, which such a
+ * process cannot read).
  */
 static bool
-database_exists(const char *name)
+database_accepts_connections(const char *name)
 {
 	Relation	rel;
 	TableScanDesc scan;
@@ -140,7 +145,12 @@ database_exists(const char *name)
 	rel = table_open(DatabaseRelationId, AccessShareLock);
 	scan = table_beginscan_catalog(rel, 0, NULL);
 	while (!found && (tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-		found = (strcmp(NameStr(((Form_pg_database) GETSTRUCT(tup))->datname), name) == 0);
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		found = (strcmp(NameStr(db->datname), name) == 0 &&
+				 db->datallowconn && db->datconnlimit != DATCONNLIMIT_INVALID_DB);
+	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
@@ -151,9 +161,10 @@ database_exists(const char *name)
  * wait_for_database runs instead of the worker after a failed connection:
  * connected to no database, it looks for orchestrator.database in the
  * shared catalog, after 1 s, then 2 and 4, then every 5 s.  It says
- * so once, with what to do; when the database exists, it exits so that
- * the postmaster starts the worker again, which then connects.  So a
- * missing database costs one FATAL and one warning, not one a second.
+ * so once, with what to do; when the database exists and accepts
+ * connections, it exits so that the postmaster starts the worker again,
+ * which then connects.  So a missing database costs one FATAL and one
+ * warning, not one a second.
  */
 static void
 wait_for_database(void)
@@ -163,7 +174,7 @@ wait_for_database(void)
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("orchestrator worker");
 	ereport(WARNING,
-			(errmsg("orchestrator worker %d waits for database \"%s\", which does not exist",
+			(errmsg("orchestrator worker %d waits for database \"%s\", which does not exist or does not accept connections",
 					worker_index + 1, orch_database),
 			 errhint("Create the database and the extension in it, or set orchestrator.database and restart the server. "
 					 "The worker looks for it every few seconds and logs nothing more until it connects.")));
@@ -180,10 +191,10 @@ wait_for_database(void)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (database_exists(orch_database))
+		if (database_accepts_connections(orch_database))
 		{
 			ereport(LOG,
-					(errmsg("orchestrator worker %d found database \"%s\" and restarts to connect to it",
+					(errmsg("orchestrator worker %d found database \"%s\" accepting connections and restarts to connect to it",
 							worker_index + 1, orch_database)));
 			orch_shmem_set_connect_failed(worker_index, false);
 			proc_exit(1);
@@ -381,7 +392,8 @@ claim_batch(OrchClaimedJob *jobs, int room, TimestampTz *next_wakeup, bool *cont
 
 	/*
 	 * A claim need not be durable: lost in a crash, it leaves the job
-	 * pending, as it was, or leased to a dead worker until the lease lapses.
+	 * pending, as it was, or leased to a dead worker, whose jobs the next
+	 * worker to start takes back at once (claim.c).
 	 * So the claim commits without waiting for its WAL flush; the run
 	 * transaction that follows commits synchronously and flushes both.
 	 */

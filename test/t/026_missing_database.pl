@@ -5,7 +5,8 @@
 # connect once (the server's FATAL), warns once and then waits for the
 # database, connected to none, without logging again; once the database
 # exists the workers connect and run jobs there.  A database without the
-# extension gets one warning per worker, not one per claim.
+# extension gets one warning per worker, not one per claim; one that
+# refuses connections is waited for in the same way.
 use strict;
 use warnings;
 
@@ -61,6 +62,24 @@ $log = slurp_file($node->logfile);
 is(scalar @fatal, 2, 'still only the first two FATALs');
 my @noext = ($log =~ /finds no extension "orchestrator"/g);
 is(scalar @noext, 2, 'and one "no extension" warning per worker');
+
+# a database that exists but refuses connections is no loop either: the
+# workers, stopped and started again, fail once each and wait
+$node->safe_psql('postgres', 'ALTER DATABASE later ALLOW_CONNECTIONS false');
+my $log_offset = -s $node->logfile;
+$node->safe_psql('postgres',
+	"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'"
+		  . " AND datname IS NULL AND now() - backend_start > interval '6 seconds'", '2'),
+	'with connections refused, the two workers wait, connected to no database');
+$log = slurp_file($node->logfile, $log_offset);
+@fatal = ($log =~ /FATAL:  database "later" is not currently accepting connections/g);
+is(scalar @fatal, 2, 'one FATAL per worker, not one every two seconds');
+$node->safe_psql('postgres', 'ALTER DATABASE later ALLOW_CONNECTIONS true');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'orchestrator worker' AND datname = 'later'", '2'),
+	'once it accepts connections, both workers connect');
 
 $node->stop;
 done_testing();
