@@ -40,13 +40,14 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
-#include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -70,6 +71,23 @@
 
 PG_FUNCTION_INFO_V1(orch_submit_event);
 PG_FUNCTION_INFO_V1(orch_submit_events);
+PG_FUNCTION_INFO_V1(orch_dedupe_bucket_sql);
+
+/*
+ * A dedupe lookup probes two buckets of the dedupe index (job_state.sql),
+ * $4 and $5, each with the org, the bucket and the hash all equal: an
+ * index lookup whatever the table's size or statistics (with the buckets
+ * as an array the planner may make the bucket a filter, and scan all of
+ * the org's events).  dedupe_probe runs it for each pair of buckets the
+ * window spans, newest first: one pair for windows up to five minutes.
+ */
+#define DEDUPE_BRANCH(cols, hash_cond, bucket) \
+	"SELECT " cols " FROM orchestrator.event_log e" \
+	" WHERE e.org_id = $1 AND orchestrator.dedupe_bucket(e.created_at) = " bucket " AND " hash_cond \
+	"   AND e.outcome IN ('accepted', 'deferred')" \
+	"   AND e.created_at > pg_catalog.now() - pg_catalog.make_interval(secs => $3 / 1000.0)"
+#define DEDUPE_PAIR(cols, hash_cond) \
+	"(" DEDUPE_BRANCH(cols, hash_cond, "$4") " UNION ALL " DEDUPE_BRANCH(cols, hash_cond, "$5") ") d"
 
 static SPIPlanPtr gate_plan = NULL;
 static SPIPlanPtr parent_gate_plan = NULL;
@@ -128,15 +146,12 @@ prepare_plans(void)
 	}
 	if (dedupe_plan == NULL)
 	{
-		Oid			types[3] = {UUIDOID, UUIDOID, FLOAT8OID};
+		Oid			types[5] = {UUIDOID, UUIDOID, FLOAT8OID, INT8OID, INT8OID};
 
 		dedupe_plan = orch_prepare_kept(
-			"SELECT e.job_id FROM orchestrator.event_log e"
-			" WHERE e.org_id = $1 AND e.dedupe_hash = $2"
-			"   AND e.outcome IN ('accepted', 'deferred')"
-			"   AND e.created_at > pg_catalog.now() - pg_catalog.make_interval(secs => $3 / 1000.0)"
-			" ORDER BY e.created_at DESC LIMIT 1",
-			3, types);
+			"SELECT d.job_id FROM " DEDUPE_PAIR("e.job_id, e.created_at", "e.dedupe_hash = $2")
+			" ORDER BY d.created_at DESC LIMIT 1",
+			5, types);
 	}
 	if (log_plan == NULL)
 	{
@@ -313,16 +328,125 @@ dedupe_lock(Datum org_id, Datum hash)
 }
 
 /*
+ * dedupe_bucket: the five-minute slot of Unix time of a submit time, the
+ * dedupe index's key after the org.
+ */
+#define ORCH_DEDUPE_BUCKET_USECS INT64CONST(300000000)
+
+static int64
+dedupe_bucket(TimestampTz t)
+{
+	int64		unix_us = t + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+
+	/* floor division, as the SQL function's floor() */
+	return unix_us >= 0 ? unix_us / ORCH_DEDUPE_BUCKET_USECS
+		: -((-unix_us + ORCH_DEDUPE_BUCKET_USECS - 1) / ORCH_DEDUPE_BUCKET_USECS);
+}
+
+/*
+ * orchestrator.dedupe_bucket(timestamptz): the dedupe index's first key
+ * after the org.  In C, not SQL, so the planner never inlines it and the
+ * lookups' expression is the index's own.
+ */
+Datum
+orch_dedupe_bucket_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(dedupe_bucket(PG_GETARG_TIMESTAMPTZ(0)));
+}
+
+/*
+ * dedupe_probe runs a dedupe lookup (args[0..2] set by the caller) for
+ * each pair of buckets from the window's start to the wall clock (which an
+ * identical event committed by a transaction younger than this one may be
+ * stamped past), newest first, with a snapshot taken now.  found is called
+ * with each pair's rows, and says whether to stop.
+ */
+static void
+dedupe_probe(SPIPlanPtr plan, Datum *args, bool (*found) (void *arg), void *arg)
+{
+	int64		from = dedupe_bucket(GetCurrentTransactionStartTimestamp() -
+									 (int64) orch_dedupe_window_ms * 1000);
+
+	for (int64 b = dedupe_bucket(GetCurrentTimestamp()); b >= from; b -= 2)
+	{
+		int			ret;
+
+		args[3] = Int64GetDatum(b);
+		args[4] = Int64GetDatum(b - 1);
+		ret = orch_execute_keyed(plan, args, NULL, true, 0, GetLatestSnapshot());
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "orchestrator dedupe query failed: %s", SPI_result_code_string(ret));
+		if (found(arg))
+			return;
+	}
+}
+
+/* for find_duplicate: the newest identical event's job, if a pair has one */
+typedef struct FoundJob
+{
+	bool		found;
+	pg_uuid_t	job_id;
+} FoundJob;
+
+static bool
+found_one(void *arg)
+{
+	FoundJob   *f = arg;
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_processed == 0)
+		return false;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return false;
+	memcpy(&f->job_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+	f->found = true;
+	return true;
+}
+
+/* a dedupe hash taken, and the job that took it */
+typedef struct TakenHash
+{
+	unsigned char hash[UUID_LEN];
+	pg_uuid_t	job_id;
+} TakenHash;
+
+/*
+ * for orch_submit_events: each hash's newest earlier event (the pairs come
+ * newest first, so a hash already taken keeps its job); never stops early
+ */
+static bool
+found_many(void *arg)
+{
+	HTAB	   *taken = arg;
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		bool		had;
+		Datum		h = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		job = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
+		TakenHash  *t;
+
+		if (isnull)
+			continue;
+		t = hash_search(taken, DatumGetUUIDP(h)->data, HASH_ENTER, &had);
+		if (!had)
+			memcpy(&t->job_id, DatumGetUUIDP(job), sizeof(pg_uuid_t));
+	}
+	return false;
+}
+
+/*
  * find_duplicate takes the dedupe lock and looks for an earlier identical
  * event inside the window.  Returns true and the earlier job's id if found.
  */
 static bool
 find_duplicate(Datum org_id, Datum hash, pg_uuid_t *job_id)
 {
-	Datum		args[3];
-	int			ret;
-	Datum		d;
-	bool		isnull;
+	Datum		args[5];
+	FoundJob	f = {false};
 
 	if (orch_dedupe_window_ms <= 0)
 		return false;
@@ -330,24 +454,17 @@ find_duplicate(Datum org_id, Datum hash, pg_uuid_t *job_id)
 	dedupe_lock(org_id, hash);
 	args[0] = org_id;
 	args[1] = hash;
+	args[2] = Float8GetDatum((double) orch_dedupe_window_ms);
 
 	/*
-	 * Look with a fresh snapshot taken after the lock: under REPEATABLE READ
-	 * or SERIALIZABLE the transaction's own snapshot predates the commit of
-	 * an identical event we just waited for.
+	 * Look with a fresh snapshot taken after the lock (dedupe_probe): under
+	 * REPEATABLE READ or SERIALIZABLE the transaction's own snapshot
+	 * predates the commit of an identical event we just waited for.
 	 */
-	args[2] = Float8GetDatum((double) orch_dedupe_window_ms);
-	ret = orch_execute_keyed(dedupe_plan, args, NULL, true, 1, GetLatestSnapshot());
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "orchestrator dedupe query failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
-		return false;
-
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (isnull)
-		return false;
-	memcpy(job_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
-	return true;
+	dedupe_probe(dedupe_plan, args, found_one, &f);
+	if (f.found)
+		*job_id = f.job_id;
+	return f.found;
 }
 
 Datum
@@ -494,12 +611,6 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, rnulls)));
 }
 
-/* a dedupe hash taken, and the job that took it */
-typedef struct TakenHash
-{
-	unsigned char hash[UUID_LEN];
-	pg_uuid_t	job_id;
-} TakenHash;
 
 /*
  * orch_submit_events(type, source, org_id, user_ids, payloads, dedupe_keys):
@@ -595,7 +706,7 @@ orch_submit_events(PG_FUNCTION_ARGS)
 	{
 		Oid			types[2] = {UUIDOID, TEXTOID};
 		Oid			utypes[5] = {UUIDOID, UUIDARRAYOID, TEXTOID, JSONBARRAYOID, TEXTARRAYOID};
-		Oid			dtypes[3] = {UUIDOID, UUIDARRAYOID, FLOAT8OID};
+		Oid			dtypes[5] = {UUIDOID, UUIDARRAYOID, FLOAT8OID, INT8OID, INT8OID};
 
 		org_gate_plan = orch_prepare_kept(
 			"SELECT EXISTS (SELECT 1 FROM orchestrator.org_source o WHERE o.id = $1),"
@@ -620,12 +731,10 @@ orch_submit_events(PG_FUNCTION_ARGS)
 			" ORDER BY v.n",
 			5, utypes);
 		dedupe_many_plan = orch_prepare_kept(
-			"SELECT DISTINCT ON (e.dedupe_hash) e.dedupe_hash, e.job_id FROM orchestrator.event_log e"
-			" WHERE e.org_id = $1 AND e.dedupe_hash = ANY ($2)"
-			"   AND e.outcome IN ('accepted', 'deferred')"
-			"   AND e.created_at > pg_catalog.now() - pg_catalog.make_interval(secs => $3 / 1000.0)"
-			" ORDER BY e.dedupe_hash, e.created_at DESC",
-			3, dtypes);
+			"SELECT DISTINCT ON (d.dedupe_hash) d.dedupe_hash, d.job_id FROM "
+			DEDUPE_PAIR("e.dedupe_hash, e.job_id, e.created_at", "e.dedupe_hash = ANY ($2)")
+			" ORDER BY d.dedupe_hash, d.created_at DESC",
+			5, dtypes);
 	}
 
 	/* the org's checks, once */
@@ -712,27 +821,14 @@ orch_submit_events(PG_FUNCTION_ARGS)
 				hashes[nh++] = b.dedupe_hashes[i];
 		if (nh > 0)
 		{
-			Datum		args[3];
+			Datum		args[5];
 
 			dedupe_org_lock(org_id, true);
 			args[0] = org_id;
 			args[1] = orch_array_of(hashes, NULL, nh, UUIDOID);
 			args[2] = Float8GetDatum((double) orch_dedupe_window_ms);
 			/* a snapshot taken after the lock, as orch_submit_event's */
-			ret = orch_execute_keyed(dedupe_many_plan, args, NULL, true, 0, GetLatestSnapshot());
-			if (ret != SPI_OK_SELECT)
-				elog(ERROR, "orchestrator dedupe query failed: %s", SPI_result_code_string(ret));
-			for (uint64 r = 0; r < SPI_processed; r++)
-			{
-				Datum		h = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
-				Datum		job = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
-				TakenHash  *t;
-
-				if (isnull)
-					continue;
-				t = hash_search(taken, DatumGetUUIDP(h)->data, HASH_ENTER, NULL);
-				memcpy(&t->job_id, DatumGetUUIDP(job), sizeof(pg_uuid_t));
-			}
+			dedupe_probe(dedupe_many_plan, args, found_many, taken);
 		}
 	}
 	for (int i = 0; i < n; i++)

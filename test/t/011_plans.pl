@@ -30,6 +30,8 @@ is($node->safe_psql('postgres', q{SELECT sum(reltuples)::int FROM pg_class
 my $scans = q{SELECT string_agg(relname || '=' || seq_scan, ' ' ORDER BY relname) FROM pg_stat_user_tables
 	WHERE schemaname = 'orchestrator' AND relname IN ('sequence_jobs', 'event_log', 'step_history')};
 my $before = $node->safe_psql('postgres', $scans);
+my $dedupe_read = q{SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'event_log_dedupe'};
+my $dedupe_before = $node->safe_psql('postgres', $dedupe_read);
 
 # one session: 300 submits, one statement each (the kept plans go generic
 # after five runs), a duplicate of each, then claims and runs in batches of 20
@@ -59,6 +61,11 @@ $node->safe_psql('postgres', 'CREATE EXTENSION pageinspect');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM generate_series(0, pg_relation_size('orchestrator.sequence_jobs') / 8192 - 1) b,
 	heap_page_items(get_raw_page('orchestrator.sequence_jobs', b::int)) WHERE t_infomask & 4096 <> 0}),
 	'0', 'no job row version has a MultiXact as its xmax');
+# each dedupe lookup reads the entries of its own org, bucket and hash,
+# not every event of the org: 320 lookups among up to 320 events read
+# about 20 entries (the duplicates), not tens of thousands
+cmp_ok($node->safe_psql('postgres', $dedupe_read) - $dedupe_before, '<=', 40,
+	'the dedupe lookups read only matching index entries');
 cmp_ok($node->safe_psql('postgres', q{SELECT sum(idx_scan) FROM pg_stat_user_tables
 	WHERE schemaname = 'orchestrator' AND relname IN ('sequence_jobs', 'event_log')}), '>', 600,
 	'their rows were found through indexes');
