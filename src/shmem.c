@@ -1,14 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *	  Shared memory: the registry of running workers and their latches,
- *	  and whether each worker's last connection attempt failed.
+ *	  Shared memory: the registry of running workers, their latches and
+ *	  work flags, and whether each worker's last connection attempt failed.
  *
  * One slot per configured worker holds the pgprocno of the process running
  * it, or -1.  A worker writes its own slot when it starts and clears it when
  * it exits; any backend reads the slots to set latches.  A stale slot can
  * only cause a spurious latch set on some other process, which is harmless,
  * so no lock is taken on the wake path: it costs one SetLatch per worker.
+ * Before setting a latch the waker raises the worker's "work" flag: the
+ * latch is also set by PostgreSQL itself (a signal to catch up with the
+ * shared invalidation queue, which an idle backend gets when others
+ * change catalogs), and a worker claims only when its flag says so.
  *
  * A second flag per slot says that the worker's last attempt to connect to
  * orchestrator.database failed (the database does not exist), so the next
@@ -21,6 +25,7 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -34,6 +39,7 @@ typedef struct OrchShared
 {
 	volatile int procno[ORCH_MAX_WORKERS];
 	volatile bool connect_failed[ORCH_MAX_WORKERS];
+	pg_atomic_uint32 work[ORCH_MAX_WORKERS];
 } OrchShared;
 
 static OrchShared *orch_shared = NULL;
@@ -82,6 +88,7 @@ orch_shmem_startup(void)
 		{
 			orch_shared->procno[i] = -1;
 			orch_shared->connect_failed[i] = false;
+			pg_atomic_init_u32(&orch_shared->work[i], 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -103,6 +110,18 @@ orch_shmem_unregister_worker(int index)
 {
 	if (orch_shared && orch_shared->procno[index] == MyProc->pgprocno)
 		orch_shared->procno[index] = -1;
+}
+
+/*
+ * orch_shmem_take_work says whether worker index was woken for work since
+ * it last asked, and lowers its flag.  Call it after ResetLatch.
+ */
+bool
+orch_shmem_take_work(int index)
+{
+	if (orch_shared == NULL)
+		return true;
+	return pg_atomic_exchange_u32(&orch_shared->work[index], 0) != 0;
 }
 
 /*
@@ -138,6 +157,10 @@ orch_shmem_wake_all(void)
 		int			procno = orch_shared->procno[i];
 
 		if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
+		{
+			/* the flag first: SetLatch is a barrier, and the worker reads it after ResetLatch */
+			pg_atomic_write_u32(&orch_shared->work[i], 1);
 			SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+		}
 	}
 }

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.h
- *	  Shared memory: the registry of running workers and their latches, and
- *	  failed connection attempts (shmem.c).
+ *	  Shared memory: the registry of running workers, their latches and work
+ *	  flags, and failed connection attempts (shmem.c).
  *
  * src/shmem.h
  *
@@ -18,6 +18,7 @@ extern void orch_shmem_init(void);
 extern void orch_shmem_register_worker(int index);
 extern void orch_shmem_unregister_worker(int index);
 extern void orch_shmem_wake_all(void);
+extern bool orch_shmem_take_work(int index);
 extern bool orch_shmem_connect_failed(int index);
 extern void orch_shmem_set_connect_failed(int index, bool failed);
 

@@ -41,19 +41,7 @@
 SPIPlanPtr
 orch_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
-	return orch_prepare_kept_opts(sql, nargs, argtypes, 0);
-}
-
-/*
- * orch_prepare_kept_opts is orch_prepare_kept with cursor options:
- * CURSOR_OPT_GENERIC_PLAN for a statement whose generic plan the plan
- * cache would otherwise judge against custom ones and re-plan at every
- * call (one with an array parameter, whose size it cannot know).
- */
-SPIPlanPtr
-orch_prepare_kept_opts(const char *sql, int nargs, Oid *argtypes, int cursor_options)
-{
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));

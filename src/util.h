@@ -50,7 +50,6 @@ extern void orch_arg_int(OrchArgs *a, int n, int v);
 extern void orch_arg_time(OrchArgs *a, int n, TimestampTz t);
 
 extern SPIPlanPtr orch_prepare_kept(const char *sql, int nargs, Oid *argtypes);
-extern SPIPlanPtr orch_prepare_kept_opts(const char *sql, int nargs, Oid *argtypes, int cursor_options);
 extern int	orch_execute_keyed(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long count,
 							   Snapshot snapshot);
 extern ErrorData *orch_in_subxact(void (*fn) (void *arg), void *arg);

@@ -345,7 +345,9 @@ orch_worker_main(Datum main_arg)
 			if (events[i].events & WL_LATCH_SET)
 			{
 				ResetLatch(MyLatch);
-				need_claim = true;
+				/* woken for work, not by a signal of PostgreSQL's own */
+				if (orch_shmem_take_work(worker_index))
+					need_claim = true;
 			}
 		}
 		/* let curl act on ready sockets and its timer; collect finished requests */
