@@ -104,25 +104,18 @@ http_plan(void)
 static void
 check_single_line(OrchHttpRequest *req, const OrchStepRequest *owner)
 {
-	const char *bad = NULL;
-
 	if (strpbrk(req->url, "\r\n") != NULL)
-		bad = "";
-	for (int i = 0; bad == NULL && i < req->nheaders; i++)
-		if (strpbrk(req->headers[i], "\r\n") != NULL)
-			bad = pnstrdup(req->headers[i], strcspn(req->headers[i], ":\r\n"));
-	if (bad == NULL)
-		return;
-	if (bad[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the URL of endpoint \"%s\" contains a line break; the request was not sent",
 						owner->endpoint)));
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("header \"%s\" of endpoint \"%s\" contains a line break; the request was not sent",
-					bad, owner->endpoint),
-			 errhint("Set the secrets it uses again with orch_set_secret, which refuses line breaks.")));
+	for (int i = 0; i < req->nheaders; i++)
+		if (strpbrk(req->headers[i], "\r\n") != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("header \"%.*s\" of endpoint \"%s\" contains a line break; the request was not sent",
+							(int) strcspn(req->headers[i], ":\r\n"), req->headers[i], owner->endpoint),
+					 errhint("Set the secrets it uses again with orch_set_secret, which refuses line breaks.")));
 }
 
 /*

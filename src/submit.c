@@ -329,7 +329,7 @@ dedupe_lock(Datum org_id, Datum hash)
 
 /*
  * dedupe_bucket: the five-minute slot of Unix time of a submit time, the
- * dedupe index's key after the org.
+ * dedupe index's key after the org (SQL: orchestrator.dedupe_bucket).
  */
 #define ORCH_DEDUPE_BUCKET_USECS INT64CONST(300000000)
 
@@ -338,15 +338,15 @@ dedupe_bucket(TimestampTz t)
 {
 	int64		unix_us = t + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
 
-	/* floor division, as the SQL function's floor() */
+	/* floor division: times before 1970 fall in the slot below */
 	return unix_us >= 0 ? unix_us / ORCH_DEDUPE_BUCKET_USECS
 		: -((-unix_us + ORCH_DEDUPE_BUCKET_USECS - 1) / ORCH_DEDUPE_BUCKET_USECS);
 }
 
 /*
- * orchestrator.dedupe_bucket(timestamptz): the dedupe index's first key
- * after the org.  In C, not SQL, so the planner never inlines it and the
- * lookups' expression is the index's own.
+ * orchestrator.dedupe_bucket(timestamptz): dedupe_bucket for the index and
+ * the lookups.  In C, not SQL, so the planner never inlines it and the
+ * lookups' expression stays the index's own.
  */
 Datum
 orch_dedupe_bucket_sql(PG_FUNCTION_ARGS)
@@ -423,13 +423,14 @@ found_many(void *arg)
 
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
-		bool		isnull;
+		bool		no_hash;
+		bool		no_job;
 		bool		had;
-		Datum		h = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
-		Datum		job = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
+		Datum		h = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &no_hash);
+		Datum		job = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &no_job);
 		TakenHash  *t;
 
-		if (isnull)
+		if (no_hash || no_job)
 			continue;
 		t = hash_search(taken, DatumGetUUIDP(h)->data, HASH_ENTER, &had);
 		if (!had)

@@ -57,6 +57,7 @@ our @EXPORT = qw(
   submit_job wait_job_status wait_step_blocked
   start_standin stop_standin control
   standin_reset standin_behave standin_requests standin_stats
+  wait_standin_in_flight
 );
 
 # the org and the user the tests submit events as
@@ -330,5 +331,26 @@ sub standin_requests
 }
 
 sub standin_stats { return control('GET', '/_control/stats'); }
+
+=head2 wait_standin_in_flight(N)
+
+Polls (bounded by the test timeout) until the stand-in holds at least N
+requests in flight; returns its last stats, for the caller to assert on.
+
+=cut
+
+sub wait_standin_in_flight
+{
+	my ($n) = @_;
+	my $stats;
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (time() < $deadline)
+	{
+		$stats = standin_stats();
+		last if $stats->{in_flight} >= $n;
+		usleep(20_000);
+	}
+	return $stats;
+}
 
 1;

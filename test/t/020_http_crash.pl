@@ -16,7 +16,7 @@ use FindBin;
 use lib "$FindBin::Bin/..";
 
 use JSON::PP;
-use Time::HiRes qw(time usleep);
+use Time::HiRes qw(time);
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -80,14 +80,7 @@ is($node->safe_psql('postgres', 'SELECT count(job_id), count(DISTINCT job_id) FR
 	"$njobs|$njobs", "$njobs events accepted, one job each");
 
 # wait (bounded) until all 50 requests are being handled by the stand-in
-my $stats;
-my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
-while (time() < $deadline)
-{
-	$stats = standin_stats();
-	last if $stats->{in_flight} >= $njobs;
-	usleep(20_000);
-}
+my $stats = wait_standin_in_flight($njobs);
 is($stats->{in_flight}, $njobs, "$njobs requests in flight at the stand-in at once");
 is($stats->{requests}, $njobs, 'and no other request was made');
 is( $node->safe_psql(

@@ -13,7 +13,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/..";
 
-use Time::HiRes qw(time usleep);
+use Time::HiRes qw(time);
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -83,9 +83,7 @@ is( $node->safe_psql('postgres', qq{
 SELECT string_agg(DISTINCT r.outcome, ',') FROM orchestrator.slack_pending_actions a, orch_resolve_approval(a.id, 'approve') r
 WHERE a.status = 'pending'}),
 	'resolved', 'every approval resolved');
-my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
-while (time() < $deadline && standin_stats()->{in_flight} < $njobs) { usleep(20_000); }
-is(standin_stats()->{in_flight}, $njobs, "$njobs approved sends in flight");
+is(wait_standin_in_flight($njobs)->{in_flight}, $njobs, "$njobs approved sends in flight");
 standin_behave($path, mode => 'ok');
 
 my $killed_at = time();

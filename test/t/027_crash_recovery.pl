@@ -17,7 +17,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/..";
 
-use Time::HiRes qw(time usleep);
+use Time::HiRes qw(time);
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -58,15 +58,7 @@ standin_behave($path, mode => 'hang', times => $n);
 $node->safe_psql('postgres',
 	"SELECT orch_submit_event('rec_http', 'test', '$ORG', '$USER', jsonb_build_object('n', n)) FROM generate_series(1, $n) n"
 );
-my $stats;
-my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
-while (time() < $deadline)
-{
-	$stats = standin_stats();
-	last if $stats->{in_flight} >= $n;
-	usleep(20_000);
-}
-is($stats->{in_flight}, $n, "$n requests in flight");
+is(wait_standin_in_flight($n)->{in_flight}, $n, "$n requests in flight");
 
 # then 50 sql jobs, claimed in one batch, the first blocked in its step
 my $holder = $node->background_psql('postgres');
@@ -86,7 +78,7 @@ SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'orchestrator wor
 # the claims must be durable for the restarted worker to find them leased
 $node->safe_psql('postgres', 'CHECKPOINT');
 
-my @old_pids = split /\n/, $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'orchestrator worker'");
+my @old_pids = split /\n/, worker_pid($node);
 my $worker_pid = $old_pids[0];
 my $log_offset = -s $node->logfile;
 ok(kill('KILL', $worker_pid), 'SIGKILL to a worker');
