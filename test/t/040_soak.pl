@@ -286,6 +286,8 @@ note($node->safe_psql('postgres',
 $node->safe_psql('postgres',
 	"COPY public.requests FROM PROGRAM 'curl -sf http://127.0.0.1:$port/_control/requests?format=tsv'");
 
+$node->safe_psql('postgres',
+	'CREATE INDEX ON public.ran (job_id); CREATE INDEX ON public.requests (job_id, step); ANALYZE');
 my $q = sub { $node->safe_psql('postgres', $_[0]) };
 
 # ---------------------------------------------------------------------------
@@ -435,13 +437,15 @@ WHERE c.event_type = 'soak_child'
 # recovery after each kill
 # ---------------------------------------------------------------------------
 my @rec = map { [ split /\|/ ] } split /\n/, $q->(q{
+WITH le AS (SELECT id, job_id, started_at,
+                   substring(error FROM '^lease of worker pid (\d+) ended with its process')::int AS pid
+            FROM orchestrator.step_history WHERE outcome = 'lease_expired')
 SELECT k.k, k.in_flight, count(h.id),
        COALESCE(round(extract(epoch FROM max(h.started_at) - k.ready_at) * 1000), 0),
        COALESCE(round(extract(epoch FROM max(nxt.finished_at) - k.ready_at) * 1000), 0)
 FROM public.kills k
-LEFT JOIN orchestrator.step_history h
-       ON h.outcome = 'lease_expired' AND h.started_at >= k.ready_at
-      AND substring(h.error FROM '^lease of worker pid (\d+) ended with its process')::int = ANY (k.dead_pids)
+LEFT JOIN le h ON h.started_at >= k.ready_at AND h.pid = ANY (k.dead_pids)
+      AND h.started_at < COALESCE((SELECT min(k2.ready_at) FROM public.kills k2 WHERE k2.k > k.k), 'infinity')
 LEFT JOIN LATERAL (SELECT min(n.finished_at) AS finished_at FROM orchestrator.step_history n
                    WHERE n.job_id = h.job_id AND n.id > h.id AND n.kind IN ('sql', 'http', 'notify', 'approval', 'engine')) nxt ON true
 GROUP BY k.k, k.in_flight, k.ready_at ORDER BY k.k});
