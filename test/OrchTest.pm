@@ -246,11 +246,12 @@ my $json = JSON::PP->new->canonical;
 my $standin_py = $ENV{ORCH_STANDIN}
   || File::Spec->rel2abs(dirname(__FILE__) . '/standin.py');
 
-=head2 start_standin()
+=head2 start_standin(%opt)
 
 Starts test/standin.py (or $ENV{ORCH_STANDIN}) on a free loopback port and
 waits (bounded) for its port file; bails out if it does not come up.
-Returns its base URL (http://127.0.0.1:PORT) and the port.
+Returns its base URL (http://127.0.0.1:PORT) and the port.  %opt: lean
+(true: start it with --lean, recording only what a long soak needs).
 
 =head2 stop_standin()
 
@@ -260,9 +261,10 @@ Sends it SIGTERM, waits for it, returns its exit status.
 
 sub start_standin
 {
+	my (%opt) = @_;
 	my $tmp = PostgreSQL::Test::Utils::tempdir;
 	$standin = IPC::Run::start(
-		[ 'python3', $standin_py, '--port', '0', '--port-file', "$tmp/port" ],
+		[ 'python3', $standin_py, '--port', '0', '--port-file', "$tmp/port", ($opt{lean} ? ('--lean') : ()) ],
 		'<', \undef, '>', \$standin_out, '2>', \$standin_err);
 	my $port;
 	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;

@@ -11,7 +11,7 @@ Python 3.11 standard library only.
 
 CLI
 ===
-    python3 test/standin.py [--port P] [--bind 127.0.0.1] [--port-file FILE]
+    python3 test/standin.py [--port P] [--bind 127.0.0.1] [--port-file FILE] [--lean]
 
     --port P          TCP port; 0 (the default) lets the kernel pick a free one.
     --bind ADDR       address to listen on (default 127.0.0.1).
@@ -19,6 +19,12 @@ CLI
                       newline) to FILE.tmp and rename it to FILE, so a reader
                       never sees a partial file.  The file is left in place on
                       exit.
+    --lean            record less of each request, for long soak runs: of the
+                      headers only Idempotency-Key, and of a JSON object body
+                      only its "sequence_job_id" and "step" (a body that is not
+                      an object is recorded as null).  Everything else about a
+                      request (seq, path, times, status, client) is recorded as
+                      usual.  Answers are the same as without it.
 
 After binding (the socket already accepts connections at that point) it
 prints exactly "listening on <port>" to stdout and flushes.  It exits with
@@ -179,6 +185,11 @@ POST /_control/behave
       delay_ms  sleep this long (after reading the request body) before
                 acting; for "close" it delays the close.  Ignored by "hang".
       headers   object of extra response headers, added to whatever is sent.
+      every     N >= 1: apply the behaviour to every N-th request to the path
+                only (the N-th, 2N-th, ... since the behaviour was set); the
+                others get the path's default behaviour.  With "times", only
+                the requests it applies to use up a use.  A deterministic
+                "fail a share of the requests": every 5 = 20 %.
     Modes:
       ok        the default behaviour of the path (useful with delay_ms).
       status    respond with "status" (required, 100-599) and
@@ -199,6 +210,9 @@ POST /_control/behave
       close     close the connection without sending anything.
     With "times", each request that arrives while uses remain consumes one use
     at the moment its headers have been read.
+    Example: {"path": "/functions/v1/x", "mode": "status", "status": 500,
+    "every": 7} answers 500 to the 7th, 14th, ... request and normally to
+    the others.
 
 GET /_control/behave
     Current behaviours: {"<path>": {mode, options..., "remaining": N|null}}.
@@ -207,9 +221,17 @@ POST /_control/reset
     Clears all behaviours, recorded requests and stats (the request seq
     starts again from 1).  Replies {"ok": true}.
 
-GET /_control/requests[?path=/functions/v1/x][&since=N]
+GET /_control/requests[?path=/functions/v1/x][&since=N][&format=tsv]
     JSON list of recorded requests in arrival order (optionally only those
-    for that exact path, and/or only those with seq > N):
+    for that exact path, and/or only those with seq > N).  With format=tsv,
+    the same requests as text/tab-separated-values instead, one a line, in
+    PostgreSQL's COPY text format (NULL as \\N; tabs, newlines and
+    backslashes in values replaced by spaces and "/"), with the columns
+      seq, path, status, started, finished, idempotency-key header,
+      body.sequence_job_id, body.step
+    (the last two NULL unless the body is a JSON object with them as
+    strings), so a test can load thousands of requests into a table with
+    COPY ... FROM PROGRAM 'curl ...'.  Each record:
       {"seq": int (from 1),
        "method": "POST",
        "path": path without query string,
@@ -262,6 +284,7 @@ from urllib.parse import parse_qs, urlsplit
 
 HANG_MAX_SECONDS = 600          # "hang" mode gives up after 10 minutes
 DEFAULT_OVERSIZE = 2 * 1024 * 1024
+LEAN = False                    # --lean: record less of each request
 GARBAGE_BODY = b"<html>oops, this is not JSON</html>\n"
 STATIC_BODY = b'{"ok": true}'
 MODES = ("ok", "status", "429", "garbage", "oversize", "redirect", "json",
@@ -357,6 +380,11 @@ class State:
             beh = self.behaviours.get(path)
             if beh is None:
                 return None
+            every = beh["options"].get("every")
+            if every is not None:
+                beh["seen"] = beh.get("seen", 0) + 1
+                if beh["seen"] % every != 0:
+                    return None
             if beh["remaining"] is not None:
                 beh["remaining"] -= 1
                 if beh["remaining"] <= 0:
@@ -807,6 +835,8 @@ class Handler(BaseHTTPRequestHandler):
             k = k.lower()
             headers[k] = headers[k] + ", " + v if k in headers else v
         client = "%s:%s" % (self.client_address[0], self.client_address[1])
+        if LEAN:
+            headers = {k: v for k, v in headers.items() if k == "idempotency-key"}
         rec = self._rec = STATE.begin(self.command, path, query, headers, client)
         try:
             try:
@@ -821,6 +851,9 @@ class Handler(BaseHTTPRequestHandler):
                     parsed = json.loads(raw)
                 except ValueError:
                     parsed = raw.decode("utf-8", "replace")
+            if LEAN:
+                parsed = ({k: parsed[k] for k in ("sequence_job_id", "step") if k in parsed}
+                          if isinstance(parsed, dict) else None)
             STATE.set_body(rec, parsed)
             self._respond(path, raw, STATE.take_behaviour(path))
         finally:
@@ -958,10 +991,35 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 return self._send_json(400, {"error": "bad_since"})
             recs = STATE.snapshot_records(q.get("path", [None])[0], since)
+            if q.get("format", [None])[0] == "tsv":
+                return self._send(200, records_tsv(recs), ctype="text/tab-separated-values")
             return self._send_json(200, recs)
         if path == "/_control/stats" and self.command == "GET":
             return self._send_json(200, STATE.stats())
         return self._send_json(404, {"error": "not_found"})
+
+
+def _tsv_value(v):
+    if v is None:
+        return "\\N"
+    return (str(v).replace("\\", "/").replace("\t", " ")
+            .replace("\n", " ").replace("\r", " "))
+
+
+def records_tsv(recs):
+    """Recorded requests as COPY text format lines (see GET /_control/requests)."""
+    lines = []
+    for r in recs:
+        body = r["body"] if isinstance(r["body"], dict) else {}
+        job, step = body.get("sequence_job_id"), body.get("step")
+        lines.append("\t".join(_tsv_value(v) for v in (
+            r["seq"], r["path"], r["status"],
+            "%.6f" % r["started"],
+            None if r["finished"] is None else "%.6f" % r["finished"],
+            r["headers"].get("idempotency-key"),
+            job if isinstance(job, str) else None,
+            step if isinstance(step, str) else None)) + "\n")
+    return "".join(lines).encode("utf-8")
 
 
 def _is_int(v):
@@ -984,6 +1042,9 @@ def validate_behaviour(spec):
     times = spec.get("times")
     if times is not None and (not _is_int(times) or times < 1):
         return "bad_times", None
+    every = opts.get("every")
+    if every is not None and (not _is_int(every) or every < 1):
+        return "bad_every", None
     delay = opts.get("delay_ms")
     if delay is not None and (not isinstance(delay, (int, float))
                               or isinstance(delay, bool) or delay < 0):
@@ -1025,7 +1086,10 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--port-file")
+    ap.add_argument("--lean", action="store_true")
     args = ap.parse_args()
+    global LEAN
+    LEAN = args.lean
 
     try:
         server = Server((args.bind, args.port), Handler)
