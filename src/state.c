@@ -552,10 +552,15 @@ orch_without_transcripts(Jsonb *value)
 			skip_next = true;
 			continue;
 		}
-		if (tok == WJB_BEGIN_OBJECT || tok == WJB_END_ARRAY || tok == WJB_END_OBJECT)
-			res = pushJsonbValue(&ps, tok, NULL);
+		/*
+		 * A container's start and end carry no value: pushJsonbValue accepts
+		 * one with an array's start only for a raw scalar, which the root
+		 * check above has already returned.
+		 */
+		if (tok == WJB_KEY || tok == WJB_VALUE || tok == WJB_ELEM)
+			res = pushJsonbValue(&ps, tok, &v);
 		else
-			res = pushJsonbValue(&ps, tok, &v); /* a scalar, or an array's start */
+			res = pushJsonbValue(&ps, tok, NULL);
 	}
 	return JsonbValueToJsonb(res);
 }
