@@ -43,10 +43,11 @@ domain_char(char c)
 	return isalnum((unsigned char) c) || c == '.' || c == '-';
 }
 
+/* strchr finds a string's terminator too: '\0' is never a token character */
 static bool
 token_char(char c)
 {
-	return isalnum((unsigned char) c) || strchr("._~+/=-", c) != NULL;
+	return c != '\0' && (isalnum((unsigned char) c) || strchr("._~+/=-", c) != NULL);
 }
 
 /*
@@ -113,12 +114,11 @@ looks_like_credential(const char *s)
 }
 
 /*
- * scheme_end: at s + i an authentication scheme word (Bearer, Basic, Token)
- * followed by whitespace and a credential; returns the index just past the
- * word, or 0.
+ * scheme_word_end: at s + i an authentication scheme word (Bearer, Basic,
+ * Token) and whitespace; returns the index just past the whitespace, or 0.
  */
 static int
-scheme_end(const char *s, int i)
+scheme_word_end(const char *s, int i)
 {
 	static const char *const schemes[] = {"bearer", "basic", "token"};
 
@@ -131,17 +131,33 @@ scheme_end(const char *s, int i)
 			continue;
 		while (isspace((unsigned char) s[j]))
 			j++;
-		if (j > end && looks_like_credential(s + j))
-			return end;
+		return j > end ? j : 0;
 	}
 	return 0;
 }
 
 /*
+ * scheme_end: at s + i a scheme word followed by whitespace and a
+ * credential; returns the index just past the word, or 0.
+ */
+static int
+scheme_end(const char *s, int i)
+{
+	int			j = scheme_word_end(s, i);
+
+	if (j == 0 || !looks_like_credential(s + j))
+		return 0;
+	while (j > i && isspace((unsigned char) s[j - 1]))
+		j--;
+	return j;
+}
+
+/*
  * key_value_end: at s + i a secret-bearing key (token, access_token,
  * secret, password, api_key, authorization, ...) followed by ":" or "=" and
- * a value that is not itself a scheme word; returns the index where the
- * value starts, or 0.
+ * a value; returns the index where the value starts, or 0.  A value that
+ * opens with a scheme word ("Authorization: Bearer abc") keeps the word:
+ * what follows it is the value, however short.
  */
 static int
 key_value_end(const char *s, int i)
@@ -152,6 +168,7 @@ key_value_end(const char *s, int i)
 	for (int k = 0; k < lengthof(keys); k++)
 	{
 		int			j = i + strlen(keys[k]);
+		int			cred;
 
 		if (!word_at(s + i, keys[k]))
 			continue;
@@ -164,9 +181,10 @@ key_value_end(const char *s, int i)
 		j++;
 		while (s[j] == ' ' || s[j] == '\t' || s[j] == '"' || s[j] == '\'')
 			j++;
-		if (!value_char(s[j]) || scheme_end(s, j) > 0)
+		if (!value_char(s[j]))
 			return 0;
-		return j;
+		cred = scheme_word_end(s, j);
+		return (cred > 0 && value_char(s[cred])) ? cred : j;
 	}
 	return 0;
 }
