@@ -132,7 +132,9 @@ BEGIN
 	IF job_name IS NULL THEN
 		RAISE EXCEPTION 'job_name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF to_regnamespace('cron') IS NULL OR to_regprocedure('cron.unschedule(name)') IS NULL THEN
+	-- pg_cron up to 1.4 takes the job's name as name, from 1.5 as text
+	IF to_regnamespace('cron') IS NULL OR (to_regprocedure('cron.unschedule(name)') IS NULL
+	                                       AND to_regprocedure('cron.unschedule(text)') IS NULL) THEN
 		RAISE EXCEPTION 'pg_cron is not installed in this database'
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 			      HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, and run CREATE EXTENSION pg_cron.';

@@ -3,13 +3,38 @@
 # throwaway servers and ends with "N passed, N failed".  Run as root on a
 # fresh Debian machine: it installs what is missing, builds with -Werror,
 # installs, and runs the suites as the postgres user.
+#
+#   test/run-all.sh                   against Debian's PostgreSQL 15
+#   test/run-all.sh --cassert PREFIX  against an assert-enabled PostgreSQL 15
+#                                     installed in PREFIX (doc/testing-hardened.md)
+#   test/run-all.sh --valgrind PREFIX the crash-free suites (pg_regress,
+#                                     isolation) with every server process,
+#                                     workers included, under valgrind
+#
+# Every mode ends by reading every server log: an assertion failure (TRAP)
+# or a backend ended by a signal other than the tests' own SIGKILL is a
+# failure, and under valgrind so is any error report.
 set -uo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
 . "$src/test/lib/common.sh"
 
+mode=debian
+prefix=
+case "${1:-}" in
+	--cassert|--valgrind)
+		mode=${1#--}
+		prefix=${2:-}
+		[ -n "$prefix" ] || orch_die "$1 needs the PREFIX of an assert-enabled PostgreSQL 15"
+		;;
+	"") ;;
+	*) orch_die "usage: test/run-all.sh [--cassert PREFIX | --valgrind PREFIX]" ;;
+esac
+
 [ "$(id -u)" = 0 ] || orch_die "run as root (servers run as the postgres user)"
 orch_install_packages
+[ -n "$prefix" ] && orch_use_prefix "$prefix"
+[ "$mode" = valgrind ] && orch_install_valgrind
 orch_build_install "$src"
 
 work=$(orch_workdir "$src")
@@ -17,6 +42,20 @@ pgxs=$(dirname "$(dirname "$(dirname "$($PG_CONFIG --pgxs)")")")
 bindir=$($PG_CONFIG --bindir)
 passed=0
 failed=0
+started=$(date +%s)
+# the server settings of the regression and isolation instances; under
+# valgrind every process runs some twenty times slower, so leases are longer
+regress_conf=$work/test/orchestrator.conf
+iso_conf=$work/test/isolation.conf
+if [ "$mode" = valgrind ]; then
+	orch_valgrind_bindir "$work/vgbin" "$bindir" "$work/valgrind" "$work/test/valgrind.supp"
+	bindir=$work/vgbin
+	for f in orchestrator isolation; do
+		cat "$work/test/$f.conf" "$work/test/valgrind.conf" >"$work/test/$f-valgrind.conf"
+	done
+	regress_conf=$work/test/orchestrator-valgrind.conf
+	iso_conf=$work/test/isolation-valgrind.conf
+fi
 
 # count_regress FILE RC: adds pg_regress's per-test "ok" / "FAILED" lines;
 # a run that failed without a failing test (it could not start) counts one.
@@ -49,24 +88,52 @@ run_suite() {
 	return 0
 }
 
-run_suite pg_regress "$pgxs/src/test/regress/pg_regress" "$work/test/orchestrator.conf" \
+run_suite pg_regress "$pgxs/src/test/regress/pg_regress" "$regress_conf" \
 	"$work" "$work" "$(sed -n 's/^REGRESS = //p' "$work/Makefile")"
-run_suite isolation "$pgxs/src/test/isolation/pg_isolation_regress" "$work/test/isolation.conf" \
+run_suite isolation "$pgxs/src/test/isolation/pg_isolation_regress" "$iso_conf" \
 	"$work/test" "$work/output_iso" "$(sed -n 's/^ISOLATION = //p' "$work/Makefile")"
 
-echo "== TAP"
-(cd "$work" && orch_as_postgres env ORCH_STANDIN="$work/test/standin.py" TESTDIR="$work" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
-	PATH="$bindir:$PATH" prove -v -I "$pgxs/src/test/perl" -I "$work/test" test/t/*.pl) 2>&1 | tee "$work/tap.log"
-rc=${PIPESTATUS[0]}
-tap_ok=$(grep -cE '^ok [0-9]+' "$work/tap.log")
-tap_bad=$(grep -cE '^not ok [0-9]+' "$work/tap.log")
-# a script that died without reporting a failing assertion still fails
-[ $rc -ne 0 ] && [ "$tap_bad" -eq 0 ] && tap_bad=1
-passed=$((passed + tap_ok))
-failed=$((failed + tap_bad))
-if [ $rc -ne 0 ]; then
-	for f in "$work"/tmp_check/log/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 40 "$f"; }; done
+# the TAP tests kill and restart whole clusters: not run under valgrind
+if [ "$mode" != valgrind ]; then
+	echo "== TAP"
+	(cd "$work" && orch_as_postgres env ORCH_STANDIN="$work/test/standin.py" TESTDIR="$work" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
+		PATH="$bindir:$PATH" prove -v -I "$pgxs/src/test/perl" -I "$work/test" test/t/*.pl) 2>&1 | tee "$work/tap.log"
+	rc=${PIPESTATUS[0]}
+	tap_ok=$(grep -cE '^ok [0-9]+' "$work/tap.log")
+	tap_bad=$(grep -cE '^not ok [0-9]+' "$work/tap.log")
+	# a script that died without reporting a failing assertion still fails
+	[ $rc -ne 0 ] && [ "$tap_bad" -eq 0 ] && tap_bad=1
+	passed=$((passed + tap_ok))
+	failed=$((failed + tap_bad))
+	if [ $rc -ne 0 ]; then
+		for f in "$work"/tmp_check/log/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 40 "$f"; }; done
+	fi
 fi
+
+# no assertion failure, PANIC or crash in any server log of the run
+echo "== server logs"
+crashes=$(orch_scan_logs "$work/log" "$work/output_iso/log" "$work/tmp_check/log")
+if [ -n "$crashes" ]; then
+	echo "$crashes"
+	echo "not ok: the server logs show a crash or an assertion failure"
+	failed=$((failed + 1))
+else
+	echo "ok: no assertion failure, PANIC or crash in the server logs"
+	passed=$((passed + 1))
+fi
+if [ "$mode" = valgrind ]; then
+	echo "== valgrind"
+	vg=$(orch_valgrind_errors "$work/valgrind")
+	if [ -n "$vg" ]; then
+		echo "$vg"
+		echo "not ok: valgrind reported errors"
+		failed=$((failed + 1))
+	else
+		echo "ok: valgrind reported no error in $(ls "$work/valgrind" | wc -l) server processes"
+		passed=$((passed + 1))
+	fi
+fi
+echo "mode $mode${prefix:+ ($prefix)}: $(( $(date +%s) - started )) s"
 
 # keep the work directory (results, diffs, logs) only when something failed
 [ "$failed" -eq 0 ] && rm -rf "$work" || echo "results kept in $work"

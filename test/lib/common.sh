@@ -89,11 +89,92 @@ orch_start_standin() {
 	done
 	[ -s "$dir/standin.port" ] || orch_die "the stand-in server did not start: $(cat "$dir/standin.log")"
 	ORCH_STANDIN_PORT=$(cat "$dir/standin.port")
-	export ORCH_STANDIN_PORT ORCH_STANDIN_PID
+	ORCH_STANDIN_DIR=$dir
+	export ORCH_STANDIN_PORT ORCH_STANDIN_PID ORCH_STANDIN_DIR
 }
 
 orch_stop_standin() {
 	[ -n "${ORCH_STANDIN_PID:-}" ] && kill "$ORCH_STANDIN_PID" 2>/dev/null
-	[ -n "${ORCH_STANDIN_PORT:-}" ] && pkill -f "standin.py --port 0 --port-file .*standin.port" 2>/dev/null
+	# $! is runuser's pid: the python process is found by its own port file,
+	# so a run never stops another run's stand-in
+	[ -n "${ORCH_STANDIN_DIR:-}" ] && pkill -f "standin.py --port 0 --port-file $ORCH_STANDIN_DIR/standin.port" 2>/dev/null
 	return 0
+}
+
+# orch_use_prefix PREFIX: test against the PostgreSQL 15 installed in PREFIX
+# instead of Debian's: it must be built with --enable-cassert (and, for
+# --valgrind, CPPFLAGS=-DUSE_VALGRIND), with its test modules
+# (pg_isolation_regress, the TAP Perl modules) and pg_cron installed there.
+# doc/testing-hardened.md says how to build one.
+orch_use_prefix() {
+	local prefix=$1 cfg pkglib pgxs
+	cfg="$prefix/bin/pg_config"
+	[ -x "$cfg" ] || orch_die "$cfg not found: no PostgreSQL installed in $prefix"
+	"$cfg" --version | grep -q "PostgreSQL $ORCH_PG_MAJOR\." ||
+		orch_die "$prefix holds $("$cfg" --version), not PostgreSQL $ORCH_PG_MAJOR"
+	"$cfg" --configure | grep -q -- "--enable-cassert" ||
+		orch_die "$prefix was not configured with --enable-cassert"
+	pkglib=$("$cfg" --pkglibdir)
+	pgxs=$(dirname "$(dirname "$(dirname "$("$cfg" --pgxs)")")")
+	[ -f "$pkglib/pg_cron.so" ] ||
+		orch_die "pg_cron is not installed in $prefix (build it with make PG_CONFIG=$cfg install)"
+	[ -x "$pgxs/src/test/isolation/pg_isolation_regress" ] ||
+		orch_die "pg_isolation_regress is not installed in $prefix (make -C src/test/isolation install)"
+	[ -f "$("$cfg" --sharedir)/extension/pageinspect.control" ] ||
+		orch_die "contrib is not installed in $prefix (make -C contrib install): the tests use pageinspect"
+	[ -f "$pgxs/src/test/perl/PostgreSQL/Test/Cluster.pm" ] ||
+		orch_die "the TAP modules are not installed in $prefix (configure --enable-tap-tests; make -C src/test/perl install)"
+	export PATH="$prefix/bin:$PATH"
+	export PG_CONFIG="$cfg"
+}
+
+# orch_install_valgrind installs valgrind when it is missing.
+orch_install_valgrind() {
+	command -v valgrind >/dev/null && return 0
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null || orch_die "could not install valgrind"
+}
+
+# orch_valgrind_bindir DIR BINDIR LOGDIR SUPP: makes DIR a copy of BINDIR (as
+# symbolic links) whose "postgres" runs the real one under valgrind, so
+# pg_regress --bindir=DIR starts a postmaster whose every child (backends,
+# the orchestrator's workers) runs under valgrind; one log per process in
+# LOGDIR, with the suppressions of SUPP.  initdb resolves its own link and so runs the real postgres.
+orch_valgrind_bindir() {
+	local dir=$1 bindir=$2 logdir=$3 supp=$4 f
+	mkdir -p "$dir" "$logdir"
+	for f in "$bindir"/*; do ln -sf "$f" "$dir/$(basename "$f")"; done
+	rm -f "$dir/postgres"
+	cat >"$dir/postgres" <<WRAP
+#!/bin/sh
+exec valgrind --quiet --trace-children=no --num-callers=40 --error-limit=no \\
+	--track-origins=yes --read-inline-info=yes --gen-suppressions=all --suppressions="$supp" \\
+	--log-file="$logdir/valgrind.%p.log" "$bindir/postgres" "\$@"
+WRAP
+	chmod 755 "$dir/postgres"
+	chown -R postgres "$dir" "$logdir"
+}
+
+# orch_scan_logs DIR...: prints every sign of a crash in the server logs
+# under the DIRs that exist: assertion failures (TRAP), PANICs, and
+# processes ended by a signal other than SIGKILL (which the crash tests send
+# themselves).  Prints nothing when there is none.
+orch_scan_logs() {
+	local d dirs=()
+	for d in "$@"; do [ -d "$d" ] && dirs+=("$d"); done
+	[ ${#dirs[@]} -eq 0 ] && return 0
+	find "${dirs[@]}" -name '*.log' -type f -print0 |
+		xargs -0 -r grep -HE 'TRAP: |PANIC: |terminated by signal ([0-8]|[1-9][0-9])\b' || true
+}
+
+# orch_valgrind_errors DIR: prints the error reports of the valgrind logs in
+# DIR (one per server process; with --quiet valgrind writes nothing else),
+# each headed by its file.  Prints nothing when there is none.
+orch_valgrind_errors() {
+	local f
+	for f in "$1"/valgrind.*.log; do
+		[ -s "$f" ] || continue
+		echo "--- $f"
+		cat "$f"
+	done
 }

@@ -3,7 +3,7 @@
 #
 # One worker keeps many HTTP requests in flight at once in its curl multi
 # handle, and keeps running other jobs meanwhile:
-#   1. 200 jobs whose one http step takes 0.5 s at the endpoint: the
+#   1. 200 jobs whose one http step takes 2 s at the endpoint: the
 #      stand-in's recorded [started, finished] intervals show all 200
 #      requests overlapping, and 20 sql-only jobs submitted after them
 #      complete while those requests are still in flight
@@ -23,7 +23,7 @@ use Test::More;
 use OrchTest;
 
 my ($org, $user) = ($ORG, $USER);
-my $path = '/functions/v1/half-second';
+my $path = '/functions/v1/two-seconds';
 
 # ---------------------------------------------------------------------------
 # the stand-in server (test/standin.py) on a free loopback port
@@ -53,8 +53,8 @@ sub max_overlap
 }
 
 standin_reset();
-standin_behave($path, mode => 'ok', delay_ms => 500);
-pass("stand-in listens on port $port; $path answers after 0.5 s");
+standin_behave($path, mode => 'ok', delay_ms => 2000);
+pass("stand-in listens on port $port; $path answers after 2 s (long enough for the slowest build to have all 200 out)");
 
 # ---------------------------------------------------------------------------
 # the node: one worker, default max_inflight (1000)
@@ -65,8 +65,8 @@ install_extension($node);
 $node->safe_psql(
 	'postgres', qq{
 CREATE FUNCTION public.quick(s jsonb) RETURNS jsonb LANGUAGE sql AS \$\$ SELECT '{"quick": true}'::jsonb \$\$;
-SELECT orch_define_endpoint('half-second', '$base$path', 10000, '{}');
-SELECT orch_define_sequence('slow_call', '[{"name": "call", "kind": "http", "endpoint": "half-second"}]');
+SELECT orch_define_endpoint('two-seconds', '$base$path', 10000, '{}');
+SELECT orch_define_sequence('slow_call', '[{"name": "call", "kind": "http", "endpoint": "two-seconds"}]');
 SELECT orch_define_sequence('quick', '[{"name": "quick", "kind": "sql", "function": "quick"}]');
 });
 is($node->safe_psql('postgres', 'SHOW orchestrator.max_inflight'), '1000', 'max_inflight is the default, 1000');
@@ -154,7 +154,7 @@ is($node->safe_psql('postgres', 'SHOW orchestrator.max_inflight'), '50', 'max_in
 
 # a fresh count at the stand-in (round 1's records are read already)
 standin_reset();
-standin_behave($path, mode => 'ok', delay_ms => 500);
+standin_behave($path, mode => 'ok', delay_ms => 2000);
 $node->safe_psql(
 	'postgres', qq{
 INSERT INTO public.batches
