@@ -114,15 +114,21 @@ orch_retry_after_secs(const char *value, TimestampTz now)
  * orch_scrub_secret overwrites every occurrence of secret in text (a
  * NUL-terminated string, or NULL) with '*', so an endpoint that echoes a
  * header cannot leak the secret into a job's state or a stored error.
+ * Each search starts past the last one masked: a secret made of '*' alone
+ * still matches what was just masked, and searching from the start again
+ * would never end (found by fuzz/fuzz_http_response).
  */
 void
 orch_scrub_secret(char *text, const char *secret)
 {
 	size_t		len = strlen(secret);
-	char	   *p;
+	char	   *p = text;
 
 	if (text == NULL || len == 0)
 		return;
-	while ((p = strstr(text, secret)) != NULL)
+	while ((p = strstr(p, secret)) != NULL)
+	{
 		memset(p, '*', len);
+		p += len;
+	}
 }
