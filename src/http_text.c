@@ -98,12 +98,18 @@ orch_retry_after_secs(const char *value, TimestampTz now)
 		{
 			time_t		t = curl_getdate(value, NULL);
 
+			/*
+			 * Compared in whole seconds since 1970: a date curl reads can be
+			 * too far out to be a TimestampTz in microseconds (year 800000
+			 * overflowed it; found by fuzz/fuzz_retry_after).  The date is
+			 * whole seconds, so the wait, rounded up, is the difference from
+			 * now rounded down.
+			 */
 			if (t != (time_t) -1)
 			{
-				TimestampTz at = ((TimestampTz) t - (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)
-				* USECS_PER_SEC;
+				int64		now_s = now / USECS_PER_SEC + (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY;
 
-				secs = (at > now) ? (long) ((at - now + 999999) / 1000000) : 0;
+				secs = ((int64) t > now_s) ? (long) Min((int64) t - now_s, ORCH_MAX_RETRY_AFTER_S) : 0;
 			}
 		}
 	}
