@@ -43,10 +43,11 @@ domain_char(char c)
 	return isalnum((unsigned char) c) || c == '.' || c == '-';
 }
 
+/* strchr finds the terminating NUL too: test for it first */
 static bool
 token_char(char c)
 {
-	return isalnum((unsigned char) c) || strchr("._~+/=-", c) != NULL;
+	return c != '\0' && (isalnum((unsigned char) c) || strchr("._~+/=-", c) != NULL);
 }
 
 /*
