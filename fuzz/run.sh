@@ -21,7 +21,8 @@
 #   fuzz TARGET: ok, N executions
 #   fuzz TARGET: FAILED REASON
 #
-# TARGET is redact, retry_after, http_response or sql.  A failure keeps
+# TARGET is redact, retry_after, http_response or sql; FUZZ_TARGETS="redact
+# sql" runs only those.  A failure keeps
 # the target's log and the input that failed (libFuzzer's crash-, leak- or
 # timeout- file) and names them in REASON.  Exit status: 0 when every
 # target is ok, 1 otherwise.  For the SQL target the extension must be
@@ -40,7 +41,7 @@ case "$mode" in
 esac
 [ "$(id -u)" = 0 ] || orch_die "run as root (the SQL target's server runs as the postgres user)"
 
-targets="redact retry_after http_response sql"
+targets=${FUZZ_TARGETS:-redact retry_after http_response sql}
 ORCH_PACKAGES="$ORCH_PACKAGES clang libclang-rt-14-dev libpq-dev"
 orch_install_packages >&2
 
