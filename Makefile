@@ -17,6 +17,7 @@ OBJS = \
 	src/context.o \
 	src/followup.o \
 	src/http.o \
+	src/http_text.o \
 	src/job_state.o \
 	src/state.o \
 	src/approval.o \

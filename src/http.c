@@ -18,7 +18,8 @@
  *
  * Memory: curl allocates with malloc; response bodies are malloc'ed too and
  * capped at orchestrator.max_response_bytes in the write callback, so no
- * palloc can throw from inside curl.  A request's own strings live in its
+ * palloc can throw from inside curl (the reading of headers and the body's
+ * growth are in http_text.c, which the fuzzer tests).  A request's own strings live in its
  * memory context, deleted by orch_http_free.  Connections are kept in the
  * multi handle's cache and reused (keep-alive).  Redirects are never
  * followed, and only http and https are allowed.
@@ -43,6 +44,7 @@
 
 #include "guc.h"
 #include "http.h"
+#include "http_text.h"
 
 static CURLM *multi = NULL;
 static int	epfd = -1;
@@ -209,50 +211,20 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 		req->too_large = true;
 		return 0;				/* aborts the transfer: CURLE_WRITE_ERROR */
 	}
-	if (req->resp_len + n + 1 > req->resp_cap)
-	{
-		size_t		cap = Max(req->resp_cap * 2, req->resp_len + n + 1);
-		char	   *p;
-
-		cap = Max(cap, 1024);
-		p = realloc(req->resp, cap);
-		if (p == NULL)
-			return 0;
-		req->resp = p;
-		req->resp_cap = cap;
-	}
-	memcpy(req->resp + req->resp_len, data, n);
-	req->resp_len += n;
-	req->resp[req->resp_len] = '\0';
+	if (!orch_http_body_append(&req->resp, &req->resp_len, &req->resp_cap, data, n))
+		return 0;
 	return n;
 }
 
-/* copy_header keeps one header's value, trimmed, in a fixed buffer */
-static void
-copy_header(const char *line, size_t len, size_t namelen, char *dst, size_t dstlen)
-{
-	const char *v = line + namelen;
-	const char *end = line + len;
-
-	while (v < end && (*v == ' ' || *v == '\t'))
-		v++;
-	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-		end--;
-	len = Min((size_t) (end - v), dstlen - 1);
-	memcpy(dst, v, len);
-	dst[len] = '\0';
-}
-
+/* header_cb keeps the two response headers the engine reads */
 static size_t
 header_cb(char *data, size_t size, size_t nitems, void *userp)
 {
 	OrchHttpRequest *req = (OrchHttpRequest *) userp;
 	size_t		n = size * nitems;
 
-	if (n > 12 && pg_strncasecmp(data, "retry-after:", 12) == 0)
-		copy_header(data, n, 12, req->retry_after, sizeof(req->retry_after));
-	else if (n > 9 && pg_strncasecmp(data, "location:", 9) == 0)
-		copy_header(data, n, 9, req->location, sizeof(req->location));
+	if (!orch_http_header_value(data, n, "retry-after:", req->retry_after, sizeof(req->retry_after)))
+		(void) orch_http_header_value(data, n, "location:", req->location, sizeof(req->location));
 	return n;
 }
 

@@ -157,7 +157,8 @@ scheme_end(const char *s, int i)
  * secret, password, api_key, authorization, ...) followed by ":" or "=" and
  * a value; returns the index where the value starts, or 0.  A value that
  * opens with a scheme word ("Authorization: Bearer abc") keeps the word:
- * what follows it is the value, however short.
+ * what follows it is the value, however short, unless that is a scheme
+ * word again ("token=basic Bearer abc": the scan goes on to the second).
  */
 static int
 key_value_end(const char *s, int i)
@@ -184,7 +185,9 @@ key_value_end(const char *s, int i)
 		if (!value_char(s[j]))
 			return 0;
 		cred = scheme_word_end(s, j);
-		return (cred > 0 && value_char(s[cred])) ? cred : j;
+		if (cred > 0 && value_char(s[cred]) && scheme_word_end(s, cred) == 0)
+			return cred;
+		return j;
 	}
 	return 0;
 }

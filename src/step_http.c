@@ -48,14 +48,10 @@
 #include "utils/uuid.h"
 
 #include "guc.h"
+#include "http_text.h"
 #include "step_http.h"
 #include "step_sql.h"
 #include "util.h"
-
-/* 429 without a usable Retry-After: the seed's five minutes */
-#define ORCH_DEFAULT_RETRY_AFTER_S 300
-/* a Retry-After further out than this is cut to it */
-#define ORCH_MAX_RETRY_AFTER_S (24 * 3600)
 
 static SPIPlanPtr http_plan_kept = NULL;
 static SPIPlanPtr notify_plan = NULL;
@@ -308,58 +304,15 @@ orch_context_http_prepare(const OrchClaimedJob *job, int step_index, const char 
  * job's state or a stored error.
  */
 static void
-scrub_one(char *text, const char *secret)
-{
-	size_t		len = strlen(secret);
-	char	   *p;
-
-	if (text == NULL || len == 0)
-		return;
-	while ((p = strstr(text, secret)) != NULL)
-		memset(p, '*', len);
-}
-
-static void
 scrub_secrets(OrchHttpRequest *req)
 {
 	for (int i = 0; i < req->nsecrets; i++)
 	{
-		scrub_one(req->resp, req->secrets[i]);
-		scrub_one(req->location, req->secrets[i]);
-		scrub_one(req->retry_after, req->secrets[i]);
-		scrub_one(req->errbuf, req->secrets[i]);
+		orch_scrub_secret(req->resp, req->secrets[i]);
+		orch_scrub_secret(req->location, req->secrets[i]);
+		orch_scrub_secret(req->retry_after, req->secrets[i]);
+		orch_scrub_secret(req->errbuf, req->secrets[i]);
 	}
-}
-
-/*
- * parse_retry_after reads Retry-After (delay-seconds or an HTTP date).
- */
-static TimestampTz
-parse_retry_after(const char *value, TimestampTz now)
-{
-	long		secs = ORCH_DEFAULT_RETRY_AFTER_S;
-
-	if (value[0] != '\0')
-	{
-		char	   *end;
-		long		n = strtol(value, &end, 10);
-
-		if (end != value && *end == '\0' && n >= 0)
-			secs = n;
-		else
-		{
-			time_t		t = curl_getdate(value, NULL);
-
-			if (t != (time_t) -1)
-			{
-				TimestampTz at = time_t_to_timestamptz((pg_time_t) t);
-
-				secs = (at > now) ? (long) ((at - now + 999999) / 1000000) : 0;
-			}
-		}
-	}
-	secs = Min(secs, ORCH_MAX_RETRY_AFTER_S);
-	return TimestampTzPlusMilliseconds(now, (int64) secs * 1000);
 }
 
 /*
@@ -397,7 +350,8 @@ orch_step_http_result(OrchHttpRequest *req, TimestampTz *defer_until)
 		/* a message Slack rate-limited was not delivered */
 		if (strcmp(o->kind, "notify") == 0)
 			orch_step_notify_record(req, false, NULL);
-		*defer_until = parse_retry_after(req->retry_after, req->finished_at);
+		*defer_until = TimestampTzPlusMilliseconds(req->finished_at,
+												   (int64) orch_retry_after_secs(req->retry_after, req->finished_at) * 1000);
 		return NULL;
 	}
 	if (req->status >= 300 && req->status < 400)

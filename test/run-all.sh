@@ -4,7 +4,8 @@
 # fresh Debian machine: it installs what is missing, builds with -Werror,
 # installs, and runs the suites as the postgres user.
 #
-#   test/run-all.sh                   against Debian's PostgreSQL 15
+#   test/run-all.sh                   against Debian's PostgreSQL 15, and the
+#                                     short run of the fuzz targets (fuzz/)
 #   test/run-all.sh --cassert PREFIX  against an assert-enabled PostgreSQL 15
 #                                     installed in PREFIX (doc/testing-hardened.md)
 #   test/run-all.sh --valgrind PREFIX the crash-free suites (pg_regress,
@@ -108,6 +109,18 @@ if [ "$mode" != valgrind ]; then
 	if [ $rc -ne 0 ]; then
 		for f in "$work"/tmp_check/log/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 40 "$f"; }; done
 	fi
+fi
+
+# the libFuzzer targets' short run (fuzz/README.md): one line per target
+if [ "$mode" = debian ]; then
+	echo "== fuzz"
+	"$work/fuzz/run.sh" --short 2>&1 | tee "$work/fuzz.log"
+	rc=${PIPESTATUS[0]}
+	fuzz_ok=$(grep -cE '^fuzz [a-z_]+: ok' "$work/fuzz.log")
+	fuzz_bad=$(grep -cE '^fuzz [a-z_]+: FAILED' "$work/fuzz.log")
+	[ $rc -ne 0 ] && [ "$fuzz_bad" -eq 0 ] && fuzz_bad=1
+	passed=$((passed + fuzz_ok))
+	failed=$((failed + fuzz_bad))
 fi
 
 # no assertion failure, PANIC or crash in any server log of the run

@@ -80,6 +80,7 @@ my @cases = (
 	[ 'Bearer abc.DEF_1 token  Z9 BEARER q1 basic dXNlcjpw', 'Bearer [redacted] token [redacted] BEARER [redacted] basic [redacted]', 'the credential after a scheme word, in any case' ],
 	[ 'Authorization: Bearer abc', 'Authorization: Bearer [redacted]', 'an Authorization header keeps its scheme' ],
 	[ 'authorization=basic x and token abc', 'authorization=basic [redacted] and token abc', 'a short credential after a key; a short word after a scheme word stays' ],
+	[ 'token= basic Bearer Zq9Zq9Zq9', 'token= [redacted] Bearer [redacted]', 'a scheme word after a key does not shield the credential after it' ],
 	[ '{"token": "s3cr3t", "access_token":"a1", "api_key" : \'k9\'} password=hunter2&user=ann', '{"token": "[redacted]", "access_token":"[redacted]", "api_key" : \'[redacted]\'} password=[redacted]&user=ann', 'values of secret-bearing keys' ],
 	[ 'slack said xoxb-1234-abcd and jwt eyJhbGciOi.eyJzdWIiOi.sig_1 ok', 'slack said [redacted] and jwt [redacted] ok', 'Slack tokens and JWTs' ],
 	[ 'tokens: 3, the bearer of bad news, secretary, token', 'tokens: 3, the bearer of bad news, secretary, token', 'ordinary words are left alone' ],
