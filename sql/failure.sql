@@ -206,9 +206,3 @@ SELECT job_id AS j_deep FROM orch_submit_event('f_deep', 'test:deep', :'org_a', 
 SELECT test_wait_job(:'j_deep');
 SELECT j.status, j.last_error, j.context->'outputs' ? 'deep' AS output_in_state
 FROM orchestrator.sequence_jobs j WHERE j.id = :'j_deep';
-
--- no "slack" endpoint exists until the http test: the notices of this test would wait
--- out their 60 s retry backoff and reach the stand-in during some later
--- test, so they are cancelled here
-SELECT bool_and(orch_cancel_job(id)) AS notices_cancelled FROM orchestrator.sequence_jobs
-WHERE event_type = 'orchestrator:failure_notice' AND status IN ('pending', 'in_progress');

@@ -9,6 +9,14 @@ SET timezone = 'UTC';
 \set quincy '00000000-0000-0000-0000-0000000000a2'
 SELECT standin('POST', '/_control/reset');
 
+-- the failure notices of earlier tests, queued while no "slack" endpoint
+-- existed, wait out a 60 s retry backoff: cancelled, so that none reaches
+-- the stand-in during this test or a later one, however slow the server
+DO $$ BEGIN
+	PERFORM orch_cancel_job(id) FROM orchestrator.sequence_jobs
+	WHERE event_type = 'orchestrator:failure_notice' AND status IN ('pending', 'in_progress');
+END $$;
+
 SELECT orch_set_secret('slack_bot_token', 'xoxb-test-5511-secret');
 SELECT orch_define_endpoint('slack', current_setting('test.standin') || '/api/chat.postMessage', 5000,
 	'{"Authorization": "Bearer {{secret:slack_bot_token}}"}');

@@ -99,7 +99,10 @@ SELECT count(*) AS rows, count(DISTINCT item) AS distinct_items FROM public.acti
 SELECT count(*) AS step_rows FROM orchestrator.step_history h JOIN orchestrator.sequence_jobs j ON j.id = h.job_id WHERE j.event_type = 'bulk';
 
 -- the runnable index holds only runnable jobs: after vacuum it is tiny while
--- the table holds hundreds of finished jobs
+-- the table holds hundreds of finished jobs (once no other session holds a
+-- snapshot that could still see the finished jobs' old row versions)
+SELECT test_wait_for($$SELECT count(*) = 0 FROM pg_stat_activity
+	WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid()$$);
 VACUUM orchestrator.sequence_jobs;
 SELECT (SELECT reltuples FROM pg_class WHERE oid = 'orchestrator.sequence_jobs_runnable'::regclass)
        <= (SELECT count(*) FROM orchestrator.sequence_jobs WHERE status = 'pending') AS runnable_index_small,

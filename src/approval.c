@@ -119,7 +119,9 @@ orch_approval_received(Jsonb *payload, Datum user_id, const char **outcome, cons
 		elog(ERROR, "orchestrator approval resolution failed: %s", SPI_result_code_string(ret));
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	*outcome = copy_out(SPI_getbinval(tup, desc, 1, &isnull), isnull);
+	/* the value first: the order of a call's arguments is unspecified */
+	d = SPI_getbinval(tup, desc, 1, &isnull);
+	*outcome = copy_out(d, isnull);
 	d = SPI_getbinval(tup, desc, 2, &isnull);
 	if (!isnull)
 	{

@@ -7,7 +7,7 @@
 #   test/run-all.sh                   against Debian's PostgreSQL 15, and the
 #                                     short run of the fuzz targets (fuzz/)
 #   test/run-all.sh --cassert PREFIX  against an assert-enabled PostgreSQL 15
-#                                     installed in PREFIX (doc/testing-hardened.md)
+#                                     installed in PREFIX (test/README.md, "Hardened runs")
 #   test/run-all.sh --valgrind PREFIX the crash-free suites (pg_regress,
 #                                     isolation) with every server process,
 #                                     workers included, under valgrind

@@ -105,7 +105,7 @@ orch_stop_standin() {
 # instead of Debian's: it must be built with --enable-cassert (and, for
 # --valgrind, CPPFLAGS=-DUSE_VALGRIND), with its test modules
 # (pg_isolation_regress, the TAP Perl modules) and pg_cron installed there.
-# doc/testing-hardened.md says how to build one.
+# test/README.md ("Hardened runs") says how to build one.
 orch_use_prefix() {
 	local prefix=$1 cfg pkglib pgxs
 	cfg="$prefix/bin/pg_config"
@@ -138,8 +138,9 @@ orch_install_valgrind() {
 # orch_valgrind_bindir DIR BINDIR LOGDIR SUPP: makes DIR a copy of BINDIR (as
 # symbolic links) whose "postgres" runs the real one under valgrind, so
 # pg_regress --bindir=DIR starts a postmaster whose every child (backends,
-# the orchestrator's workers) runs under valgrind; one log per process in
-# LOGDIR, with the suppressions of SUPP.  initdb resolves its own link and so runs the real postgres.
+# the orchestrator's workers) runs under valgrind, with the suppressions
+# of SUPP; one log per process in LOGDIR.  initdb resolves its own link and
+# so runs the real postgres.
 orch_valgrind_bindir() {
 	local dir=$1 bindir=$2 logdir=$3 supp=$4 f
 	mkdir -p "$dir" "$logdir"
