@@ -186,18 +186,36 @@ sub soak_wait
 # second decision on one in four of those it just resolved
 sub resolve_approvals
 {
+	# each decision in its own transaction, as Slack clicks arrive: one
+	# statement deciding many gates would lock their jobs in its own order
+	# and could deadlock with a worker, which locks its batch in id order
 	$node->safe_psql('postgres', q{
-INSERT INTO public.resolutions
-SELECT a.id, a.job_id, 1, a.act, r.outcome, r.reason
-FROM (SELECT a.id, a.job_id, public.soak_decision((j.context->'event'->'payload'->>'n')::int) AS act
-      FROM orchestrator.slack_pending_actions a JOIN orchestrator.sequence_jobs j ON j.id = a.job_id
-      WHERE a.status = 'pending' AND j.event_type = 'soak_approval') a,
-     LATERAL orch_resolve_approval(a.id, a.act) r;
-INSERT INTO public.resolutions
-SELECT r1.pending_action_id, r1.job_id, 2, 'approve', r.outcome, r.reason
-FROM public.resolutions r1, LATERAL orch_resolve_approval(r1.pending_action_id, 'approve') r
-WHERE r1.attempt = 1 AND hashtext(r1.pending_action_id::text) % 4 = 0
-  AND NOT EXISTS (SELECT 1 FROM public.resolutions r2 WHERE r2.pending_action_id = r1.pending_action_id AND r2.attempt = 2);
+DO $$
+DECLARE
+	a record;
+	r record;
+BEGIN
+	FOR a IN
+		SELECT pa.id, pa.job_id, public.soak_decision((j.context->'event'->'payload'->>'n')::int) AS act
+		FROM orchestrator.slack_pending_actions pa JOIN orchestrator.sequence_jobs j ON j.id = pa.job_id
+		WHERE pa.status = 'pending' AND j.event_type = 'soak_approval'
+	LOOP
+		SELECT * INTO r FROM orch_resolve_approval(a.id, a.act);
+		INSERT INTO public.resolutions VALUES (a.id, a.job_id, 1, a.act, r.outcome, r.reason);
+		COMMIT;
+	END LOOP;
+	FOR a IN
+		SELECT r1.pending_action_id AS id, r1.job_id
+		FROM public.resolutions r1
+		WHERE r1.attempt = 1 AND hashtext(r1.pending_action_id::text) % 4 = 0
+		  AND NOT EXISTS (SELECT 1 FROM public.resolutions r2 WHERE r2.pending_action_id = r1.pending_action_id AND r2.attempt = 2)
+	LOOP
+		SELECT * INTO r FROM orch_resolve_approval(a.id, 'approve');
+		INSERT INTO public.resolutions VALUES (a.id, a.job_id, 2, 'approve', r.outcome, r.reason);
+		COMMIT;
+	END LOOP;
+END
+$$;
 });
 	return;
 }
