@@ -44,6 +44,10 @@ GRANT EXECUTE ON FUNCTION orch_define_sequence(text, jsonb) TO orchestrator_admi
 GRANT EXECUTE ON FUNCTION orch_cancel_job(uuid) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_retry_job(uuid, text) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_job_timeline(uuid) TO orchestrator_admin;
+REVOKE ALL ON FUNCTION orch_retry_jobs(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_retry_jobs(jsonb) TO orchestrator_admin;
+REVOKE ALL ON FUNCTION orch_fork_job(uuid, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_fork_job(uuid, text, jsonb) TO orchestrator_admin;
 REVOKE ALL ON FUNCTION orch_define_context_source(text, integer, text, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION orch_define_context_source(text, integer, text, text, text) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orchestrator.store_context_source(text, integer, text, text, text) TO orchestrator_admin;
@@ -57,7 +61,7 @@ GRANT EXECUTE ON FUNCTION orchestrator.guarded_effect(jsonb) TO orchestrator_adm
 -- orch_use_table and orch_reapply_table_mappings stay superuser-only: they
 -- decide which tables the extension's owner reads.
 GRANT SELECT ON orchestrator.jobs, orchestrator.steps, orchestrator.events, orchestrator.job_counts, orchestrator.stuck_jobs,
-	orchestrator.service_scope_audit TO orchestrator_admin;
+	orchestrator.service_scope_audit, orchestrator.dead_letters, orchestrator.dead_letter_groups TO orchestrator_admin;
 GRANT SELECT ON orchestrator.sequence_definitions TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orchestrator.store_sequence(text, jsonb) TO orchestrator_admin;
 GRANT SELECT ON orchestrator.cost_ledger TO orchestrator_admin;

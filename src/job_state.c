@@ -1038,6 +1038,69 @@ orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 ver
 }
 
 /*
+ * orch_job_fork copies the job "from" into a new pending job that starts at
+ * step_index with the given state (the caller, orch_fork_job, made it from
+ * the old one's), and records the fork in both histories: an operator
+ * "forked" row on each, whose note names the other job and ends with how
+ * (at which step, by whom).  The new job keeps
+ * the old one's org, user, event, sequence version and parent; its
+ * execution_metadata names it and the job it was forked from.  Returns the
+ * new job's id; the workers are woken at commit.
+ */
+pg_uuid_t
+orch_job_fork(const pg_uuid_t *from, int32 step_index, const char *step_name, Jsonb *state,
+			  const char *how)
+{
+	static SPIPlanPtr fork_plan = NULL;
+	OrchArgs	a;
+	pg_uuid_t	id;
+	int			ret;
+
+	orch_new_uuid(&id);
+	if (fork_plan == NULL)
+	{
+		Oid			types[6] = {UUIDOID, UUIDOID, INT4OID, TEXTOID, JSONBOID, TEXTOID};
+
+		fork_plan = orch_prepare_kept(
+			"WITH o AS (SELECT * FROM orchestrator.sequence_jobs WHERE id = $1),"
+			" j AS (INSERT INTO orchestrator.sequence_jobs"
+			"        (id, org_id, user_id, event_type, event_source, sequence_version, current_step,"
+			"         context, trigger_payload, event_chain, parent_job_id, chain_depth)"
+			"       SELECT $2, o.org_id, o.user_id, o.event_type, o.event_source, o.sequence_version, $3,"
+			"              pg_catalog.jsonb_set(pg_catalog.jsonb_set($5, '{execution_metadata,sequence_job_id}',"
+			"                                                        pg_catalog.to_jsonb($2::text)),"
+			"                                   '{execution_metadata,forked_from}', pg_catalog.to_jsonb($1::text)),"
+			"              o.trigger_payload,"
+			"              pg_catalog.jsonb_build_object('parent', o.parent_job_id, 'children', '[]'::jsonb),"
+			"              o.parent_job_id, o.chain_depth"
+			"       FROM o RETURNING id, org_id, fencing_token)"
+			" " HISTORY
+			" SELECT j.id, j.org_id, $3, $4, 'operator', 1, 'forked', NULL::jsonb,"
+			"        'forked from job ' || $1 || ' ' || $6,"
+			"        pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), pg_catalog.pg_backend_pid(),"
+			"        j.fencing_token, NULL::integer, NULL::orchestrator.step_scope FROM j"
+			" UNION ALL"
+			" SELECT o.id, o.org_id, $3, $4, 'operator', 1, 'forked', NULL,"
+			"        'forked into job ' || $2 || ' ' || $6,"
+			"        pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), pg_catalog.pg_backend_pid(),"
+			"        o.fencing_token, NULL, NULL FROM o, j",
+			6, types);
+	}
+	orch_args_init(&a, 6);
+	orch_arg(&a, 1, UUIDPGetDatum(from));
+	orch_arg(&a, 2, UUIDPGetDatum(&id));
+	orch_arg_int(&a, 3, step_index);
+	orch_arg_text(&a, 4, step_name);
+	orch_arg_jsonb(&a, 5, state);
+	orch_arg_text(&a, 6, how);
+	ret = orch_execute_keyed(fork_plan, a.values, a.nulls, false, 0, InvalidSnapshot);
+	if (ret != SPI_OK_INSERT || SPI_processed != 2)
+		elog(ERROR, "orchestrator fork of a job failed: %s", SPI_result_code_string(ret));
+	orch_wake_at_commit();
+	return id;
+}
+
+/*
  * orch_job_create_batch writes a batch of submitted events (submit.c,
  * orch_submit_events): the jobs of the new ones, with their initial states
  * (state.c), and one event_log row per event, in the order given: two

@@ -150,6 +150,8 @@ extern void orch_job_write_held(const pg_uuid_t *job_id);
 extern pg_uuid_t orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 version,
 								 TimestampTz run_at, Jsonb *payload, Datum parent_job_id, bool has_parent,
 								 int32 chain_depth, Datum dedupe_hash);
+extern pg_uuid_t orch_job_fork(const pg_uuid_t *from, int32 step_index, const char *step_name, Jsonb *state,
+							   const char *how);
 
 /*
  * A batch of submitted events of one type, source and org, each decided by

@@ -31,6 +31,7 @@
 #include "guc.h"
 #include "http.h"
 #include "job_state.h"
+#include "util.h"
 #include "step.h"
 
 PG_FUNCTION_INFO_V1(orch_transition_job_sql);
@@ -76,6 +77,45 @@ orch_transition_job_sql(PG_FUNCTION_ARGS)
 	orch_job_transition(&t, 1);
 	SPI_finish();
 	PG_RETURN_BOOL(t.applied);
+}
+
+PG_FUNCTION_INFO_V1(orch_fork_job_sql);
+
+/*
+ * orchestrator.fork_job(from, step_index, step_name, state, how):
+ * orch_job_fork for orch_fork_job, which holds the old job's row lock and
+ * made the new job's state.  Returns the new job's id.
+ */
+Datum
+orch_fork_job_sql(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+
+	for (int i = 0; i < 5; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("every argument of a fork must be given")));
+	SPI_connect();
+	*id = orch_job_fork(PG_GETARG_UUID_P(0), PG_GETARG_INT32(1), TextDatumGetCString(PG_GETARG_DATUM(2)),
+						PG_GETARG_JSONB_P(3), TextDatumGetCString(PG_GETARG_DATUM(4)));
+	SPI_finish();
+	PG_RETURN_UUID_P(id);
+}
+
+PG_FUNCTION_INFO_V1(orch_check_json_depth_sql);
+
+/*
+ * orchestrator.check_json_depth(value, what): orch_check_json_depth for
+ * the SQL functions that take JSON from an operator (orch_fork_job).
+ */
+Datum
+orch_check_json_depth_sql(PG_FUNCTION_ARGS)
+{
+	if (!PG_ARGISNULL(0))
+		orch_check_json_depth(PG_GETARG_JSONB_P(0), PG_ARGISNULL(1) ? "value" : text_to_cstring(PG_GETARG_TEXT_PP(1)),
+							  NULL);
+	PG_RETURN_VOID();
 }
 
 PG_FUNCTION_INFO_V1(orch_claim_jobs_sql);
