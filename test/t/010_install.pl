@@ -40,8 +40,11 @@ $node->safe_psql('postgres', 'CREATE DATABASE src');
 $node->safe_psql('postgres', 'CREATE DATABASE dst');
 install_extension($node, db => 'src', %a1);
 $node->safe_psql('src', q{
+	-- quiet hours that are never now, whatever the time of day the test runs
 	INSERT INTO orchestrator.slack_user_preferences (user_id, org_id, timezone, quiet_hours_start, quiet_hours_end)
-		VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 'Europe/Paris', '22:00', '07:00');
+		VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 'Europe/Paris',
+		        ((now() AT TIME ZONE 'Europe/Paris') + interval '2 hours')::time,
+		        ((now() AT TIME ZONE 'Europe/Paris') + interval '3 hours')::time);
 	INSERT INTO orchestrator.notification_feature_settings (org_id, feature_key, is_enabled)
 		VALUES ('00000000-0000-0000-0000-00000000000a', 'morning_brief', false);
 	INSERT INTO orchestrator.cost_budgets (org_id, monthly_budget_usd) VALUES ('00000000-0000-0000-0000-00000000000a', 50);
