@@ -109,3 +109,10 @@ SELECT CASE job_id WHEN :'s1' THEN 's1' WHEN :'s2' THEN 's2' WHEN :'s3' THEN 's3
        status, reason, regexp_replace(regexp_replace(detail, '[0-9a-f]{8}-[0-9a-f-]{27}', '<id>', 'g'), '[0-9]+', 'N', 'g') AS detail
 FROM orchestrator.stuck_jobs ORDER BY 1;
 ROLLBACK;
+
+-- orchestrator.workers: the running workers, from shared memory, each with
+-- its process and the HTTP requests it has in flight (none here)
+SELECT test_wait_for($$SELECT count(*) = 2 FROM orchestrator.workers$$);
+SELECT array_agg(w.worker ORDER BY w.worker) AS workers, sum(w.http_in_flight) AS in_flight,
+       bool_and(a.backend_type = 'orchestrator worker') AS are_workers
+FROM orchestrator.workers w JOIN pg_stat_activity a ON a.pid = w.pid;

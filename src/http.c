@@ -45,6 +45,7 @@
 #include "guc.h"
 #include "http.h"
 #include "http_text.h"
+#include "shmem.h"
 
 static CURLM *multi = NULL;
 static int	epfd = -1;
@@ -285,6 +286,7 @@ orch_http_start(OrchHttpRequest *req)
 	dlist_push_tail(&inflight, &req->node);
 	n_inflight++;
 	max_seen_inflight = Max(max_seen_inflight, n_inflight);
+	orch_shmem_report_inflight(n_inflight);
 }
 
 /*
@@ -350,6 +352,7 @@ collect_done(void)
 		curl_multi_remove_handle(multi, msg->easy_handle);
 		dlist_delete(&req->node);
 		n_inflight--;
+		orch_shmem_report_inflight(n_inflight);
 		dlist_push_tail(&done, &req->node);
 	}
 }
@@ -405,6 +408,7 @@ orch_http_abort_all(void)
 		orch_http_free(req);
 	}
 	n_inflight = 0;
+	orch_shmem_report_inflight(0);
 	while ((req = orch_http_take_done()) != NULL)
 		orch_http_free(req);
 }

@@ -31,6 +31,7 @@
 #include "guc.h"
 #include "http.h"
 #include "job_state.h"
+#include "shmem.h"
 #include "util.h"
 #include "step.h"
 
@@ -116,6 +117,35 @@ orch_check_json_depth_sql(PG_FUNCTION_ARGS)
 		orch_check_json_depth(PG_GETARG_JSONB_P(0), PG_ARGISNULL(1) ? "value" : text_to_cstring(PG_GETARG_TEXT_PP(1)),
 							  NULL);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(orch_workers_sql);
+
+/*
+ * orchestrator.worker_status(): one row per running orchestrator worker,
+ * from shared memory: its number, process id and HTTP requests in flight.
+ */
+Datum
+orch_workers_sql(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < ORCH_MAX_WORKERS; i++)
+	{
+		int			pid;
+		int			inflight;
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		if (!orch_shmem_worker(i, &pid, &inflight))
+			continue;
+		values[0] = Int32GetDatum(i + 1);
+		values[1] = Int32GetDatum(pid);
+		values[2] = Int32GetDatum(inflight);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }
 
 PG_FUNCTION_INFO_V1(orch_claim_jobs_sql);

@@ -255,6 +255,18 @@ CREATE VIEW orchestrator.stuck_jobs AS
 	FROM stuck s JOIN orchestrator.sequence_jobs j ON j.id = s.id;
 COMMENT ON VIEW orchestrator.stuck_jobs IS 'Jobs that will not move by themselves: leased to a process that is gone, leased with the lease lapsed over a minute ago, or waiting for an approval nobody can see; with the reason, since when, and a detail';
 
+CREATE FUNCTION orchestrator.worker_status(OUT worker integer, OUT pid integer, OUT http_in_flight integer)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'orch_workers_sql';
+COMMENT ON FUNCTION orchestrator.worker_status() IS 'The running orchestrator workers, from shared memory: number, process id, HTTP requests in flight';
+
+CREATE VIEW orchestrator.workers AS
+	SELECT w.worker, w.pid, w.http_in_flight, a.backend_start AS started_at, a.wait_event, a.query AS activity
+	FROM orchestrator.worker_status() w
+	LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = w.pid;
+COMMENT ON VIEW orchestrator.workers IS 'The running orchestrator workers: number, process id, HTTP requests in flight, when each started and what it is doing';
+
 CREATE VIEW orchestrator.job_counts AS
 	SELECT j.event_type, j.status, count(*) AS jobs,
 	       min(j.created_at) AS oldest, max(j.updated_at) AS last_change

@@ -40,9 +40,13 @@ typedef struct OrchShared
 	volatile int procno[ORCH_MAX_WORKERS];
 	volatile bool connect_failed[ORCH_MAX_WORKERS];
 	pg_atomic_uint32 work[ORCH_MAX_WORKERS];
+	pg_atomic_uint32 inflight[ORCH_MAX_WORKERS];	/* HTTP requests in flight */
 } OrchShared;
 
 static OrchShared *orch_shared = NULL;
+
+/* this process's worker slot, or -1: not a worker */
+static int	my_index = -1;
 
 bool		orch_preloaded = false;
 
@@ -89,6 +93,7 @@ orch_shmem_startup(void)
 			orch_shared->procno[i] = -1;
 			orch_shared->connect_failed[i] = false;
 			pg_atomic_init_u32(&orch_shared->work[i], 0);
+			pg_atomic_init_u32(&orch_shared->inflight[i], 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -101,15 +106,22 @@ void
 orch_shmem_register_worker(int index)
 {
 	Assert(index >= 0 && index < ORCH_MAX_WORKERS);
+	my_index = index;
 	if (orch_shared)
+	{
 		orch_shared->procno[index] = MyProc->pgprocno;
+		pg_atomic_write_u32(&orch_shared->inflight[index], 0);
+	}
 }
 
 void
 orch_shmem_unregister_worker(int index)
 {
 	if (orch_shared && orch_shared->procno[index] == MyProc->pgprocno)
+	{
 		orch_shared->procno[index] = -1;
+		pg_atomic_write_u32(&orch_shared->inflight[index], 0);
+	}
 }
 
 /*
@@ -163,4 +175,35 @@ orch_shmem_wake_all(void)
 			SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 		}
 	}
+}
+
+/*
+ * orch_shmem_report_inflight publishes how many HTTP requests this worker
+ * has in flight (http.c, at each start and end); a plain write, read by
+ * orchestrator.workers.  Nothing for a process that is not a worker.
+ */
+void
+orch_shmem_report_inflight(int n)
+{
+	if (orch_shared && my_index >= 0)
+		pg_atomic_write_u32(&orch_shared->inflight[my_index], (uint32) n);
+}
+
+/*
+ * orch_shmem_worker returns whether worker slot index has a live worker,
+ * and then its process id and HTTP requests in flight.
+ */
+bool
+orch_shmem_worker(int index, int *pid, int *inflight)
+{
+	int			procno;
+
+	if (orch_shared == NULL || index < 0 || index >= ORCH_MAX_WORKERS)
+		return false;
+	procno = orch_shared->procno[index];
+	if (procno < 0 || procno >= (int) ProcGlobal->allProcCount)
+		return false;
+	*pid = ProcGlobal->allProcs[procno].pid;
+	*inflight = (int) pg_atomic_read_u32(&orch_shared->inflight[index]);
+	return *pid != 0;
 }

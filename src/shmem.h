@@ -21,5 +21,7 @@ extern void orch_shmem_wake_all(void);
 extern bool orch_shmem_take_work(int index);
 extern bool orch_shmem_connect_failed(int index);
 extern void orch_shmem_set_connect_failed(int index, bool failed);
+extern void orch_shmem_report_inflight(int n);
+extern bool orch_shmem_worker(int index, int *pid, int *inflight);
 
 #endif							/* ORCH_SHMEM_H */

@@ -108,7 +108,13 @@ INSERT INTO public.batches
 SELECT 'quick', n, (orch_submit_event('quick', 'test', '$org', '$user', jsonb_build_object('n', n))).job_id
 FROM generate_series(1, 20) n});
 
+# orchestrator.workers shows them in flight, from the worker's shared memory
+ok( $node->poll_query_until(
+		'postgres', "SELECT count(*) = 1 AND sum(http_in_flight) = 200 AND bool_and(pid > 0) FROM orchestrator.workers"),
+	'orchestrator.workers shows the one worker with 200 requests in flight');
 ok(wait_batch('slow') && wait_batch('quick'), 'both batches finished');
+is($node->safe_psql('postgres', 'SELECT worker || \':\' || http_in_flight FROM orchestrator.workers'),
+	'1:0', 'and none in flight once they are answered');
 is(batch_summary('slow'), '200|200', 'all 200 http jobs completed');
 is(batch_summary('quick'), '20|20', 'all 20 sql jobs completed');
 my $records = standin_requests($path);
