@@ -41,7 +41,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Werror
 SHLIB_LINK = -lcurl
 
-REGRESS = setup definitions submit run failure operate replay job_state security http http_failure notify entry followup cost approval scope context
+REGRESS = setup definitions submit run failure operate replay job_state security http http_failure notify entry followup cost approval scope context stats
 REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
 
 ISOLATION = claim dedupe reclaim approval races

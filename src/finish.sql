@@ -61,8 +61,8 @@ GRANT EXECUTE ON FUNCTION orchestrator.guarded_effect(jsonb) TO orchestrator_adm
 -- orch_use_table and orch_reapply_table_mappings stay superuser-only: they
 -- decide which tables the extension's owner reads.
 GRANT SELECT ON orchestrator.jobs, orchestrator.steps, orchestrator.events, orchestrator.job_counts, orchestrator.stuck_jobs,
-	orchestrator.service_scope_audit, orchestrator.dead_letters, orchestrator.dead_letter_groups, orchestrator.workers
-	TO orchestrator_admin;
+	orchestrator.service_scope_audit, orchestrator.dead_letters, orchestrator.dead_letter_groups, orchestrator.workers,
+	orchestrator.stats TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orchestrator.worker_status() TO orchestrator_admin;
 GRANT SELECT ON orchestrator.sequence_definitions TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orchestrator.store_sequence(text, jsonb) TO orchestrator_admin;
