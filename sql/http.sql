@@ -105,6 +105,30 @@ SELECT r->>'method' AS method,
        r->'body'->'context'->'tier1'->'org'->>'name' AS tier1_org
 FROM standin_requests('/functions/v1/detect-intents') r;
 
+-- W3C trace context: the job's own trace (its id's hex digits) and one span
+-- per step, the same on every try of it
+SELECT split_part(r->'headers'->>'traceparent', '-', 1) AS version,
+       split_part(r->'headers'->>'traceparent', '-', 2) = replace(:'m', '-', '') AS job_trace,
+       split_part(r->'headers'->>'traceparent', '-', 3) ~ '^[0-9a-f]{16}$' AS span,
+       split_part(r->'headers'->>'traceparent', '-', 4) AS flags
+FROM standin_requests('/functions/v1/detect-intents') r;
+SELECT count(DISTINCT split_part(r->'headers'->>'traceparent', '-', 3)) AS spans_of_three_steps
+FROM (SELECT * FROM standin_requests('/functions/v1/extract-action-items') UNION ALL
+      SELECT * FROM standin_requests('/functions/v1/detect-intents') UNION ALL
+      SELECT * FROM standin_requests('/functions/v1/suggest-next-actions')) r(r)
+WHERE r->'body'->>'sequence_job_id' = :'m';
+-- an event that carries a traceparent joins that trace, with its flags
+SELECT job_id AS mt FROM orch_submit_event('meeting_ended_http', 'webhook:meetingbaas', :'org_a', :'ada',
+	'{"meeting_id": "m-http-2", "action_items": ["x"], "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}') \gset
+SELECT test_wait_job(:'mt');
+SELECT DISTINCT split_part(r->'headers'->>'traceparent', '-', 2) AS trace, split_part(r->'headers'->>'traceparent', '-', 4) AS flags,
+       split_part(r->'headers'->>'traceparent', '-', 3) <> '00f067aa0ba902b7' AS own_span
+FROM standin_requests('/functions/v1/detect-intents') r WHERE r->'body'->>'sequence_job_id' = :'mt';
+-- an invalid one (all-zero trace id) starts the job's own trace
+SELECT orchestrator.traceparent(:'m', '{"event": {"payload": {"traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}}}', 'x')
+	= orchestrator.traceparent(:'m', '{}', 'x') AS invalid_ignored,
+       orchestrator.traceparent(:'m', '{"event": {"payload": {"traceparent": "not one"}}}', 'x')
+	= orchestrator.traceparent(:'m', '{}', 'x') AS garbage_ignored;
 -- the secret's value is nowhere in what the engine stored
 SELECT count(*) AS rows_with_secret FROM (
 	SELECT context::text || trigger_payload::text || COALESCE(last_error, '') AS t FROM orchestrator.sequence_jobs

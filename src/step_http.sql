@@ -63,6 +63,27 @@ COMMENT ON COLUMN orchestrator.notification_log.sent_at IS 'When the request was
 COMMENT ON COLUMN orchestrator.notification_log.slack_ts IS 'Slack message timestamp (ts) of a sent message';
 
 /*
+ * traceparent: the W3C trace context an http step's request carries.  The
+ * trace is the event's, when its payload has a valid "traceparent"; else
+ * the job's own, whose trace id is the job id's 32 hex digits (so nothing
+ * more is stored).  The span id is the step's, the same on every re-send
+ * of it, like the Idempotency-Key; the flags are the event's, else 01
+ * (sampled).  An invalid traceparent starts the job's own trace, as the
+ * W3C recommendation says.
+ */
+CREATE FUNCTION orchestrator.traceparent(p_job_id uuid, p_state jsonb, p_step_name text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+	SELECT '00-' || CASE WHEN g.valid THEN substr(g.tp, 4, 32) ELSE replace(p_job_id::text, '-', '') END
+	       || '-' || left(md5(p_job_id::text || ':' || COALESCE(p_step_name, '')), 16)
+	       || '-' || CASE WHEN g.valid THEN right(g.tp, 2) ELSE '01' END
+	FROM (SELECT t.tp, t.tp IS NOT NULL AND t.tp ~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+	                   AND substr(t.tp, 4, 32) <> repeat('0', 32) AND substr(t.tp, 37, 16) <> repeat('0', 16) AS valid
+	      FROM (SELECT p_state->'event'->'payload'->>'traceparent' AS tp) t) g
+$$;
+COMMENT ON FUNCTION orchestrator.traceparent(uuid, jsonb, text) IS 'The W3C traceparent header of a job''s http step: the event''s trace (payload key traceparent) or the job''s own, and the step''s span';
+
+/*
  * http_request builds the request an http (or notify) step, or an
  * endpoint context source, sends: the endpoint's URL, its timeout (the
  * step's timeout_ms wins when given), its headers with
@@ -103,6 +124,10 @@ BEGIN
 		END LOOP;
 		headers := headers || (h.key || ': ' || v);
 	END LOOP;
+	-- the W3C trace context, unless the endpoint sets its own
+	IF NOT EXISTS (SELECT 1 FROM jsonb_object_keys(e.headers) k WHERE lower(k) = 'traceparent') THEN
+		headers := headers || ('traceparent: ' || orchestrator.traceparent(p_job_id, p_state, p_step_name));
+	END IF;
 	url := e.url;
 	timeout_ms := COALESCE(p_timeout_ms, e.timeout_ms);
 	body := COALESCE(p_body, jsonb_build_object(
