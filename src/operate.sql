@@ -75,6 +75,27 @@ END
 $$;
 COMMENT ON FUNCTION orch_cancel_job(uuid) IS 'Cancels a pending, running or paused job; a worker still holding its lease has its writes discarded';
 
+/*
+ * step_index: the 0-based index of the step named p_step in p_steps, the
+ * steps of sequence p_type version p_version; 42704 when it has none.
+ */
+CREATE FUNCTION orchestrator.step_index(p_type text, p_version integer, p_steps jsonb, p_step text) RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+	v_idx integer;
+BEGIN
+	SELECT s.ord - 1 INTO v_idx FROM jsonb_array_elements(p_steps) WITH ORDINALITY AS s(step, ord)
+	WHERE s.step->>'name' = p_step;
+	IF v_idx IS NULL THEN
+		RAISE EXCEPTION 'sequence "%" version % has no step "%"', p_type, p_version, p_step
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	RETURN v_idx;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.step_index(text, integer, jsonb, text) IS 'The index of a named step in a sequence version''s steps; 42704 when there is none (orch_retry_job, orch_fork_job)';
+
 CREATE FUNCTION orch_retry_job(job_id uuid, from_step text DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -108,12 +129,7 @@ BEGIN
 	IF from_step IS NULL THEN
 		v_idx := LEAST(v_job.current_step, jsonb_array_length(v_steps) - 1);
 	ELSE
-		SELECT s.ord - 1 INTO v_idx FROM jsonb_array_elements(v_steps) WITH ORDINALITY AS s(step, ord)
-		WHERE s.step->>'name' = from_step;
-		IF v_idx IS NULL THEN
-			RAISE EXCEPTION 'sequence "%" version % has no step "%"', v_job.event_type, v_job.sequence_version, from_step
-				USING ERRCODE = 'undefined_object';
-		END IF;
+		v_idx := orchestrator.step_index(v_job.event_type, v_job.sequence_version, v_steps, from_step);
 	END IF;
 	-- a job run again asks again: earlier decisions and open requests lapse
 	PERFORM orchestrator.withdraw_approvals(v_job.id);

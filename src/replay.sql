@@ -197,12 +197,7 @@ BEGIN
 	END IF;
 	SELECT d.steps INTO v_steps FROM orchestrator.sequence_definitions d
 	WHERE d.event_type = v_job.event_type AND d.version = v_job.sequence_version;
-	SELECT s.ord - 1 INTO v_idx FROM jsonb_array_elements(v_steps) WITH ORDINALITY AS s(step, ord)
-	WHERE s.step->>'name' = from_step;
-	IF v_idx IS NULL THEN
-		RAISE EXCEPTION 'sequence "%" version % has no step "%"', v_job.event_type, v_job.sequence_version, from_step
-			USING ERRCODE = 'undefined_object';
-	END IF;
+	v_idx := orchestrator.step_index(v_job.event_type, v_job.sequence_version, v_steps, from_step);
 
 	-- the new job asks every approval again, from the step it starts at
 	v_state := (v_job.context - 'approvals')

@@ -58,15 +58,21 @@ if [ "$mode" = valgrind ]; then
 	iso_conf=$work/test/isolation-valgrind.conf
 fi
 
-# count_regress FILE RC: adds pg_regress's per-test "ok" / "FAILED" lines;
-# a run that failed without a failing test (it could not start) counts one.
-count_regress() {
+# count_log FILE RC OK_RE BAD_RE: adds a suite's passing and failing lines
+# (extended regular expressions); a run that failed without a failing line
+# (it could not start, or a script died) counts one failure.
+count_log() {
 	local ok bad
-	ok=$(grep -cE '\.\.\. ok|^ok [0-9]+' "$1")
-	bad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+|\.\.\. failed' "$1")
+	ok=$(grep -cE "$3" "$1")
+	bad=$(grep -cE "$4" "$1")
 	[ "$2" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
 	passed=$((passed + ok))
 	failed=$((failed + bad))
+}
+
+# count_regress FILE RC: pg_regress's per-test "ok" / "FAILED" lines
+count_regress() {
+	count_log "$1" "$2" '\.\.\. ok|^ok [0-9]+' '\.\.\. FAILED|^not ok [0-9]+|\.\.\. failed'
 }
 
 orch_start_standin "$work" "$work"
@@ -100,12 +106,7 @@ if [ "$mode" != valgrind ]; then
 	(cd "$work" && orch_as_postgres env ORCH_STANDIN="$work/test/standin.py" TESTDIR="$work" PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
 		PATH="$bindir:$PATH" prove -v -I "$pgxs/src/test/perl" -I "$work/test" test/t/*.pl) 2>&1 | tee "$work/tap.log"
 	rc=${PIPESTATUS[0]}
-	tap_ok=$(grep -cE '^ok [0-9]+' "$work/tap.log")
-	tap_bad=$(grep -cE '^not ok [0-9]+' "$work/tap.log")
-	# a script that died without reporting a failing assertion still fails
-	[ $rc -ne 0 ] && [ "$tap_bad" -eq 0 ] && tap_bad=1
-	passed=$((passed + tap_ok))
-	failed=$((failed + tap_bad))
+	count_log "$work/tap.log" $rc '^ok [0-9]+' '^not ok [0-9]+'
 	if [ $rc -ne 0 ]; then
 		for f in "$work"/tmp_check/log/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 40 "$f"; }; done
 	fi
@@ -115,12 +116,7 @@ fi
 if [ "$mode" = debian ]; then
 	echo "== fuzz"
 	"$work/fuzz/run.sh" --short 2>&1 | tee "$work/fuzz.log"
-	rc=${PIPESTATUS[0]}
-	fuzz_ok=$(grep -cE '^fuzz [a-z_]+: ok' "$work/fuzz.log")
-	fuzz_bad=$(grep -cE '^fuzz [a-z_]+: FAILED' "$work/fuzz.log")
-	[ $rc -ne 0 ] && [ "$fuzz_bad" -eq 0 ] && fuzz_bad=1
-	passed=$((passed + fuzz_ok))
-	failed=$((failed + fuzz_bad))
+	count_log "$work/fuzz.log" ${PIPESTATUS[0]} '^fuzz [a-z_]+: ok' '^fuzz [a-z_]+: FAILED'
 fi
 
 # no assertion failure, PANIC or crash in any server log of the run
