@@ -11,6 +11,7 @@ OBJS = \
 	src/wake.o \
 	src/submit.o \
 	src/claim.o \
+	src/flow.o \
 	src/step.o \
 	src/step_sql.o \
 	src/step_http.o \
@@ -41,10 +42,10 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Werror
 SHLIB_LINK = -lcurl
 
-REGRESS = setup definitions submit run failure operate replay job_state security http http_failure notify entry followup cost approval scope context stats
+REGRESS = setup definitions submit run failure operate replay job_state security http http_failure notify entry followup cost approval scope context stats flow
 REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
 
-ISOLATION = claim dedupe reclaim approval races
+ISOLATION = claim dedupe reclaim approval races flow
 ISOLATION_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)/test
 
 TAP_TESTS = 1

@@ -35,6 +35,7 @@
 #include "utils/uuid.h"
 
 #include "claim.h"
+#include "flow.h"
 #include "guc.h"
 #include "util.h"
 
@@ -62,8 +63,10 @@ orch_reclaim_expired(void)
 
 /*
  * next_wakeup returns when the worker next has something to do without
- * being woken: the earliest future run_at of a pending job, or the earliest
- * future lease expiry to reclaim.  0 means nothing is scheduled: sleep until
+ * being woken: the earliest future run_at of a pending job (found through
+ * the claim order, which is never later than run_at), or the earliest
+ * future lease expiry to reclaim.  A job paused until resumed ("infinity")
+ * is not waited for.  0 means nothing is scheduled: sleep until
  * woken.  It runs in the claim's transaction, so "due" means due at the
  * claim's now(): a due job the claim did not get is locked by another
  * transaction (a worker running it past its lease, an operator's update),
@@ -78,12 +81,18 @@ next_wakeup(bool *contended)
 
 	if (wakeup_plan == NULL)
 		wakeup_plan = orch_prepare_kept(
-			"SELECT LEAST((SELECT pg_catalog.min(j.run_at) FROM orchestrator.sequence_jobs j"
-			"              WHERE j.status = 'pending' AND j.run_at > pg_catalog.now()),"
+			"SELECT LEAST((SELECT pg_catalog.min(" CLAIM_ORDER ") FROM orchestrator.sequence_jobs j"
+			"              WHERE j.status = 'pending' AND " CLAIM_ORDER " > pg_catalog.now()"
+			"                AND " CLAIM_ORDER " < 'infinity'),"
+			/* jobs of some priority whose place in the order has come, but not their run_at */
+			"             (SELECT pg_catalog.min(j.run_at) FROM orchestrator.sequence_jobs j"
+			"              WHERE j.status = 'pending' AND " CLAIM_ORDER " <= pg_catalog.now()"
+			"                AND j.run_at > pg_catalog.now()),"
 			"             (SELECT pg_catalog.min(j.lease_expires_at) FROM orchestrator.sequence_jobs j"
 			"              WHERE j.status = 'in_progress' AND j.lease_expires_at > pg_catalog.now())),"
 			"       EXISTS (SELECT 1 FROM orchestrator.sequence_jobs j"
-			"               WHERE j.status = 'pending' AND j.run_at <= pg_catalog.now())"
+			"               WHERE j.status = 'pending' AND " CLAIM_ORDER " <= pg_catalog.now()"
+			"                 AND j.run_at <= pg_catalog.now())"
 			"       OR EXISTS (SELECT 1 FROM orchestrator.sequence_jobs j"
 			"                  WHERE j.status = 'in_progress' AND j.lease_expires_at <= pg_catalog.now())",
 			0, NULL);
@@ -136,7 +145,7 @@ orch_claim_pass(OrchClaimedJob *jobs, int room, TimestampTz *next_due, bool *con
 		orch_reclaim_expired();
 		next_reclaim = TimestampTzPlusMilliseconds(now, ORCH_RECLAIM_INTERVAL_MS);
 	}
-	n = orch_job_claim(jobs, room, orch_lease_ms);
+	n = orch_flow_claim(jobs, room, orch_lease_ms);
 	if (n == 0)
 		*next_due = next_wakeup(contended);
 	return n;

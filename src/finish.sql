@@ -17,7 +17,7 @@
 
 REVOKE ALL ON ALL TABLES IN SCHEMA orchestrator FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA orchestrator FROM PUBLIC;
-REVOKE ALL ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_submit_events(text, text, uuid, uuid[], jsonb[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_define_sequence(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_cancel_job(uuid) FROM PUBLIC;
@@ -27,6 +27,13 @@ REVOKE ALL ON FUNCTION orch_use_table(text, regclass, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_reapply_table_mappings() FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_define_endpoint(text, text, integer, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_set_secret(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION orch_set_priority(text, integer), orch_pause(text, text, boolean), orch_drain(),
+	orch_resume(text, text), orch_set_concurrency_limit(text, text, integer), orch_set_rate_limit(text, real) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_set_priority(text, integer), orch_pause(text, text, boolean), orch_drain(),
+	orch_resume(text, text), orch_set_concurrency_limit(text, text, integer), orch_set_rate_limit(text, real)
+	TO orchestrator_admin;
+GRANT SELECT ON orchestrator.flow_controls, orchestrator.pauses, orchestrator.concurrency_limits,
+	orchestrator.priorities, orchestrator.flow_waits TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_define_endpoint(text, text, integer, jsonb) TO orchestrator_admin;
 REVOKE ALL ON FUNCTION orch_enqueue_trigger() FROM PUBLIC;
 REVOKE ALL ON FUNCTION orch_fan_out(text, text, jsonb) FROM PUBLIC;
@@ -38,7 +45,7 @@ GRANT EXECUTE ON FUNCTION orch_set_secret(text, text) TO orchestrator_admin;
 GRANT SELECT ON orchestrator.endpoints, orchestrator.notification_log TO orchestrator_admin;
 -- orchestrator.secrets: no grants at all; the admin role sets secrets, never reads them
 
-GRANT EXECUTE ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text) TO orchestrator_submitter, orchestrator_admin;
+GRANT EXECUTE ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text, integer) TO orchestrator_submitter, orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_submit_events(text, text, uuid, uuid[], jsonb[], text[]) TO orchestrator_submitter, orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_define_sequence(text, jsonb) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_cancel_job(uuid) TO orchestrator_admin;
@@ -99,6 +106,10 @@ SELECT pg_catalog.pg_extension_config_dump('orchestrator.context_sources', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.hitl_patterns', 'WHERE name NOT IN (''email_draft'', ''crm_update'', ''task_creation'', ''generic'')');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.notification_log', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.notification_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.priorities', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.pauses', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.concurrency_limits', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.flow_waits', '');
 
 -- Tell the user when no worker will run, then wake the workers that do.
 DO $preload$

@@ -83,6 +83,14 @@ static const bool legal[ORCH_JOB_NSTATUS][ORCH_JOB_NSTATUS] = {
 	" (job_id, org_id, step_index, step_name, kind, attempt, outcome, output, error," \
 	"  started_at, finished_at, worker_pid, fencing_token, http_status, scope)"
 
+/*
+ * A new job's priority: the event's, else its type's (orch_set_priority),
+ * else 0.
+ */
+#define PRIORITY_SQL(given, type) \
+	"COALESCE(" given "::smallint, (SELECT p.priority FROM orchestrator.priorities p" \
+	" WHERE p.event_type = " type "), 0::smallint)"
+
 static SPIPlanPtr transition_plan = NULL;
 static SPIPlanPtr create_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
@@ -971,12 +979,12 @@ orch_job_transition(OrchJobTransition *t, int n)
 pg_uuid_t
 orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 version,
 				TimestampTz run_at, Jsonb *payload, Datum parent_job_id, bool has_parent,
-				int32 chain_depth, Datum dedupe_hash)
+				int32 chain_depth, Datum dedupe_hash, int32 priority)
 {
 	static SPIPlanPtr child_plan = NULL;
 	SPIPlanPtr	plan;
-	Datum		a[12];
-	char		an[12];
+	Datum		a[13];
+	char		an[13];
 	int			ret;
 	pg_uuid_t	id;
 	Jsonb	   *stripped = orch_without_transcripts(payload);
@@ -989,9 +997,10 @@ orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 ver
 		const char *insert_sql =
 			"WITH j AS (INSERT INTO orchestrator.sequence_jobs"
 			"        (id, org_id, user_id, event_type, event_source, sequence_version, run_at,"
-			"         context, trigger_payload, event_chain, parent_job_id, chain_depth)"
+			"         context, trigger_payload, event_chain, parent_job_id, chain_depth, priority)"
 			"       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-			"               pg_catalog.jsonb_build_object('parent', $10, 'children', '[]'::jsonb), $10, $11)"
+			"               pg_catalog.jsonb_build_object('parent', $10, 'children', '[]'::jsonb), $10, $11,"
+			"               " PRIORITY_SQL("$13", "$4") ")"
 			"       RETURNING id, run_at),"
 			" l AS (INSERT INTO orchestrator.event_log"
 			"        (org_id, user_id, event_type, event_source, outcome, reason, job_id, run_at,"
@@ -1000,17 +1009,17 @@ orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 ver
 			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'deferred' ELSE 'accepted' END,"
 			"              CASE WHEN j.run_at > pg_catalog.now() THEN 'quiet_hours' END,"
 			"              j.id, j.run_at, $10, $12 FROM j)";
-		Oid			types[12] = {UUIDOID, UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
-		JSONBOID, JSONBOID, UUIDOID, INT4OID, UUIDOID};
+		Oid			types[13] = {UUIDOID, UUIDOID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		JSONBOID, JSONBOID, UUIDOID, INT4OID, UUIDOID, INT4OID};
 
-		create_plan = orch_prepare_kept(psprintf("%s SELECT id FROM j", insert_sql), 12, types);
+		create_plan = orch_prepare_kept(psprintf("%s SELECT id FROM j", insert_sql), 13, types);
 		child_plan = orch_prepare_kept(
 			psprintf("%s, p AS (UPDATE orchestrator.sequence_jobs pj"
 					 "       SET event_chain = pg_catalog.jsonb_set(pj.event_chain, '{children}',"
 					 "                         COALESCE(pj.event_chain->'children', '[]') || pg_catalog.to_jsonb(j.id))"
 					 "       FROM j WHERE pj.id = $10)"
 					 " SELECT id FROM j", insert_sql),
-			12, types);
+			13, types);
 	}
 	plan = has_parent ? child_plan : create_plan;
 	a[0] = UUIDPGetDatum(&id);
@@ -1028,8 +1037,10 @@ orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 ver
 	a[9] = has_parent ? parent_job_id : (Datum) 0;
 	a[10] = Int32GetDatum(chain_depth);
 	a[11] = dedupe_hash;
+	a[12] = Int32GetDatum(priority);
 	memset(an, ' ', sizeof(an));
 	an[9] = has_parent ? ' ' : 'n';
+	an[12] = priority >= 0 ? ' ' : 'n';
 	ret = orch_execute_keyed(plan, a, an, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "orchestrator enqueue failed: %s", SPI_result_code_string(ret));
@@ -1065,14 +1076,14 @@ orch_job_fork(const pg_uuid_t *from, int32 step_index, const char *step_name, Js
 			"WITH o AS (SELECT * FROM orchestrator.sequence_jobs WHERE id = $1),"
 			" j AS (INSERT INTO orchestrator.sequence_jobs"
 			"        (id, org_id, user_id, event_type, event_source, sequence_version, current_step,"
-			"         context, trigger_payload, event_chain, parent_job_id, chain_depth)"
+			"         context, trigger_payload, event_chain, parent_job_id, chain_depth, priority)"
 			"       SELECT $2, o.org_id, o.user_id, o.event_type, o.event_source, o.sequence_version, $3,"
 			"              pg_catalog.jsonb_set(pg_catalog.jsonb_set($5, '{execution_metadata,sequence_job_id}',"
 			"                                                        pg_catalog.to_jsonb($2::text)),"
 			"                                   '{execution_metadata,forked_from}', pg_catalog.to_jsonb($1::text)),"
 			"              o.trigger_payload,"
 			"              pg_catalog.jsonb_build_object('parent', o.parent_job_id, 'children', '[]'::jsonb),"
-			"              o.parent_job_id, o.chain_depth"
+			"              o.parent_job_id, o.chain_depth, o.priority"
 			"       FROM o RETURNING id, org_id, fencing_token)"
 			" " HISTORY
 			" SELECT j.id, j.org_id, $3, $4, 'operator', 1, 'forked', NULL::jsonb,"
@@ -1179,9 +1190,10 @@ orch_job_create_batch(OrchEventBatch *b)
 			"           AS v(user_id, outcome, reason, job_id, new, run_at, context, payload, hash, n)),"
 			" j AS (INSERT INTO orchestrator.sequence_jobs"
 			"        (id, org_id, user_id, event_type, event_source, sequence_version, run_at,"
-			"         context, trigger_payload, event_chain, parent_job_id, chain_depth)"
+			"         context, trigger_payload, event_chain, parent_job_id, chain_depth, priority)"
 			"       SELECT v.job_id, $10, v.user_id, $11, $12, $13, v.run_at, v.context, v.payload,"
-			"              '{\"parent\": null, \"children\": []}'::jsonb, NULL, 1"
+			"              '{\"parent\": null, \"children\": []}'::jsonb, NULL, 1,"
+			"              " PRIORITY_SQL("NULL::integer", "$11")
 			"       FROM v WHERE v.new ORDER BY v.n)"
 			" INSERT INTO orchestrator.event_log"
 			"  (org_id, user_id, event_type, event_source, outcome, reason, job_id, run_at, dedupe_hash, payload)"
@@ -1217,8 +1229,9 @@ orch_job_claim(OrchClaimedJob *jobs, int max, long lease_ms)
 		claim_plan = orch_prepare_kept(
 			"WITH c AS (SELECT j.id, j.org_id, j.user_id, (j.context->'context') ? 'tier1' AS loaded"
 			"           FROM orchestrator.sequence_jobs j"
-			"           WHERE j.status = 'pending' AND j.run_at <= pg_catalog.now()"
-			"           ORDER BY j.run_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
+			"           WHERE j.status = 'pending' AND " CLAIM_ORDER " <= pg_catalog.now()"
+			"             AND j.run_at <= pg_catalog.now()"
+			"           ORDER BY " CLAIM_ORDER " LIMIT $1 FOR UPDATE SKIP LOCKED),"
 			/* tier 1 is loaded once per user of the batch, not once per job */
 			" t AS MATERIALIZED (SELECT p.org_id, p.user_id, orchestrator.load_tier1(p.org_id, p.user_id) AS tier1"
 			"       FROM (SELECT DISTINCT c.org_id, c.user_id FROM c WHERE NOT c.loaded) p)"
@@ -1369,6 +1382,91 @@ orch_job_release(void)
 	ret = orch_execute_keyed(release_plan, args, NULL, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "orchestrator lease release failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed > 0)
+		orch_wake_at_commit();
+	return (int) SPI_processed;
+}
+
+/*
+ * orch_job_hold_back puts n jobs this process has just claimed back in the
+ * queue, unrun, to wait for a concurrency slot (flow.c): pending again,
+ * due again by wait_ms at the latest (a freed slot wakes them sooner:
+ * orch_job_wake), with a "deferred" history row whose error is notes[i].
+ * Not an attempt; the claim's fencing token stays.  Returns how many.
+ */
+int
+orch_job_hold_back(const OrchClaimedJob *jobs, const char **notes, int n, long wait_ms)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *tokens = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *texts = palloc(sizeof(Datum) * Max(n, 1));
+	Datum		args[4];
+	int			ret;
+
+	if (n == 0)
+		return 0;
+	for (int i = 0; i < n; i++)
+	{
+		ids[i] = UUIDPGetDatum(&jobs[i].id);
+		tokens[i] = Int64GetDatum(jobs[i].token);
+		texts[i] = CStringGetTextDatum(notes[i]);
+	}
+	if (plan == NULL)
+	{
+		Oid			types[4] = {UUIDARRAYOID, INT8ARRAYOID, TEXTARRAYOID, FLOAT8OID};
+
+		plan = orch_prepare_kept(
+			"WITH v AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
+			"           AS v(id, token, note)),"
+			" u AS (UPDATE orchestrator.sequence_jobs j"
+			"       SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,"
+			"           run_at = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $4 / 1000.0),"
+			"           updated_at = pg_catalog.clock_timestamp()"
+			"       FROM v WHERE j.id = v.id AND j.id = ANY ($1) AND j.status = 'in_progress'"
+			"         AND j.fencing_token = v.token AND j.lease_owner = pg_catalog.pg_backend_pid()"
+			"       RETURNING j.id, j.org_id, j.current_step, j.attempts, j.fencing_token, v.note)"
+			" " HISTORY
+			" SELECT u.id, u.org_id, u.current_step, NULL, 'engine', u.attempts + 1, 'deferred', NULL, u.note,"
+			"        pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), pg_catalog.pg_backend_pid(),"
+			"        u.fencing_token, NULL, NULL FROM u",
+			4, types);
+	}
+	args[0] = orch_array_of(ids, NULL, n, UUIDOID);
+	args[1] = orch_array_of(tokens, NULL, n, INT8OID);
+	args[2] = orch_array_of(texts, NULL, n, TEXTOID);
+	args[3] = Float8GetDatum((double) wait_ms);
+	ret = orch_execute_keyed(plan, args, NULL, false, 0, InvalidSnapshot);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "orchestrator could not hold jobs back: %s", SPI_result_code_string(ret));
+	return (int) SPI_processed;
+}
+
+/*
+ * orch_job_wake makes the pending jobs among ids due now (a concurrency
+ * slot freed, a pause lifted: flow.c), keeping their place by priority;
+ * the workers are woken at commit.  Returns how many.
+ */
+int
+orch_job_wake(Datum ids)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	int			ret;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDARRAYOID};
+
+		plan = orch_prepare_kept(
+			"UPDATE orchestrator.sequence_jobs j SET run_at = pg_catalog.now(), updated_at = pg_catalog.clock_timestamp()"
+			" WHERE j.id = ANY ($1) AND j.status = 'pending' AND j.run_at > pg_catalog.now()",
+			1, types);
+	}
+	args[0] = ids;
+	ret = orch_execute_keyed(plan, args, NULL, false, 0, InvalidSnapshot);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "orchestrator could not wake jobs: %s", SPI_result_code_string(ret));
 	if (SPI_processed > 0)
 		orch_wake_at_commit();
 	return (int) SPI_processed;

@@ -19,6 +19,13 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
+/*
+ * A pending job j's place in the claim order, as the index
+ * sequence_jobs_runnable has it (flow.c: run_at less a minute per point of
+ * priority).
+ */
+#define CLAIM_ORDER "orchestrator.claim_order(j.run_at, j.priority)"
+
 /* sequence_jobs.status; the order is the legality table's (job_state.c) */
 typedef enum OrchJobStatus
 {
@@ -149,7 +156,7 @@ extern void orch_job_hold_forget(const pg_uuid_t *job_id);
 extern void orch_job_write_held(const pg_uuid_t *job_id);
 extern pg_uuid_t orch_job_create(Datum org_id, Datum user_id, Datum type, Datum source, int32 version,
 								 TimestampTz run_at, Jsonb *payload, Datum parent_job_id, bool has_parent,
-								 int32 chain_depth, Datum dedupe_hash);
+								 int32 chain_depth, Datum dedupe_hash, int32 priority);
 extern pg_uuid_t orch_job_fork(const pg_uuid_t *from, int32 step_index, const char *step_name, Jsonb *state,
 							   const char *how);
 
@@ -182,5 +189,7 @@ extern int	orch_job_claim(OrchClaimedJob *jobs, int max, long lease_ms);
 extern int	orch_job_reclaim_expired(int max_reclaims);
 extern int	orch_job_reclaim_orphaned(int max_reclaims);
 extern int	orch_job_release(void);
+extern int	orch_job_hold_back(const OrchClaimedJob *jobs, const char **notes, int n, long wait_ms);
+extern int	orch_job_wake(Datum ids);
 
 #endif							/* ORCH_JOB_STATE_H */

@@ -47,6 +47,7 @@ CREATE TABLE orchestrator.sequence_jobs (
 	sequence_version integer NOT NULL,
 	status orchestrator.job_status NOT NULL DEFAULT 'pending',
 	run_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	priority smallint NOT NULL DEFAULT 0,
 	current_step integer NOT NULL DEFAULT 0,
 	attempts integer NOT NULL DEFAULT 0,
 	reclaims integer NOT NULL DEFAULT 0,
@@ -65,7 +66,21 @@ CREATE TABLE orchestrator.sequence_jobs (
 	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 ) WITH (fillfactor = 80);
 
-CREATE INDEX sequence_jobs_runnable ON orchestrator.sequence_jobs (run_at) WHERE status = 'pending';
+/*
+ * Workers claim pending jobs in claim order: run_at moved earlier by one
+ * minute per point of priority (flow.c, doc/flow-control.md).  A job of
+ * priority p goes ahead of lower ones that fell due less than p minutes
+ * before it, and behind those waiting longer: higher runs first, and no
+ * job waits forever behind a stream of higher ones.  With every priority
+ * 0 the order is run_at's.
+ */
+CREATE FUNCTION orchestrator.claim_order(run_at timestamptz, priority smallint) RETURNS timestamptz
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'orch_claim_order';
+COMMENT ON FUNCTION orchestrator.claim_order(timestamptz, smallint) IS 'A pending job''s place in the claim order: run_at less one minute per point of priority';
+
+CREATE INDEX sequence_jobs_runnable ON orchestrator.sequence_jobs (orchestrator.claim_order(run_at, priority))
+	WHERE status = 'pending';
 CREATE INDEX sequence_jobs_leased ON orchestrator.sequence_jobs (lease_expires_at) WHERE status = 'in_progress';
 CREATE INDEX sequence_jobs_parent ON orchestrator.sequence_jobs (parent_job_id) WHERE parent_job_id IS NOT NULL;
 
@@ -78,6 +93,7 @@ COMMENT ON COLUMN orchestrator.sequence_jobs.event_source IS 'Where the event ca
 COMMENT ON COLUMN orchestrator.sequence_jobs.sequence_version IS 'Sequence version the job runs, fixed at submit';
 COMMENT ON COLUMN orchestrator.sequence_jobs.status IS 'pending | in_progress | awaiting_approval | completed | failed | cancelled';
 COMMENT ON COLUMN orchestrator.sequence_jobs.run_at IS 'Earliest time a worker may claim the job (deferrals and retry backoff)';
+COMMENT ON COLUMN orchestrator.sequence_jobs.priority IS 'Claim priority, 0 (default) to 1000: each point puts the job one minute earlier in the claim order (orch_submit_event''s priority, else orch_set_priority''s for the event type)';
 COMMENT ON COLUMN orchestrator.sequence_jobs.current_step IS 'Index of the next step to run (0-based)';
 COMMENT ON COLUMN orchestrator.sequence_jobs.attempts IS 'Failed attempts of the current step so far';
 COMMENT ON COLUMN orchestrator.sequence_jobs.reclaims IS 'Times the job was taken back from a worker that died holding it; past orchestrator.max_reclaims the job fails';

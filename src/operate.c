@@ -28,6 +28,7 @@
 #include "utils/uuid.h"
 
 #include "claim.h"
+#include "flow.h"
 #include "guc.h"
 #include "http.h"
 #include "job_state.h"
@@ -172,7 +173,7 @@ orch_claim_jobs_sql(PG_FUNCTION_ARGS)
 	jobs = palloc(sizeof(OrchClaimedJob) * max);
 
 	SPI_connect();
-	n = orch_job_claim(jobs, max, orch_lease_ms);
+	n = orch_flow_claim(jobs, max, orch_lease_ms);
 	SPI_finish();
 
 	for (int i = 0; i < n; i++)

@@ -18,6 +18,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "flow.h"
 #include "guc.h"
 #include "shmem.h"
 #include "wake.h"
@@ -38,6 +39,7 @@ _PG_init(void)
 
 	orch_guc_init();
 	orch_wake_init();
+	orch_flow_init();
 
 	if (!orch_preloaded)
 		return;

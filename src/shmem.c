@@ -18,6 +18,13 @@
  * orchestrator.database failed (the database does not exist), so the next
  * one waits for it instead of failing again every second (worker.c).
  *
+ * For flow control (flow.c): a generation counter that any commit changing
+ * pauses or concurrency limits raises, so processes re-read them only when
+ * they changed; and the endpoints' rate limiters, one slot per endpoint
+ * with the time its next request may go, and the slots reserved for jobs
+ * told to wait, under one LWLock.  All of it is lost in a restart, which
+ * only lets each endpoint start again from an empty schedule.
+ *
  * src/shmem.c
  *
  *-------------------------------------------------------------------------
@@ -31,9 +38,30 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "guc.h"
 #include "shmem.h"
+
+#define ORCH_RATE_ENDPOINTS 64
+#define ORCH_RATE_RESERVATIONS 4096
+#define ORCH_ENDPOINT_NAME_MAX 101	/* orchestrator.endpoints.name: up to 100 */
+
+/* An endpoint's rate limiter: when its next request may go. */
+typedef struct OrchRateEndpoint
+{
+	char		name[ORCH_ENDPOINT_NAME_MAX];	/* "" : free */
+	TimestampTz next_free;
+} OrchRateEndpoint;
+
+/* A slot given to a job told to wait for it (endpoint 0-based; -1: free). */
+typedef struct OrchRateReservation
+{
+	int			endpoint;
+	pg_uuid_t	job_id;
+	TimestampTz slot;
+} OrchRateReservation;
 
 typedef struct OrchShared
 {
@@ -41,6 +69,10 @@ typedef struct OrchShared
 	volatile bool connect_failed[ORCH_MAX_WORKERS];
 	pg_atomic_uint32 work[ORCH_MAX_WORKERS];
 	pg_atomic_uint32 inflight[ORCH_MAX_WORKERS];	/* HTTP requests in flight */
+	pg_atomic_uint32 flow_generation;
+	LWLock	   *rate_lock;
+	OrchRateEndpoint rate[ORCH_RATE_ENDPOINTS];
+	OrchRateReservation reserved[ORCH_RATE_RESERVATIONS];
 } OrchShared;
 
 static OrchShared *orch_shared = NULL;
@@ -74,6 +106,7 @@ orch_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(OrchShared)));
+	RequestNamedLWLockTranche("orchestrator", 1);
 }
 
 static void
@@ -95,6 +128,11 @@ orch_shmem_startup(void)
 			pg_atomic_init_u32(&orch_shared->work[i], 0);
 			pg_atomic_init_u32(&orch_shared->inflight[i], 0);
 		}
+		pg_atomic_init_u32(&orch_shared->flow_generation, 1);
+		orch_shared->rate_lock = &(GetNamedLWLockTranche("orchestrator"))->lock;
+		memset(orch_shared->rate, 0, sizeof(orch_shared->rate));
+		for (int i = 0; i < ORCH_RATE_RESERVATIONS; i++)
+			orch_shared->reserved[i].endpoint = -1;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -206,4 +244,110 @@ orch_shmem_worker(int index, int *pid, int *inflight)
 	*pid = ProcGlobal->allProcs[procno].pid;
 	*inflight = (int) pg_atomic_read_u32(&orch_shared->inflight[index]);
 	return *pid != 0;
+}
+
+/*
+ * orch_shmem_flow_generation reads the flow-control generation into *gen;
+ * false when there is no shared memory (not preloaded).
+ */
+bool
+orch_shmem_flow_generation(uint32 *gen)
+{
+	if (orch_shared == NULL)
+		return false;
+	*gen = pg_atomic_read_u32(&orch_shared->flow_generation);
+	return true;
+}
+
+/* orch_shmem_flow_changed raises the generation (after a commit). */
+void
+orch_shmem_flow_changed(void)
+{
+	if (orch_shared)
+		pg_atomic_fetch_add_u32(&orch_shared->flow_generation, 1);
+}
+
+/*
+ * orch_shmem_rate_slot is an endpoint's rate limiter, shared by every
+ * process: a schedule of slots interval_us apart.  A job may send now
+ * (returns 0) when it holds a reserved slot that has come, or when the
+ * endpoint's next free slot has come (taking it).  Otherwise the next free
+ * slot is reserved for the job and returned: the job waits for it, and
+ * those after it get the slots after.  A job asking again before its slot
+ * gets the same one back.  When the tables are full, the job is told to
+ * come back at the next free slot without a reservation.
+ */
+TimestampTz
+orch_shmem_rate_slot(const char *endpoint, int64 interval_us, const pg_uuid_t *job_id, TimestampTz now)
+{
+	OrchRateEndpoint *e = NULL;
+	int			ei = -1;
+	int			free_res = -1;
+	TimestampTz slot = 0;
+
+	if (orch_shared == NULL)
+		return 0;
+	LWLockAcquire(orch_shared->rate_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ORCH_RATE_ENDPOINTS && ei < 0; i++)
+		if (strncmp(orch_shared->rate[i].name, endpoint, ORCH_ENDPOINT_NAME_MAX) == 0)
+			ei = i;
+	if (ei < 0)
+	{
+		/* a free entry, or one whose schedule is long past */
+		for (int i = 0; i < ORCH_RATE_ENDPOINTS && ei < 0; i++)
+			if (orch_shared->rate[i].name[0] == '\0' ||
+				orch_shared->rate[i].next_free < now - 3600 * USECS_PER_SEC)
+				ei = i;
+		if (ei < 0)
+		{
+			LWLockRelease(orch_shared->rate_lock);
+			ereport(WARNING,
+					(errmsg("orchestrator tracks the rate limits of at most %d endpoints at once; endpoint \"%s\" is not limited",
+							ORCH_RATE_ENDPOINTS, endpoint)));
+			return 0;
+		}
+		/* a reused entry's reservations are void */
+		for (int r = 0; r < ORCH_RATE_RESERVATIONS; r++)
+			if (orch_shared->reserved[r].endpoint == ei)
+				orch_shared->reserved[r].endpoint = -1;
+		strlcpy(orch_shared->rate[ei].name, endpoint, ORCH_ENDPOINT_NAME_MAX);
+		orch_shared->rate[ei].next_free = now;
+	}
+	e = &orch_shared->rate[ei];
+
+	for (int r = 0; r < ORCH_RATE_RESERVATIONS; r++)
+	{
+		OrchRateReservation *res = &orch_shared->reserved[r];
+
+		if (res->endpoint == ei && memcmp(&res->job_id, job_id, sizeof(pg_uuid_t)) == 0)
+		{
+			slot = res->slot;
+			if (slot <= now)
+			{
+				res->endpoint = -1;
+				slot = 0;
+			}
+			LWLockRelease(orch_shared->rate_lock);
+			return slot;
+		}
+		/* free, or given to a job that has not come for it in a minute */
+		if (free_res < 0 && (res->endpoint < 0 || res->slot < now - 60 * USECS_PER_SEC))
+			free_res = r;
+	}
+
+	if (e->next_free <= now)
+		e->next_free = now + interval_us;
+	else
+	{
+		slot = e->next_free;
+		if (free_res >= 0)
+		{
+			orch_shared->reserved[free_res].endpoint = ei;
+			orch_shared->reserved[free_res].job_id = *job_id;
+			orch_shared->reserved[free_res].slot = slot;
+			e->next_free = slot + interval_us;
+		}
+	}
+	LWLockRelease(orch_shared->rate_lock);
+	return slot;
 }

@@ -2,7 +2,8 @@
  *
  * shmem.h
  *	  Shared memory: the registry of running workers, their latches and work
- *	  flags, and failed connection attempts (shmem.c).
+ *	  flags, failed connection attempts, and flow control's generation and
+ *	  endpoint rate limiters (shmem.c).
  *
  * src/shmem.h
  *
@@ -10,6 +11,9 @@
  */
 #ifndef ORCH_SHMEM_H
 #define ORCH_SHMEM_H
+
+#include "datatype/timestamp.h"
+#include "utils/uuid.h"
 
 /* true when loaded through shared_preload_libraries: workers exist */
 extern bool orch_preloaded;
@@ -23,5 +27,9 @@ extern bool orch_shmem_connect_failed(int index);
 extern void orch_shmem_set_connect_failed(int index, bool failed);
 extern void orch_shmem_report_inflight(int n);
 extern bool orch_shmem_worker(int index, int *pid, int *inflight);
+extern bool orch_shmem_flow_generation(uint32 *gen);
+extern void orch_shmem_flow_changed(void);
+extern TimestampTz orch_shmem_rate_slot(const char *endpoint, int64 interval_us, const pg_uuid_t *job_id,
+										TimestampTz now);
 
 #endif							/* ORCH_SHMEM_H */

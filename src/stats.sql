@@ -54,11 +54,15 @@ CREATE VIEW orchestrator.stats AS
 	UNION ALL
 	SELECT 'jobs_failed', '{}'::jsonb, count(*) FROM orchestrator.sequence_jobs j WHERE j.status = 'failed'
 	UNION ALL
-	-- how long the oldest job that is due has waited for a worker (0: none)
+	-- how long the oldest job that is due has waited for a worker (0: none),
+	-- read from the head of the claim order: with priorities in use, the
+	-- oldest of the next 1,000 jobs to be claimed
 	SELECT 'oldest_due_pending_seconds', '{}'::jsonb,
-	       COALESCE(extract(epoch FROM pg_catalog.now() - min(j.run_at)), 0)::float8
-	FROM orchestrator.sequence_jobs j
-	WHERE j.status = 'pending' AND j.run_at <= pg_catalog.now()
+	       COALESCE(extract(epoch FROM pg_catalog.now() - min(d.run_at)), 0)::float8
+	FROM (SELECT j.run_at FROM orchestrator.sequence_jobs j
+	      WHERE j.status = 'pending' AND orchestrator.claim_order(j.run_at, j.priority) <= pg_catalog.now()
+	        AND j.run_at <= pg_catalog.now()
+	      ORDER BY orchestrator.claim_order(j.run_at, j.priority) LIMIT 1000) d
 	UNION ALL
 	-- step attempts per second over the last minute; when the sample covers
 	-- less than a minute (over 10,000 history rows a minute), over the sample

@@ -5,9 +5,9 @@
  *
  * orch_run_job locks the job under its fencing token, then runs steps from
  * current_step until the job completes, fails, is deferred, parks on an
- * HTTP request, or the worker is asked to stop.  Before each step it loads
- * the context sources due (context.c) and checks the gates (approval.c,
- * budget.c); then it evaluates "condition" (false: skipped), dispatches on
+ * HTTP request, or the worker is asked to stop.  Before each step it
+ * checks for a pause (flow.c), loads the context sources due (context.c)
+ * and checks the gates (approval.c, budget.c); then it evaluates "condition" (false: skipped), dispatches on
  * "kind" ("sql": step_sql.c; "http", "notify": step_http.c), checks
  * "expect", and asks policy.c where the job goes next (on_failure,
  * retries, the time slice).
@@ -47,6 +47,7 @@
 #include "approval.h"
 #include "budget.h"
 #include "context.h"
+#include "flow.h"
 #include "followup.h"
 #include "guc.h"
 #include "job_state.h"
@@ -86,6 +87,7 @@ static bool load_job(const OrchClaimedJob *job, JobRun *run);
 static void run_steps(JobRun *run);
 static void run_job(void *arg);
 static void park(JobRun *run, OrchHttpRequest *request);
+static bool hold_if_paused(JobRun *run, Jsonb *step);
 static void run_one_step(JobRun *run, Jsonb *step, StepResult *r);
 static void step_body(void *arg);
 
@@ -238,6 +240,10 @@ run_steps(JobRun *run)
 
 		CHECK_FOR_INTERRUPTS();
 
+		/* a pause or drain (flow.c) holds the job before its next step */
+		if (run->resume == NULL && hold_if_paused(run, step))
+			break;
+
 		/* context tiers 2 and 3 due before this step (context.c) */
 		if (run->resume && orch_step_request(run->resume)->context_name)
 		{
@@ -324,6 +330,38 @@ run_steps(JobRun *run)
 				break;
 		}
 	}
+}
+
+/*
+ * hold_if_paused defers the job at its next step, until orch_resume makes
+ * it due again ("infinity"), when a pause covers it, or a drain and it has
+ * run no step yet.  Not an attempt.  Returns whether it was held.
+ */
+static bool
+hold_if_paused(JobRun *run, Jsonb *step)
+{
+	bool		starting = run->current_step == 0 && run->attempts == 0;
+	char	   *why = orch_flow_paused(run->job, starting);
+	OrchStepRecord r;
+	OrchJobTransition t;
+
+	if (why == NULL)
+		return false;
+	memset(&r, 0, sizeof(r));
+	r.step_index = run->current_step;
+	r.step_name = orch_jsonb_get_text(step, "name");
+	r.kind = orch_jsonb_get_text(step, "kind");
+	r.attempt = run->attempts + 1;
+	r.started_at = GetCurrentTimestamp();
+	r.outcome = ORCH_STEP_DEFERRED;
+	r.error = psprintf("%s; held until orch_resume", why);
+	r.run_at = DT_NOEND;
+	orch_policy_stay(&r, run->current_step, run->attempts, ORCH_JOB_PENDING);
+	orch_job_worker_transition(&t, ORCH_TRANSITION_STEP, run->job, ORCH_JOB_PENDING);
+	t.step = &r;
+	t.context = run->state;
+	orch_job_transition(&t, 1);
+	return true;
 }
 
 /*

@@ -81,11 +81,11 @@ http_plan(void)
 {
 	if (http_plan_kept == NULL)
 	{
-		Oid			types[5] = {UUIDOID, TEXTOID, TEXTOID, INT4OID, JSONBOID};
+		Oid			types[6] = {UUIDOID, TEXTOID, TEXTOID, INT4OID, JSONBOID, BOOLOID};
 
 		http_plan_kept = orch_prepare_kept(
-			"SELECT NULL::timestamptz, NULL::text, r.url, r.timeout_ms, r.headers, r.body, r.secrets"
-			" FROM orchestrator.http_request($1, $2, $3, $4, $5) r", 5, types);
+			"SELECT r.defer_until, r.defer_reason, r.url, r.timeout_ms, r.headers, r.body, r.secrets"
+			" FROM orchestrator.http_request($1, $2, $3, $4, $5, NULL, $6) r", 6, types);
 	}
 	return http_plan_kept;
 }
@@ -214,6 +214,7 @@ prepare(const OrchClaimedJob *job, int step_index, int attempt,
 	args[3] = Int32GetDatum(timeout_ms);
 	nulls[3] = timeout_ms > 0 ? ' ' : 'n';
 	args[4] = JsonbPGetDatum(state);
+	args[5] = BoolGetDatum(true);
 	return build_request(http_plan(), args, nulls, &owner, defer_until, defer_reason);
 }
 
@@ -246,6 +247,9 @@ orch_step_http_begin(const OrchClaimedJob *job, Jsonb *step, Jsonb *state, Oid r
 	r->error = psprintf("%s; deferred until %s",
 						strcmp(reason, "quiet_hours") == 0 ? "user is in quiet hours" :
 						strcmp(reason, "rate_limit") == 0 ? "user reached max_notifications_per_hour" :
+						strcmp(reason, "endpoint_rate_limit") == 0 ?
+						psprintf("endpoint \"%s\" is at its rate limit (orch_set_rate_limit)",
+								 orch_jsonb_get_text(step, "endpoint")) :
 						reason,
 						timestamptz_to_str(defer_until));
 	return NULL;
@@ -284,8 +288,8 @@ orch_context_http_prepare(const OrchClaimedJob *job, int step_index, const char 
 {
 	OrchStepRequest owner = {*job, step_index, 1, psprintf("context:%s", source), "http",
 	(char *) endpoint, tier, (char *) source};
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', 'n', ' '};
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', 'n', ' ', ' '};
 	TimestampTz defer_until;
 	const char *reason;
 
@@ -294,6 +298,8 @@ orch_context_http_prepare(const OrchClaimedJob *job, int step_index, const char 
 	args[2] = CStringGetTextDatum(owner.step_name);
 	args[3] = (Datum) 0;
 	args[4] = JsonbPGetDatum(state);
+	/* a context load is not held back by the endpoint's rate limit */
+	args[5] = BoolGetDatum(false);
 	return build_request(http_plan(), args, nulls, &owner, &defer_until, &reason);
 }
 

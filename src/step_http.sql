@@ -93,9 +93,10 @@ COMMENT ON FUNCTION orchestrator.traceparent(uuid, jsonb, text) IS 'The W3C trac
  * never their values.
  */
 CREATE FUNCTION orchestrator.http_request(p_job_id uuid, p_endpoint text, p_step_name text, p_timeout_ms integer,
-	p_state jsonb, p_body jsonb DEFAULT NULL,
+	p_state jsonb, p_body jsonb DEFAULT NULL, p_rate_limited boolean DEFAULT true,
+	OUT defer_until timestamptz, OUT defer_reason text,
 	OUT url text, OUT timeout_ms integer, OUT headers text[], OUT body text, OUT secrets text[])
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
 	e orchestrator.endpoints;
@@ -108,6 +109,14 @@ BEGIN
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'endpoint "%" does not exist', p_endpoint
 			USING ERRCODE = 'undefined_object', HINT = 'Define it with orch_define_endpoint.';
+	END IF;
+	-- an endpoint's rate limit (flow.c): over it, the step waits for its slot
+	IF p_rate_limited AND e.max_per_second IS NOT NULL THEN
+		defer_until := orchestrator.rate_slot(e.name, e.max_per_second, p_job_id);
+		IF defer_until IS NOT NULL THEN
+			defer_reason := 'endpoint_rate_limit';
+			RETURN;
+		END IF;
 	END IF;
 	headers := '{}';
 	secrets := '{}';
@@ -135,7 +144,7 @@ BEGIN
 		'context', p_state->'context', 'outputs', p_state->'outputs'))::text;
 END
 $$;
-COMMENT ON FUNCTION orchestrator.http_request(uuid, text, text, integer, jsonb, jsonb) IS 'Builds an http step''s (or an endpoint context source''s) request (URL, timeout, headers with secrets, body); for the worker only';
+COMMENT ON FUNCTION orchestrator.http_request(uuid, text, text, integer, jsonb, jsonb, boolean) IS 'Builds an http step''s (or an endpoint context source''s) request (URL, timeout, headers with secrets, body), or says when the endpoint''s rate limit lets it go; for the worker only';
 
 /*
  * notify_request decides whether a notify step may send now: inside the
@@ -187,11 +196,16 @@ BEGIN
 	v_blocks := COALESCE(p_message->'blocks',
 		jsonb_build_array(jsonb_build_object('type', 'section',
 			'text', jsonb_build_object('type', 'mrkdwn', 'text', v_text))));
-	INSERT INTO orchestrator.notification_log (org_id, user_id, job_id, step_name)
-	VALUES (v_org, v_user, p_job_id, p_step->>'name');
 	SELECT * INTO r FROM orchestrator.http_request(p_job_id, p_step->>'endpoint', p_step->>'name',
 		(p_step->>'timeout_ms')::integer, p_state,
 		jsonb_strip_nulls(jsonb_build_object('channel', v_channel, 'text', v_text, 'blocks', v_blocks)));
+	IF r.defer_until IS NOT NULL THEN
+		defer_until := r.defer_until;
+		defer_reason := r.defer_reason;
+		RETURN;
+	END IF;
+	INSERT INTO orchestrator.notification_log (org_id, user_id, job_id, step_name)
+	VALUES (v_org, v_user, p_job_id, p_step->>'name');
 	url := r.url;
 	timeout_ms := r.timeout_ms;
 	headers := r.headers;

@@ -488,11 +488,21 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	Datum		values[4];
 	bool		rnulls[4] = {false, false, false, false};
 	int			ret;
+	int32		priority = -1;	/* -1: the event type's (flow.c) */
 
 	check_not_null(fcinfo, 3, "user_id");
 	check_not_null(fcinfo, 4, "payload");
 	internal = check_event(fcinfo);
 	type = PG_GETARG_TEXT_PP(0);
+	if (PG_NARGS() > 7 && !PG_ARGISNULL(7))
+	{
+		priority = PG_GETARG_INT32(7);
+		if (priority < 0 || priority > 1000)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("priority %d is out of range", priority),
+					 errhint("A priority is 0 (the default) to 1000; each point is a minute ahead in the queue.")));
+	}
 
 	payload = PG_GETARG_JSONB_P(4);
 	check_payload(payload);
@@ -567,7 +577,7 @@ orch_submit_event(PG_FUNCTION_ARGS)
 		run_at = g.deferred ? g.defer_until : GetCurrentTransactionStartTimestamp();
 		job_id = orch_job_create(org_id, user_id, PointerGetDatum(type), PG_GETARG_DATUM(1), g.version,
 								 run_at, payload, PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5),
-								 g.has_parent, g.has_parent ? g.depth : 1, g.dedupe_hash);
+								 g.has_parent, g.has_parent ? g.depth : 1, g.dedupe_hash, priority);
 		have_job = true;
 		have_run_at = true;
 		outcome = g.deferred ? "deferred" : "accepted";

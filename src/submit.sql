@@ -48,14 +48,14 @@ COMMENT ON FUNCTION orchestrator.next_active_time(uuid, timestamptz) IS 'NULL wh
 CREATE FUNCTION orch_submit_event(
 	type text, source text, org_id uuid, user_id uuid,
 	payload jsonb DEFAULT '{}', parent_job_id uuid DEFAULT NULL,
-	dedupe_key text DEFAULT NULL,
+	dedupe_key text DEFAULT NULL, priority integer DEFAULT NULL,
 	OUT outcome text, OUT job_id uuid, OUT run_at timestamptz, OUT reason text)
 RETURNS record
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'orch_submit_event';
-COMMENT ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text) IS
-'Validates an event (org/user exist, type enabled, quiet hours, budget, dedupe) and enqueues a job in the caller''s transaction; returns outcome, job_id, run_at, reason';
+COMMENT ON FUNCTION orch_submit_event(text, text, uuid, uuid, jsonb, uuid, text, integer) IS
+'Validates an event (org/user exist, type enabled, quiet hours, budget, dedupe) and enqueues a job in the caller''s transaction, with the given priority (0-1000) or its type''s; returns outcome, job_id, run_at, reason';
 
 CREATE FUNCTION orch_submit_events(
 	type text, source text, org_id uuid, user_ids uuid[], payloads jsonb[],
