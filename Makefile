@@ -15,6 +15,8 @@ OBJS = \
 	src/step.o \
 	src/step_sql.o \
 	src/step_http.o \
+	src/wait.o \
+	src/retention.o \
 	src/context.o \
 	src/followup.o \
 	src/http.o \
@@ -42,7 +44,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Werror
 SHLIB_LINK = -lcurl
 
-REGRESS = setup definitions submit run failure operate replay job_state security http http_failure notify entry followup cost approval scope context stats flow
+REGRESS = setup definitions submit run failure operate replay job_state security http http_failure notify entry followup cost approval scope context stats flow wait fanout retention
 REGRESS_OPTS = --temp-config=$(srcdir)/test/orchestrator.conf --inputdir=$(srcdir)
 
 ISOLATION = claim dedupe reclaim approval races flow

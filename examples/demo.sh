@@ -293,6 +293,55 @@ say "What Ada reads in Slack (rendered in the seed's enhanced format; RLS kept B
 echo
 q "SELECT context->'outputs'->'render'->>'text' FROM orchestrator.sequence_jobs WHERE id = '$brief'" | sed 's/^/    /'
 
+heading "7. A territory review: fan-out and fan-in, a rate-limited endpoint, a signal"
+say "The review enriches each of five accounts in a child job of its own (fan_out). The enrichment API allows 2 requests a second, whichever worker calls: orch_set_rate_limit spaces the calls. The review then waits, holding no worker, for the manager's sign-off: a signal sent to the review's key."
+psql_demo -v base="$base" <<'SQL'
+SELECT orch_define_endpoint('apollo-rated', :'base' || '/functions/v1/apollo-enrichment', 10000, '{}');
+SELECT orch_set_rate_limit('apollo-rated', 2);
+CREATE FUNCTION demo.territory_accounts(state jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT jsonb_build_object('companies', '["Globex", "Initech", "Vandelay Industries", "Hooli", "Umbrella"]'::jsonb) $$;
+CREATE FUNCTION demo.territory_summary(state jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT jsonb_build_object('accounts', jsonb_array_length(state->'outputs'->'enrich-all'->'results'),
+	                          'enriched', state->'outputs'->'enrich-all'->'completed',
+	                          'signed_off_by', state->'outputs'->'manager-sign-off'->>'by') $$;
+SELECT orch_define_sequence('account_enrichment', '[{"name": "enrich", "kind": "http", "endpoint": "apollo-rated"}]');
+SELECT orch_define_sequence('territory_review', '[
+  {"name": "accounts", "kind": "sql", "function": "demo.territory_accounts"},
+  {"name": "enrich-all", "kind": "fan_out", "sequence": "account_enrichment",
+   "for_each": "$.outputs.accounts.companies[*]", "payload": {"company": "@"}, "on_child_failure": "collect"},
+  {"name": "manager-sign-off", "kind": "signal", "signal": "review_signed_off", "key": "$.event.payload.review_id",
+   "timeout": "1 hour"},
+  {"name": "summarise", "kind": "sql", "function": "demo.territory_summary"}]');
+SQL
+review=$(q "SELECT job_id FROM orch_submit_event('territory_review', 'app:reviews', '00000000-0000-0000-0000-00000000000a',
+	'00000000-0000-0000-0000-0000000000a1', '{\"review_id\": \"rev-2026-12\"}')")
+wait_for "SELECT count(*) = 1 FROM orchestrator.waits WHERE job_id = '$review' AND kind = 'signal'"
+say "The five children ran, each one level deeper in the chain; their outputs came back in the list's order:"
+psql_demo -c "SELECT c.ord, r->'outputs'->'enrich'->'company'->>'name' AS company, j.status, j.chain_depth
+	FROM orchestrator.sequence_jobs p, jsonb_array_elements(p.context->'outputs'->'enrich-all'->'results') WITH ORDINALITY r(r, ord)
+	JOIN orchestrator.fan_children c ON c.job_id = '$review' AND c.ord = r.ord
+	JOIN orchestrator.sequence_jobs j ON j.id = c.child_id WHERE p.id = '$review' ORDER BY c.ord"
+say "The rate limit spaced the five calls half a second apart (ms after the first):"
+curl -s "$base/_control/requests?path=/functions/v1/apollo-enrichment" | python3 -c '
+import json, sys
+rs = [r for r in json.load(sys.stdin) if isinstance(r.get("body"), dict) and r["body"].get("step") == "enrich"][-5:]
+t0 = rs[0]["started"]
+print("  " + "  ".join("%d" % round((r["started"] - t0) * 1000) for r in rs))
+'
+say "The review now waits for the sign-off, pending until its timeout, on no worker:"
+psql_demo -c "SELECT j.status, w.kind, w.signal, w.key, (w.until - w.since)::interval(0) AS timeout FROM orchestrator.waits w JOIN orchestrator.sequence_jobs j ON j.id = w.job_id WHERE w.job_id = '$review'"
+say "The manager signs off in the app; its trigger (or any SQL) sends the signal to the review's key:"
+psql_demo -c "SELECT orch_signal_key('rev-2026-12', 'review_signed_off', '{\"by\": \"Maria (sales manager)\"}') = '$review' AS woke_the_review"
+wait_job "$review" completed
+psql_demo -c "SELECT context->'outputs'->'summarise' AS summary FROM orchestrator.sequence_jobs WHERE id = '$review'"
+
+heading "What an operator sees: orchestrator.stats (what Prometheus scrapes) and orchestrator.flow_controls"
+psql_demo -c "SELECT metric, labels, round(value::numeric, 3) AS value FROM orchestrator.stats
+	WHERE metric IN ('jobs', 'jobs_failed', 'oldest_due_pending_seconds', 'deferrals', 'http_in_flight')
+	   OR (metric = 'step_duration_ms' AND labels->>'event_type' = 'account_enrichment')
+	ORDER BY metric, labels::text" \
+	-c "SELECT control, scope, key, setting FROM orchestrator.flow_controls"
+
 heading "Every Slack message the stand-in received"
 slack_messages
 

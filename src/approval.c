@@ -46,6 +46,39 @@ orch_approval_granted(Jsonb *state, const char *step_name)
 }
 
 /*
+ * orch_approval_expired: nobody answered the step's approval in time and
+ * its on_timeout is fail: the step fails instead of asking again.
+ */
+bool
+orch_approval_expired(Jsonb *state, const char *step_name)
+{
+	Jsonb	   *decision = orch_jsonb_get(orch_jsonb_get(state, "approvals"), step_name);
+	char	   *action = orch_jsonb_get_text(decision, "action");
+
+	return action != NULL && strcmp(action, "expire") == 0;
+}
+
+/*
+ * orch_approval_expire_due resolves the approval requests whose time ran
+ * out (orchestrator.expire_approvals); the worker calls it once a second.
+ */
+int
+orch_approval_expire_due(void)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	int			n;
+
+	if (plan == NULL)
+		plan = orch_prepare_kept("SELECT orchestrator.expire_approvals()", 0, NULL);
+	n = DatumGetInt32(orch_exec_scalar(plan, NULL, NULL, &isnull, "approval expiry"));
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("orchestrator expired %d approval request(s) nobody answered in time", n)));
+	return n;
+}
+
+/*
  * orch_approval_open opens the gate of the step at step_index and returns
  * what the history and the state record about it.
  */

@@ -55,13 +55,17 @@ CREATE TABLE orchestrator.slack_pending_actions (
 	draft jsonb,
 	message jsonb NOT NULL,
 	status text NOT NULL DEFAULT 'pending'
-		CHECK (status IN ('pending', 'approved', 'edited', 'skipped', 'cancelled', 'superseded')),
+		CHECK (status IN ('pending', 'approved', 'edited', 'skipped', 'cancelled', 'superseded', 'expired')),
 	modifications jsonb,
 	resolved_by text,
 	resolved_via text,
 	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	resolved_at timestamptz
+	resolved_at timestamptz,
+	expires_at timestamptz,
+	on_timeout text CHECK (on_timeout IN ('skip', 'cancel', 'fail'))
 );
+CREATE INDEX slack_pending_actions_expiring ON orchestrator.slack_pending_actions (expires_at)
+	WHERE status = 'pending' AND expires_at IS NOT NULL;
 CREATE UNIQUE INDEX slack_pending_actions_open ON orchestrator.slack_pending_actions (job_id, step_index)
 	WHERE status = 'pending';
 CREATE INDEX slack_pending_actions_user ON orchestrator.slack_pending_actions (user_id, created_at)
@@ -78,12 +82,14 @@ COMMENT ON COLUMN orchestrator.slack_pending_actions.pattern IS 'HITL pattern th
 COMMENT ON COLUMN orchestrator.slack_pending_actions.draft_step IS 'Earlier step whose output is the draft; an edit is applied to that output';
 COMMENT ON COLUMN orchestrator.slack_pending_actions.draft IS 'The draft as shown to the user';
 COMMENT ON COLUMN orchestrator.slack_pending_actions.message IS 'The Slack message sent: text and Block Kit blocks with the action buttons';
-COMMENT ON COLUMN orchestrator.slack_pending_actions.status IS 'pending, then approved | edited | skipped | cancelled, or superseded when the job moved on without it';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.status IS 'pending, then approved | edited | skipped | cancelled, superseded when the job moved on without it, or expired (unanswered, on_timeout fail)';
 COMMENT ON COLUMN orchestrator.slack_pending_actions.modifications IS 'The user''s edits (action edit)';
 COMMENT ON COLUMN orchestrator.slack_pending_actions.resolved_by IS 'Who resolved it: the user id, or the administrator role';
-COMMENT ON COLUMN orchestrator.slack_pending_actions.resolved_via IS 'orch_resolve_approval or slack_approval_received';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.resolved_via IS 'orch_resolve_approval, slack_approval_received, or timeout';
 COMMENT ON COLUMN orchestrator.slack_pending_actions.created_at IS 'When the job reached the gate';
 COMMENT ON COLUMN orchestrator.slack_pending_actions.resolved_at IS 'When it was resolved';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.expires_at IS 'When it expires unanswered (the step''s approval.timeout, else orchestrator.approval_timeout); NULL: never';
+COMMENT ON COLUMN orchestrator.slack_pending_actions.on_timeout IS 'What expiry does: skip the step, cancel the job, or fail the step (then on_failure decides)';
 
 /*
  * guarded_effect recognises the steps the seed always gates, whatever the
@@ -187,6 +193,7 @@ DECLARE
 	v_draft_step text := p_step->'approval'->>'draft';
 	v_draft jsonb;
 	v_message jsonb;
+	v_timeout interval;
 BEGIN
 	v_pattern_name := COALESCE(p_step->'approval'->>'pattern',
 		CASE v_effect WHEN 'email_send' THEN 'email_draft' WHEN 'deal_stage_change' THEN 'crm_update'
@@ -200,10 +207,17 @@ BEGIN
 		v_draft := p_state->'outputs'->v_draft_step;
 	END IF;
 	v_message := orchestrator.render_approval(v_pattern, v_draft, v_id, p_job_id, p_step_index, p_step->>'name');
+	-- unanswered, it expires: the step's timeout, else orchestrator.approval_timeout (0: never)
+	v_timeout := COALESCE((p_step->'approval'->>'timeout')::interval,
+	                      NULLIF(current_setting('orchestrator.approval_timeout')::interval, interval '0'));
 	INSERT INTO orchestrator.slack_pending_actions
-		(id, org_id, user_id, job_id, step_index, step_name, effect, pattern, draft_step, draft, message)
+		(id, org_id, user_id, job_id, step_index, step_name, effect, pattern, draft_step, draft, message,
+		 expires_at, on_timeout)
 	VALUES (v_id, (p_state->'event'->>'org_id')::uuid, (p_state->'event'->>'user_id')::uuid, p_job_id,
-	        p_step_index, p_step->>'name', v_effect, v_pattern_name, v_draft_step, v_draft, v_message);
+	        p_step_index, p_step->>'name', v_effect, v_pattern_name, v_draft_step, v_draft, v_message,
+	        clock_timestamp() + v_timeout,
+	        CASE WHEN v_timeout IS NOT NULL
+	             THEN COALESCE(p_step->'approval'->>'on_timeout', current_setting('orchestrator.approval_timeout_action')) END);
 	PERFORM @extschema@.orch_submit_event('orchestrator:approval_request', 'orchestrator:approval',
 		(p_state->'event'->>'org_id')::uuid, (p_state->'event'->>'user_id')::uuid,
 		jsonb_build_object('pending_action_id', v_id, 'sequence_job_id', p_job_id));
@@ -268,7 +282,7 @@ BEGIN
 	IF p_id IS NULL OR p_action IS NULL THEN
 		RAISE EXCEPTION 'pending_action_id and action must not be NULL' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF p_action NOT IN ('approve', 'edit', 'skip', 'cancel') THEN
+	IF p_action NOT IN ('approve', 'edit', 'skip', 'cancel') AND NOT (p_action = 'expire' AND p_via = 'timeout') THEN
 		RAISE EXCEPTION 'unrecognized approval action "%"', p_action
 			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use approve, edit, skip or cancel.';
 	END IF;
@@ -309,8 +323,9 @@ BEGIN
 		RETURN;
 	END IF;
 
-	IF NOT COALESCE((SELECT h.pattern->'actions' FROM orchestrator.hitl_patterns h WHERE h.name = v_pa.pattern),
-	                '["approve", "edit", "skip", "cancel"]') ? p_action THEN
+	IF p_via IS DISTINCT FROM 'timeout'
+	   AND NOT COALESCE((SELECT h.pattern->'actions' FROM orchestrator.hitl_patterns h WHERE h.name = v_pa.pattern),
+	                    '["approve", "edit", "skip", "cancel"]') ? p_action THEN
 		RAISE EXCEPTION 'action % is not offered by this approval request (pattern "%")', p_action, v_pa.pattern
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
@@ -321,7 +336,7 @@ BEGIN
 	END IF;
 
 	v_status := CASE p_action WHEN 'approve' THEN 'approved' WHEN 'edit' THEN 'edited'
-	                          WHEN 'skip' THEN 'skipped' ELSE 'cancelled' END;
+	                          WHEN 'skip' THEN 'skipped' WHEN 'expire' THEN 'expired' ELSE 'cancelled' END;
 	UPDATE orchestrator.slack_pending_actions a
 	SET status = v_status, modifications = p_modifications, resolved_by = v_by, resolved_via = p_via,
 	    resolved_at = clock_timestamp()
@@ -341,7 +356,8 @@ BEGIN
 	SELECT jsonb_array_length(d.steps) INTO v_steps FROM orchestrator.sequence_definitions d
 	WHERE d.event_type = v_job.event_type AND d.version = v_job.sequence_version;
 
-	-- approve and edit run the gated step; skip moves past it; cancel ends the job
+	-- approve and edit run the gated step; skip moves past it; cancel ends
+	-- the job; expire (on_timeout fail) runs the step, which then fails
 	IF NOT orchestrator.transition_job(v_job.id, 'awaiting_approval',
 		CASE WHEN p_action = 'cancel' THEN 'cancelled'
 		     WHEN p_action = 'skip' AND v_pa.step_index + 1 >= v_steps THEN 'completed'
@@ -477,3 +493,72 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION orch_define_hitl_pattern(text, jsonb) IS 'Defines (or replaces) a HITL pattern: how an approval request is rendered in Slack';
+
+/*
+ * expire_approvals resolves the approval requests nobody answered in time
+ * (expires_at passed), oldest first, at most 100 a call, each as its
+ * on_timeout says: skip the step, cancel the job, or fail the step (the
+ * job runs it, and it fails: on_failure decides).  The user is told with
+ * a Slack notice (orchestrator:approval_expired).  Run by the workers once
+ * a second; returns how many expired.
+ */
+CREATE FUNCTION orchestrator.expire_approvals() RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v record;
+	r record;
+	n integer := 0;
+BEGIN
+	FOR v IN SELECT a.id, a.org_id, a.user_id, a.job_id, a.step_name, a.on_timeout, a.created_at, a.expires_at
+	         FROM orchestrator.slack_pending_actions a
+	         WHERE a.status = 'pending' AND a.expires_at <= clock_timestamp()
+	         ORDER BY a.expires_at LIMIT 100 LOOP
+		BEGIN
+			SELECT * INTO r FROM orchestrator.resolve_approval(v.id,
+				CASE v.on_timeout WHEN 'fail' THEN 'expire' ELSE v.on_timeout END, NULL, NULL, true, 'timeout');
+		EXCEPTION WHEN OTHERS THEN
+			RAISE WARNING 'orchestrator could not expire approval request %: %', v.id, SQLERRM;
+			CONTINUE;
+		END;
+		CONTINUE WHEN r.outcome <> 'resolved';
+		n := n + 1;
+		PERFORM @extschema@.orch_submit_event('orchestrator:approval_expired', 'orchestrator:approval',
+			v.org_id, v.user_id,
+			jsonb_build_object('pending_action_id', v.id, 'sequence_job_id', v.job_id, 'step', v.step_name,
+			                   'on_timeout', v.on_timeout,
+			                   'waited', date_trunc('second', v.expires_at - v.created_at)::text,
+			                   'event_type', (SELECT j.event_type FROM orchestrator.sequence_jobs j WHERE j.id = v.job_id)));
+	END LOOP;
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.expire_approvals() IS 'Resolves unanswered approval requests past expires_at as their on_timeout says, and tells each user; for the workers';
+
+CREATE FUNCTION orchestrator.approval_expired_message(p_state jsonb) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+	SELECT jsonb_build_object(
+		'text', format('Nobody answered the approval for step %s of workflow %s within %s: %s.',
+		               p->>'step', p->>'event_type', p->>'waited',
+		               CASE p->>'on_timeout' WHEN 'skip' THEN 'the step was skipped'
+		                                     WHEN 'cancel' THEN 'the workflow was cancelled'
+		                                     ELSE 'the step failed' END),
+		'blocks', jsonb_build_array(
+			jsonb_build_object('type', 'section', 'text', jsonb_build_object('type', 'mrkdwn', 'text',
+				format('*Approval expired* for step `%s` of workflow %s after %s: %s.', p->>'step', p->>'event_type',
+				       p->>'waited',
+				       CASE p->>'on_timeout' WHEN 'skip' THEN 'the step was skipped'
+				                             WHEN 'cancel' THEN 'the workflow was cancelled'
+				                             ELSE 'the step failed' END))),
+			jsonb_build_object('type', 'context', 'elements', jsonb_build_array(jsonb_build_object('type', 'mrkdwn',
+				'text', format('job %s', p->>'sequence_job_id'))))))
+	FROM (SELECT p_state->'event'->'payload' AS p) s
+$$;
+COMMENT ON FUNCTION orchestrator.approval_expired_message(jsonb) IS 'The Slack message of an orchestrator:approval_expired event';
+
+INSERT INTO orchestrator.sequence_definitions (event_type, version, steps, created_by)
+VALUES ('orchestrator:approval_expired', 1,
+	'[{"name": "notify-expired", "kind": "notify", "endpoint": "slack", "function": "orchestrator.approval_expired_message",
+	   "scope": "service", "on_failure": "retry", "retry": {"attempts": 3, "backoff_ms": 60000}}]',
+	CURRENT_USER::regrole);

@@ -34,6 +34,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "approval.h"
 #include "claim.h"
 #include "flow.h"
 #include "guc.h"
@@ -65,8 +66,8 @@ orch_reclaim_expired(void)
  * next_wakeup returns when the worker next has something to do without
  * being woken: the earliest future run_at of a pending job (found through
  * the claim order, which is never later than run_at), or the earliest
- * future lease expiry to reclaim.  A job paused until resumed ("infinity")
- * is not waited for.  0 means nothing is scheduled: sleep until
+ * future lease expiry to reclaim, or approval request to expire.  A job
+ * paused until resumed ("infinity") is not waited for.  0 means nothing is scheduled: sleep until
  * woken.  It runs in the claim's transaction, so "due" means due at the
  * claim's now(): a due job the claim did not get is locked by another
  * transaction (a worker running it past its lease, an operator's update),
@@ -89,7 +90,10 @@ next_wakeup(bool *contended)
 			"              WHERE j.status = 'pending' AND " CLAIM_ORDER " <= pg_catalog.now()"
 			"                AND j.run_at > pg_catalog.now()),"
 			"             (SELECT pg_catalog.min(j.lease_expires_at) FROM orchestrator.sequence_jobs j"
-			"              WHERE j.status = 'in_progress' AND j.lease_expires_at > pg_catalog.now())),"
+			"              WHERE j.status = 'in_progress' AND j.lease_expires_at > pg_catalog.now()),"
+			"             (SELECT pg_catalog.min(a.expires_at) FROM orchestrator.slack_pending_actions a"
+			"              WHERE a.status = 'pending' AND a.expires_at IS NOT NULL"
+			"                AND a.expires_at > pg_catalog.now())),"
 			"       EXISTS (SELECT 1 FROM orchestrator.sequence_jobs j"
 			"               WHERE j.status = 'pending' AND " CLAIM_ORDER " <= pg_catalog.now()"
 			"                 AND j.run_at <= pg_catalog.now())"
@@ -139,10 +143,14 @@ orch_claim_pass(OrchClaimedJob *jobs, int room, TimestampTz *next_due, bool *con
 		orphans_reclaimed = true;
 	}
 
-	/* lapsed leases are looked for at most once a second, not every pass */
+	/*
+	 * lapsed leases, and approval requests nobody answered in time, are
+	 * looked for at most once a second, not every pass
+	 */
 	if (now >= next_reclaim)
 	{
 		orch_reclaim_expired();
+		orch_approval_expire_due();
 		next_reclaim = TimestampTzPlusMilliseconds(now, ORCH_RECLAIM_INTERVAL_MS);
 	}
 	n = orch_flow_claim(jobs, room, orch_lease_ms);

@@ -104,6 +104,94 @@ COMMENT ON FUNCTION orchestrator.validate_int(text, text, jsonb, integer, intege
  * validate_step checks one step and returns it normalised: defaults filled in,
  * an sql step's function resolved to its regprocedure text.
  */
+/*
+ * validate_wait_step checks the fields of signal, sleep and fan_out steps
+ * (wait.c), and that no other kind uses them.
+ */
+CREATE FUNCTION orchestrator.validate_wait_step(p_name text, p_kind text, p_step jsonb) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	v_field text;
+	v_interval interval;
+BEGIN
+	FOREACH v_field IN ARRAY ARRAY['signal', 'key', 'timeout', 'on_timeout', 'for', 'until',
+	                               'sequence', 'for_each', 'payload', 'on_child_failure'] LOOP
+		IF p_step ? v_field AND NOT (p_kind = 'signal' AND v_field IN ('signal', 'key', 'timeout', 'on_timeout')
+		                             OR p_kind = 'sleep' AND v_field IN ('for', 'until')
+		                             OR p_kind = 'fan_out' AND v_field IN ('sequence', 'for_each', 'payload', 'on_child_failure')) THEN
+			RAISE EXCEPTION 'invalid step "%": field "%" does not apply to kind %', p_name, v_field, p_kind
+				USING ERRCODE = 'invalid_parameter_value',
+				      HINT = 'signal, key, timeout and on_timeout are for kind signal; for and until for kind sleep; sequence, for_each, payload and on_child_failure for kind fan_out.';
+		END IF;
+		IF p_step ? v_field AND v_field <> 'payload' AND jsonb_typeof(p_step->v_field) <> 'string' THEN
+			RAISE EXCEPTION 'invalid step "%": field "%" must be a string', p_name, v_field
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+	END LOOP;
+	IF p_kind = 'fan_out' THEN
+		IF NOT p_step ? 'sequence' OR NOT p_step ? 'for_each' THEN
+			RAISE EXCEPTION 'invalid step "%": a fan_out step needs fields "sequence" (the event type its children run) and "for_each" (a jsonpath to the list)', p_name
+				USING ERRCODE = 'invalid_parameter_value',
+				      HINT = 'For example "sequence": "enrich_contact", "for_each": "$.outputs.\"find-contacts\".contacts[*]", "payload": {"contact": "@"}.';
+		END IF;
+		IF (p_step->>'sequence') LIKE 'orchestrator:%' OR NOT EXISTS (
+		    SELECT 1 FROM orchestrator.sequence_definitions d WHERE d.event_type = p_step->>'sequence') THEN
+			RAISE EXCEPTION 'invalid step "%": sequence "%" in field "sequence" does not exist', p_name, p_step->>'sequence'
+				USING ERRCODE = 'undefined_object', HINT = 'Define the children''s sequence first with orch_define_sequence.';
+		END IF;
+		PERFORM orchestrator.validate_jsonpath(p_name, 'for_each', p_step->'for_each');
+		IF p_step ? 'payload' AND jsonb_typeof(p_step->'payload') <> 'object' THEN
+			RAISE EXCEPTION 'invalid step "%": field "payload" must be an object', p_name
+				USING ERRCODE = 'invalid_parameter_value', HINT = 'Values starting with $ are read from the state, with @ from the item.';
+		END IF;
+		FOR v_field IN SELECT value #>> '{}' FROM jsonb_each(COALESCE(p_step->'payload', '{}'))
+		               WHERE jsonb_typeof(value) = 'string' AND value #>> '{}' ~ '^[$@]' LOOP
+			PERFORM orchestrator.validate_jsonpath(p_name, 'payload', to_jsonb('$' || substr(v_field, 2)));
+		END LOOP;
+		IF p_step ? 'on_child_failure' AND p_step->>'on_child_failure' NOT IN ('fail_fast', 'collect') THEN
+			RAISE EXCEPTION 'invalid step "%": field "on_child_failure" must be fail_fast or collect', p_name
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+	END IF;
+	IF p_kind IN ('signal', 'sleep', 'fan_out') AND (p_step ? 'function' OR p_step ? 'scope') THEN
+		RAISE EXCEPTION 'invalid step "%": field "%" does not apply to kind %', p_name,
+			CASE WHEN p_step ? 'function' THEN 'function' ELSE 'scope' END, p_kind
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF p_kind = 'signal' THEN
+		IF NOT p_step ? 'signal' OR p_step->>'signal' !~ '^[A-Za-z0-9_.:-]{1,100}$' THEN
+			RAISE EXCEPTION 'invalid step "%": a signal step needs field "signal", a name of 1 to 100 of A-Z a-z 0-9 _ . : -', p_name
+				USING ERRCODE = 'invalid_parameter_value', HINT = 'For example "signal": "prospect_replied".';
+		END IF;
+		PERFORM orchestrator.validate_jsonpath(p_name, 'key', p_step->'key');
+		IF p_step ? 'on_timeout' AND (p_step->>'on_timeout' NOT IN ('fail', 'skip') OR NOT p_step ? 'timeout') THEN
+			RAISE EXCEPTION 'invalid step "%": field "on_timeout" must be fail or skip, and needs field "timeout"', p_name
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+	END IF;
+	IF p_kind = 'sleep' AND (p_step ? 'for') = (p_step ? 'until') THEN
+		RAISE EXCEPTION 'invalid step "%": a sleep step needs exactly one of fields "for" (an interval) and "until" (a jsonpath to a time in the state)', p_name
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'For example "for": "2 days", or "until": "$.event.payload.meeting_start".';
+	END IF;
+	PERFORM orchestrator.validate_jsonpath(p_name, 'until', p_step->'until');
+	FOREACH v_field IN ARRAY ARRAY['timeout', 'for'] LOOP
+		CONTINUE WHEN NOT p_step ? v_field;
+		BEGIN
+			v_interval := (p_step->>v_field)::interval;
+		EXCEPTION WHEN OTHERS THEN
+			v_interval := NULL;
+		END;
+		IF v_interval IS NULL OR v_interval <= interval '0' OR v_interval > interval '1 year' THEN
+			RAISE EXCEPTION 'invalid step "%": field "%" must be an interval over 0 and at most a year, not "%"', p_name, v_field,
+				p_step->>v_field
+				USING ERRCODE = 'invalid_parameter_value', HINT = 'For example "15 minutes" or "2 days".';
+		END IF;
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.validate_wait_step(text, text, jsonb) IS 'Validates the fields of a signal, sleep or fan_out step; errors name the step and field';
+
 CREATE FUNCTION orchestrator.validate_step(p_step jsonb, p_index integer) RETURNS jsonb
 LANGUAGE plpgsql
 AS $$
@@ -129,21 +217,24 @@ BEGIN
 	FOR v_key IN SELECT jsonb_object_keys(p_step) LOOP
 		IF v_key NOT IN ('name', 'kind', 'function', 'endpoint', 'condition', 'requires_approval',
 		                 'on_failure', 'retry', 'requires_context', 'ai', 'timeout_ms', 'expect',
-		                 'followups', 'description', 'text', 'approval', 'effect', 'scope') THEN
+		                 'followups', 'description', 'text', 'approval', 'effect', 'scope',
+		                 'signal', 'key', 'timeout', 'on_timeout', 'for', 'until',
+		                 'sequence', 'for_each', 'payload', 'on_child_failure') THEN
 			RAISE EXCEPTION 'invalid step "%": unrecognized field "%"', v_name, v_key
 				USING ERRCODE = 'invalid_parameter_value',
-				      HINT = 'Known fields: name, kind, function, endpoint, text, condition, requires_approval, approval, effect, on_failure, retry, requires_context, ai, scope, timeout_ms, expect, followups, description.';
+				      HINT = 'Known fields: name, kind, function, endpoint, text, condition, requires_approval, approval, effect, on_failure, retry, requires_context, ai, scope, timeout_ms, expect, followups, description; signal, key, timeout, on_timeout (kind signal); for, until (kind sleep); sequence, for_each, payload, on_child_failure (kind fan_out).';
 		END IF;
 	END LOOP;
 
 	v_kind := p_step->>'kind';
 	IF v_kind IS NULL THEN
 		RAISE EXCEPTION 'invalid step "%": field "kind" is required', v_name
-			USING ERRCODE = 'invalid_parameter_value', HINT = 'Supported kinds: sql, http, notify.';
-	ELSIF v_kind NOT IN ('sql', 'http', 'notify') THEN
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Supported kinds: sql, http, notify, signal, sleep, fan_out.';
+	ELSIF v_kind NOT IN ('sql', 'http', 'notify', 'signal', 'sleep', 'fan_out') THEN
 		RAISE EXCEPTION 'invalid step "%": unrecognized kind "%" in field "kind"', v_name, v_kind
-			USING ERRCODE = 'invalid_parameter_value', HINT = 'Supported kinds: sql, http, notify.';
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Supported kinds: sql, http, notify, signal, sleep, fan_out.';
 	END IF;
+	PERFORM orchestrator.validate_wait_step(v_name, v_kind, p_step);
 
 	-- http and notify steps name an endpoint that exists (notify: "slack" by default)
 	IF v_kind IN ('http', 'notify') THEN
@@ -248,10 +339,33 @@ BEGIN
 		v_out := v_out || jsonb_build_object('requires_approval', true, 'effect', v_effect);
 	END IF;
 	IF p_step ? 'approval' THEN
-		IF jsonb_typeof(p_step->'approval') <> 'object' OR (p_step->'approval') - 'pattern' - 'draft' <> '{}'::jsonb THEN
-			RAISE EXCEPTION 'invalid step "%": field "approval" is an object with optional "pattern" and "draft"', v_name
+		IF jsonb_typeof(p_step->'approval') <> 'object'
+		   OR (p_step->'approval') - 'pattern' - 'draft' - 'timeout' - 'on_timeout' <> '{}'::jsonb THEN
+			RAISE EXCEPTION 'invalid step "%": field "approval" is an object with optional "pattern", "draft", "timeout" and "on_timeout"', v_name
 				USING ERRCODE = 'invalid_parameter_value',
-				      HINT = 'For example {"pattern": "email_draft", "draft": "draft-email"}.';
+				      HINT = 'For example {"pattern": "email_draft", "draft": "draft-email", "timeout": "2 days", "on_timeout": "skip"}.';
+		END IF;
+		IF p_step->'approval' ? 'timeout' THEN
+			BEGIN
+				v_effect := NULL;
+				IF jsonb_typeof(p_step->'approval'->'timeout') <> 'string'
+				   OR (p_step->'approval'->>'timeout')::interval <= interval '0' THEN
+					v_effect := 'bad';
+				END IF;
+			EXCEPTION WHEN OTHERS THEN
+				v_effect := 'bad';
+			END;
+			IF v_effect IS NOT NULL THEN
+				RAISE EXCEPTION 'invalid step "%": field "approval.timeout" must be an interval over 0, not %', v_name,
+					p_step->'approval'->'timeout'
+					USING ERRCODE = 'invalid_parameter_value', HINT = 'For example "2 days".';
+			END IF;
+			v_effect := orchestrator.guarded_effect(v_out);
+		END IF;
+		IF p_step->'approval' ? 'on_timeout' AND (jsonb_typeof(p_step->'approval'->'on_timeout') <> 'string'
+		    OR p_step->'approval'->>'on_timeout' NOT IN ('skip', 'cancel', 'fail')) THEN
+			RAISE EXCEPTION 'invalid step "%": field "approval.on_timeout" must be skip, cancel or fail', v_name
+				USING ERRCODE = 'invalid_parameter_value';
 		END IF;
 		IF (v_out->'requires_approval') IS DISTINCT FROM 'true'::jsonb THEN
 			RAISE EXCEPTION 'invalid step "%": field "approval" needs "requires_approval": true', v_name

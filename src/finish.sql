@@ -32,6 +32,13 @@ REVOKE ALL ON FUNCTION orch_set_priority(text, integer), orch_pause(text, text, 
 GRANT EXECUTE ON FUNCTION orch_set_priority(text, integer), orch_pause(text, text, boolean), orch_drain(),
 	orch_resume(text, text), orch_set_concurrency_limit(text, text, integer), orch_set_rate_limit(text, real)
 	TO orchestrator_admin;
+REVOKE ALL ON FUNCTION orch_purge(interval, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_purge(interval, integer) TO orchestrator_admin;
+GRANT SELECT ON orchestrator.retention_cursors TO orchestrator_admin;
+REVOKE ALL ON FUNCTION orch_signal(uuid, text, jsonb), orch_signal_key(text, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orch_signal(uuid, text, jsonb), orch_signal_key(text, text, jsonb)
+	TO orchestrator_submitter, orchestrator_admin;
+GRANT SELECT ON orchestrator.signals, orchestrator.waits, orchestrator.fan_children TO orchestrator_admin;
 GRANT SELECT ON orchestrator.flow_controls, orchestrator.pauses, orchestrator.concurrency_limits,
 	orchestrator.priorities, orchestrator.flow_waits TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_define_endpoint(text, text, integer, jsonb) TO orchestrator_admin;
@@ -79,7 +86,8 @@ GRANT EXECUTE ON FUNCTION orchestrator.is_valid_timezone(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION orchestrator.resolve_state_function(text) TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orchestrator.validate_step(jsonb, integer),
 	orchestrator.validate_jsonpath(text, text, jsonb),
-	orchestrator.validate_int(text, text, jsonb, integer, integer) TO orchestrator_admin;
+	orchestrator.validate_int(text, text, jsonb, integer, integer),
+	orchestrator.validate_wait_step(text, text, jsonb) TO orchestrator_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON orchestrator.orgs, orchestrator.users,
 	orchestrator.notification_feature_settings, orchestrator.slack_user_preferences,
 	orchestrator.slack_user_mappings, orchestrator.cost_budgets TO orchestrator_admin;
@@ -110,6 +118,10 @@ SELECT pg_catalog.pg_extension_config_dump('orchestrator.priorities', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.pauses', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.concurrency_limits', '');
 SELECT pg_catalog.pg_extension_config_dump('orchestrator.flow_waits', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.signals', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.signals_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.waits', '');
+SELECT pg_catalog.pg_extension_config_dump('orchestrator.fan_children', '');
 
 -- Tell the user when no worker will run, then wake the workers that do.
 DO $preload$

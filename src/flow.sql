@@ -81,10 +81,10 @@ CREATE TRIGGER flow_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON orch
 CREATE TRIGGER flow_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON orchestrator.concurrency_limits
 	FOR EACH STATEMENT EXECUTE FUNCTION orchestrator.flow_changed();
 
-CREATE FUNCTION orchestrator.wake_jobs(p_ids uuid[]) RETURNS integer
+CREATE FUNCTION orchestrator.wake_jobs(p_ids uuid[], p_skip_locked boolean DEFAULT false) RETURNS integer
 LANGUAGE C STRICT
 AS 'MODULE_PATHNAME', 'orch_wake_jobs_sql';
-COMMENT ON FUNCTION orchestrator.wake_jobs(uuid[]) IS 'Makes the pending jobs among the ids due now and wakes the workers (a slot freed, a pause lifted)';
+COMMENT ON FUNCTION orchestrator.wake_jobs(uuid[], boolean) IS 'Makes the pending jobs among the ids due now and wakes the workers (a slot freed, a pause lifted, a signal sent); with p_skip_locked, jobs whose rows another transaction holds are left alone';
 
 CREATE FUNCTION orchestrator.rate_slot(p_endpoint text, p_per_second real, p_job_id uuid) RETURNS timestamptz
 LANGUAGE C STRICT

@@ -13,6 +13,33 @@
  */
 
 /*
+ * map_payload builds an event's payload from a template: string values
+ * starting "$" are read from the state, "@" from the item; the rest are
+ * kept.  For follow-ups and fan-out children (wait.sql).
+ */
+CREATE FUNCTION orchestrator.map_payload(p_template jsonb, p_state jsonb, p_item jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+	v_payload jsonb := '{}';
+	v_kv record;
+	v_val jsonb;
+BEGIN
+	FOR v_kv IN SELECT key, value FROM jsonb_each(COALESCE(p_template, '{}')) LOOP
+		v_val := v_kv.value;
+		IF jsonb_typeof(v_val) = 'string' AND (v_val #>> '{}') ~ '^\$' THEN
+			v_val := jsonb_path_query_first(p_state, (v_val #>> '{}')::jsonpath, '{}', true);
+		ELSIF jsonb_typeof(v_val) = 'string' AND (v_val #>> '{}') ~ '^@' THEN
+			v_val := jsonb_path_query_first(p_item, ('$' || substr(v_val #>> '{}', 2))::jsonpath, '{}', true);
+		END IF;
+		v_payload := v_payload || jsonb_build_object(v_kv.key, COALESCE(v_val, 'null'::jsonb));
+	END LOOP;
+	RETURN v_payload;
+END
+$$;
+COMMENT ON FUNCTION orchestrator.map_payload(jsonb, jsonb, jsonb) IS 'An event payload from a template: "$..." values read from the state, "@..." from the item (follow-ups, fan-out children)';
+
+/*
  * queue_followups turns a finished step's "followups" into events: for each
  * item its jsonpath for_each selects in the state (once when absent), one
  * event of the follow-up's type for the job's org and user, with a payload
@@ -28,8 +55,6 @@ DECLARE
 	v_fu jsonb;
 	v_item jsonb;
 	v_payload jsonb;
-	v_kv record;
-	v_val jsonb;
 	r record;
 	v_out jsonb := '[]';
 BEGIN
@@ -40,16 +65,7 @@ BEGIN
 			SELECT i FROM jsonb_path_query(p_state, (v_fu->>'for_each')::jsonpath, '{}', true) AS i WHERE v_fu ? 'for_each'
 			UNION ALL SELECT 'null'::jsonb WHERE NOT v_fu ? 'for_each'
 		LOOP
-			v_payload := '{}';
-			FOR v_kv IN SELECT key, value FROM jsonb_each(COALESCE(v_fu->'payload', '{}')) LOOP
-				v_val := v_kv.value;
-				IF jsonb_typeof(v_val) = 'string' AND (v_val #>> '{}') ~ '^\$' THEN
-					v_val := jsonb_path_query_first(p_state, (v_val #>> '{}')::jsonpath, '{}', true);
-				ELSIF jsonb_typeof(v_val) = 'string' AND (v_val #>> '{}') ~ '^@' THEN
-					v_val := jsonb_path_query_first(v_item, ('$' || substr(v_val #>> '{}', 2))::jsonpath, '{}', true);
-				END IF;
-				v_payload := v_payload || jsonb_build_object(v_kv.key, COALESCE(v_val, 'null'::jsonb));
-			END LOOP;
+			v_payload := orchestrator.map_payload(v_fu->'payload', p_state, v_item);
 			SELECT * INTO r FROM @extschema@.orch_submit_event(v_fu->>'type', 'orchestrator:chain',
 				(p_state->'event'->>'org_id')::uuid, (p_state->'event'->>'user_id')::uuid, v_payload, p_job_id);
 			v_out := v_out || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(

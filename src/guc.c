@@ -33,6 +33,17 @@ int			orch_max_reclaims = 3;
 int			orch_max_slice_ms = 30 * 1000;
 int			orch_max_response_bytes = 1024 * 1024;
 char	   *orch_user_role = NULL;
+int			orch_approval_timeout_s = 0;
+int			orch_retention_s = 0;
+int			orch_retention_batch = 1000;
+int			orch_approval_timeout_action = ORCH_APPROVAL_TIMEOUT_CANCEL;
+
+static const struct config_enum_entry approval_timeout_actions[] = {
+	{"skip", ORCH_APPROVAL_TIMEOUT_SKIP, false},
+	{"cancel", ORCH_APPROVAL_TIMEOUT_CANCEL, false},
+	{"fail", ORCH_APPROVAL_TIMEOUT_FAIL, false},
+	{NULL, 0, false}
+};
 
 /*
  * define_postmaster_gucs defines the parameters that size the worker set.
@@ -163,6 +174,43 @@ orch_guc_init(void)
 							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.approval_timeout",
+							"How long an approval request waits for an answer before it expires (0: forever).",
+							"A step's \"approval\": {\"timeout\": ...} overrides it.",
+							&orch_approval_timeout_s,
+							0, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("orchestrator.approval_timeout_action",
+							 "What an expired approval does: skip the step, cancel the job, or fail the step.",
+							 "A step's \"approval\": {\"on_timeout\": ...} overrides it.",
+							 &orch_approval_timeout_action,
+							 ORCH_APPROVAL_TIMEOUT_CANCEL,
+							 approval_timeout_actions,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.retention",
+							"How long finished jobs, their history and events, notifications and signals are kept (0: forever).",
+							"The first worker removes older ones in batches; orch_purge does it from pg_cron.",
+							&orch_retention_s,
+							0, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("orchestrator.retention_batch",
+							"Most rows of each kind one retention batch removes, in one short transaction.",
+							NULL,
+							&orch_retention_batch,
+							1000, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("orchestrator");
 }

@@ -25,6 +25,18 @@ extern int	orch_max_reclaims;
 extern int	orch_max_slice_ms;
 extern int	orch_max_response_bytes;
 extern char *orch_user_role;
+extern int	orch_approval_timeout_s;
+extern int	orch_approval_timeout_action;
+extern int	orch_retention_s;
+extern int	orch_retention_batch;
+
+/* orchestrator.approval_timeout_action */
+typedef enum OrchApprovalTimeoutAction
+{
+	ORCH_APPROVAL_TIMEOUT_SKIP,
+	ORCH_APPROVAL_TIMEOUT_CANCEL,
+	ORCH_APPROVAL_TIMEOUT_FAIL
+} OrchApprovalTimeoutAction;
 
 extern void orch_guc_init(void);
 

@@ -685,6 +685,63 @@ orch_job_write_held(const pg_uuid_t *job_id)
 }
 
 /*
+ * wake_fan_in wakes the parents, in column 2 of the written jobs' rows, of
+ * the jobs that ended, when they wait at a fan_out step for their children
+ * (wait.sql): they look at them now instead of at their next check.  A
+ * parent whose row another transaction holds is being run, and looks
+ * anyway.  SPI_tuptable is left as it was.
+ */
+static void
+wake_fan_in(SPITupleTable *tt, uint64 n)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *parents = NULL;
+	int			nparents = 0;
+	Datum		arg;
+	int			ret;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull);
+
+		if (isnull)
+			continue;
+		if (parents == NULL)
+			parents = palloc(sizeof(Datum) * n);
+		parents[nparents++] = d;
+	}
+	if (nparents == 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDARRAYOID};
+
+		plan = orch_prepare_kept(
+			"UPDATE orchestrator.sequence_jobs j SET run_at = pg_catalog.now(), updated_at = pg_catalog.clock_timestamp()"
+			" WHERE j.id = ANY (ARRAY(SELECT l.id FROM orchestrator.sequence_jobs l"
+			"                         WHERE l.id = ANY ($1) AND l.status = 'pending' AND l.run_at > pg_catalog.now()"
+			"                           AND EXISTS (SELECT 1 FROM orchestrator.waits w"
+			"                                       WHERE w.job_id = l.id AND w.kind = 'fan_out')"
+			"                         FOR UPDATE SKIP LOCKED))",
+			1, types);
+	}
+	arg = orch_array_of(parents, NULL, nparents, UUIDOID);
+	{
+		SPITupleTable *keep = SPI_tuptable;
+		uint64		keep_n = SPI_processed;
+
+		ret = orch_execute_keyed(plan, &arg, NULL, false, 0, InvalidSnapshot);
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "orchestrator could not wake the parents of ended jobs: %s", SPI_result_code_string(ret));
+		if (SPI_processed > 0)
+			orch_wake_at_commit();
+		SPI_tuptable = keep;
+		SPI_processed = keep_n;
+	}
+}
+
+/*
  * write_held writes the held jobs (only one, or all of them that have
  * changes) with their new history rows, in one statement: an UPDATE of
  * the jobs from arrays, under their fencing tokens, and one INSERT of the
@@ -804,7 +861,7 @@ write_held(HeldJob *only)
 			"    last_error = COALESCE(v.error, j.last_error), finished_at = v.finished_at,"
 			"    updated_at = pg_catalog.clock_timestamp()"
 			"  FROM v WHERE j.id = v.id AND j.id = ANY ($1) AND j.status = 'in_progress' AND j.fencing_token = v.token"
-			"  RETURNING j.id, j.org_id, j.current_step, j.fencing_token),"
+			"  RETURNING j.id, j.org_id, j.current_step, j.fencing_token, j.status, j.parent_job_id),"
 			" h AS (" HISTORY
 			"  SELECT x.job_id, u.org_id, COALESCE(x.step_index, u.current_step), x.step_name, x.kind, x.attempt,"
 			"         x.outcome, x.output, x.error, x.started_at, x.finished_at, pg_catalog.pg_backend_pid(),"
@@ -816,12 +873,14 @@ write_held(HeldJob *only)
 			"       AS x(job_id, step_index, step_name, kind, attempt, outcome, output, error, started_at,"
 			"            finished_at, http_status, scope, n)"
 			"  JOIN u ON u.id = x.job_id ORDER BY x.n)"
-			" SELECT u.id FROM u",
+			/* the parent of a job that ended, which may wait for it (a fan_out) */
+			" SELECT u.id, CASE WHEN u.status IN ('completed', 'failed', 'cancelled') THEN u.parent_job_id END FROM u",
 			NCOLS, argtypes);
 	}
 	ret = orch_execute_keyed(write_plan, args, NULL, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "orchestrator could not write the batch's job transitions: %s", SPI_result_code_string(ret));
+	wake_fan_in(SPI_tuptable, SPI_processed);
 
 	if (SPI_processed < (uint64) njobs)
 	{
@@ -1444,13 +1503,16 @@ orch_job_hold_back(const OrchClaimedJob *jobs, const char **notes, int n, long w
 
 /*
  * orch_job_wake makes the pending jobs among ids due now (a concurrency
- * slot freed, a pause lifted: flow.c), keeping their place by priority;
- * the workers are woken at commit.  Returns how many.
+ * slot freed, a pause lifted: flow.c; a signal sent: wait.sql), keeping
+ * their place by priority; the workers are woken at commit.  With
+ * skip_locked, a job whose row another transaction holds is left alone
+ * (a worker running it).  Returns how many.
  */
 int
-orch_job_wake(Datum ids)
+orch_job_wake(Datum ids, bool skip_locked)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr skip_plan = NULL;
 	Datum		args[1];
 	int			ret;
 
@@ -1462,12 +1524,57 @@ orch_job_wake(Datum ids)
 			"UPDATE orchestrator.sequence_jobs j SET run_at = pg_catalog.now(), updated_at = pg_catalog.clock_timestamp()"
 			" WHERE j.id = ANY ($1) AND j.status = 'pending' AND j.run_at > pg_catalog.now()",
 			1, types);
+		skip_plan = orch_prepare_kept(
+			"UPDATE orchestrator.sequence_jobs j SET run_at = pg_catalog.now(), updated_at = pg_catalog.clock_timestamp()"
+			" WHERE j.id = ANY (ARRAY(SELECT l.id FROM orchestrator.sequence_jobs l"
+			"                         WHERE l.id = ANY ($1) AND l.status = 'pending' AND l.run_at > pg_catalog.now()"
+			"                         FOR UPDATE SKIP LOCKED))",
+			1, types);
 	}
 	args[0] = ids;
-	ret = orch_execute_keyed(plan, args, NULL, false, 0, InvalidSnapshot);
+	ret = orch_execute_keyed(skip_locked ? skip_plan : plan, args, NULL, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "orchestrator could not wake jobs: %s", SPI_result_code_string(ret));
 	if (SPI_processed > 0)
 		orch_wake_at_commit();
 	return (int) SPI_processed;
+}
+
+/*
+ * orch_job_purge removes up to batch finished jobs (completed, failed or
+ * cancelled) that were created before bound (a version 7 job id made from
+ * the cutoff: the primary key's oldest range, so the scan stops at the
+ * cutoff) and finished before cutoff, with everything that is only theirs:
+ * their history, their event_log rows, their fan-out children records and
+ * approval requests.  Rows another transaction holds are left for later.
+ * Running jobs and their audit trail are never touched.  Returns how many
+ * jobs it removed.
+ */
+int
+orch_job_purge(Datum bound, TimestampTz cutoff, int batch)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, TIMESTAMPTZOID, INT4OID};
+
+		plan = orch_prepare_kept(
+			"WITH d AS (SELECT j.id FROM orchestrator.sequence_jobs j"
+			"           WHERE j.id < $1 AND j.status IN ('completed', 'failed', 'cancelled') AND j.finished_at < $2"
+			"           ORDER BY j.id LIMIT $3 FOR UPDATE SKIP LOCKED),"
+			" h AS (DELETE FROM orchestrator.step_history h USING d WHERE h.job_id = d.id),"
+			" e AS (DELETE FROM orchestrator.event_log e USING d WHERE e.job_id = d.id),"
+			" f AS (DELETE FROM orchestrator.fan_children c USING d WHERE c.job_id = d.id),"
+			" a AS (DELETE FROM orchestrator.slack_pending_actions a USING d WHERE a.job_id = d.id),"
+			" x AS (DELETE FROM orchestrator.sequence_jobs j USING d WHERE j.id = d.id RETURNING 1)"
+			" SELECT pg_catalog.count(*)::integer FROM x",
+			3, types);
+	}
+	args[0] = bound;
+	args[1] = TimestampTzGetDatum(cutoff);
+	args[2] = Int32GetDatum(batch);
+	return DatumGetInt32(orch_exec_scalar(plan, args, NULL, &isnull, "job purge"));
 }

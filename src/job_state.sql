@@ -29,7 +29,7 @@ COMMENT ON DOMAIN orchestrator.event_outcome IS 'What became of a submitted even
 
 CREATE DOMAIN orchestrator.step_outcome AS text
 	CHECK (VALUE IN ('succeeded', 'failed', 'skipped', 'retry_scheduled', 'deferred', 'lease_expired', 'cancelled',
-	                 'retry_requested', 'continuation', 'awaiting_approval', 'approved', 'edited', 'forked'));
+	                 'retry_requested', 'continuation', 'awaiting_approval', 'approved', 'edited', 'forked', 'expired'));
 COMMENT ON DOMAIN orchestrator.step_outcome IS 'What a step_history row records: a step attempt''s outcome, or an engine, operator or approval event';
 
 CREATE DOMAIN orchestrator.step_scope AS text CHECK (VALUE IN ('user', 'service'));
@@ -186,7 +186,7 @@ COMMENT ON COLUMN orchestrator.step_history.step_index IS 'Index of the step in 
 COMMENT ON COLUMN orchestrator.step_history.step_name IS 'Step name';
 COMMENT ON COLUMN orchestrator.step_history.kind IS 'Step kind (sql, http, notify), approval for an approval decision, context for a context load, or operator / engine for actions on the job';
 COMMENT ON COLUMN orchestrator.step_history.attempt IS 'Attempt number of the step, from 1';
-COMMENT ON COLUMN orchestrator.step_history.outcome IS 'succeeded | failed | skipped | retry_scheduled | deferred (429, quiet hours, rate limit: not an attempt) | lease_expired | cancelled | retry_requested | continuation (time slice used, re-queued) | awaiting_approval (gate reached) | approved | edited (approval decisions) | forked (orch_fork_job, on the old job and the new)';
+COMMENT ON COLUMN orchestrator.step_history.outcome IS 'succeeded | failed | skipped | retry_scheduled | deferred (429, quiet hours, rate limit: not an attempt) | lease_expired | cancelled | retry_requested | continuation (time slice used, re-queued) | awaiting_approval (gate reached) | approved | edited (approval decisions) | expired (an unanswered approval whose on_timeout is fail) | forked (orch_fork_job, on the old job and the new)';
 COMMENT ON COLUMN orchestrator.step_history.output IS 'Step output';
 COMMENT ON COLUMN orchestrator.step_history.error IS 'Error message of a failed attempt (redacted)';
 COMMENT ON COLUMN orchestrator.step_history.started_at IS 'When the attempt started';

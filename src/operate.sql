@@ -64,6 +64,8 @@ BEGIN
 	END IF;
 	-- an approval the job was waiting for is withdrawn: a late click changes nothing
 	PERFORM orchestrator.withdraw_approvals(v_job.id);
+	-- and a signal or sleep it was waiting in is over
+	DELETE FROM orchestrator.waits w WHERE w.job_id = v_job.id;
 	IF NOT orchestrator.transition_job(v_job.id, v_job.status, 'cancelled', 'operator', 'cancelled',
 		v_job.current_step, p_context => v_job.context || '{"pending_approvals": []}'::jsonb,
 		p_new_token => true, p_note => format('cancelled by %s (was %s)', session_user, v_job.status)) THEN
@@ -131,8 +133,10 @@ BEGIN
 	ELSE
 		v_idx := orchestrator.step_index(v_job.event_type, v_job.sequence_version, v_steps, from_step);
 	END IF;
-	-- a job run again asks again: earlier decisions and open requests lapse
+	-- a job run again asks again: earlier decisions and open requests lapse,
+	-- and its signal and sleep steps wait afresh
 	PERFORM orchestrator.withdraw_approvals(v_job.id);
+	DELETE FROM orchestrator.waits w WHERE w.job_id = v_job.id;
 	IF NOT orchestrator.transition_job(v_job.id, v_job.status, 'pending', 'operator', 'retry_requested',
 		v_idx, v_steps->v_idx->>'name',
 		p_context => (v_job.context - 'approvals')

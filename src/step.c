@@ -8,7 +8,8 @@
  * HTTP request, or the worker is asked to stop.  Before each step it
  * checks for a pause (flow.c), loads the context sources due (context.c)
  * and checks the gates (approval.c, budget.c); then it evaluates "condition" (false: skipped), dispatches on
- * "kind" ("sql": step_sql.c; "http", "notify": step_http.c), checks
+ * "kind" ("sql": step_sql.c; "http", "notify": step_http.c; "signal",
+ * "sleep", "fan_out": wait.c), checks
  * "expect", and asks policy.c where the job goes next (on_failure,
  * retries, the time slice).
  *
@@ -56,6 +57,7 @@
 #include "step_http.h"
 #include "step_sql.h"
 #include "util.h"
+#include "wait.h"
 
 static SPIPlanPtr load_plan = NULL;
 
@@ -427,6 +429,15 @@ run_one_step(JobRun *run, Jsonb *step, StepResult *res)
 	 * waits in awaiting_approval, holding no lease, until it is resolved.
 	 */
 	if (!resume && orch_jsonb_get_bool(step, "requires_approval") &&
+		orch_approval_expired(run->state, r->step_name))
+	{
+		r->outcome = ORCH_STEP_FAILED;
+		r->error = pstrdup("nobody answered the approval request in time (its on_timeout is fail)");
+		r->finished_at = GetCurrentTimestamp();
+		orch_policy_after_step(step, r, run->current_step, run->nsteps, run->attempts);
+		return;
+	}
+	if (!resume && orch_jsonb_get_bool(step, "requires_approval") &&
 		!orch_approval_granted(run->state, r->step_name) &&
 		(condition == NULL || orch_jsonpath_truthy(run->state, condition)))
 	{
@@ -502,6 +513,9 @@ step_body(void *arg)
 		r->outcome = ORCH_STEP_SKIPPED;
 	else if (strcmp(r->kind, "http") == 0 || strcmp(r->kind, "notify") == 0)
 		call->r->request = orch_step_http_begin(run->job, step, run->state, run->run_as, r);
+	else if (strcmp(r->kind, "signal") == 0 || strcmp(r->kind, "sleep") == 0 ||
+			 strcmp(r->kind, "fan_out") == 0)
+		orch_step_wait(run->job, step, run->state, r);
 	else
 	{
 		r->output = orch_step_sql_execute(orch_jsonb_get_text(step, "function"),

@@ -14,7 +14,9 @@
  * worker keeps up to orchestrator.max_inflight requests going while it
  * claims and runs other jobs; with nothing to do it sleeps without polling
  * and uses no CPU.  A claim is only tried when the latch was set, when
- * something fell due, or after work was done.
+ * something fell due, or after work was done.  The first worker also runs
+ * retention (retention.c) in short batches between claims while
+ * orchestrator.retention is set.
  *
  * A worker that finds no orchestrator.database exits once with the
  * server's FATAL, and is then started again to wait for the database
@@ -62,6 +64,7 @@
 #include "http.h"
 #include "job_state.h"
 #include "redact.h"
+#include "retention.h"
 #include "shmem.h"
 #include "step.h"
 #include "step_http.h"
@@ -77,11 +80,16 @@ static bool need_claim = true;
 static TimestampTz next_claim_at = 0;	/* 0: nothing scheduled */
 static bool connected = false;	/* connected to orchestrator.database */
 static bool said_no_extension = false;	/* warned that it is not installed */
+static TimestampTz next_purge_at = 0;	/* the first worker's next retention batch */
+
+/* how often the first worker looks for rows past orchestrator.retention */
+#define ORCH_PURGE_INTERVAL_MS 10000
 
 static void begin_tx(const char *activity);
 static void end_tx(void);
 static int	claim_batch(OrchClaimedJob *jobs, int room, TimestampTz *next_wakeup, bool *contended);
 static void run_batch(OrchClaimedJob *jobs, int n);
+static bool purge_batch(void);
 static void release_on_exit(void);
 static void unregister_worker(int code, Datum arg);
 static void handle_sigterm(SIGNAL_ARGS);
@@ -314,6 +322,15 @@ orch_worker_main(Datum main_arg)
 			worked = true;
 		}
 
+		/* retention: the first worker, one short batch between claims */
+		if (worker_index == 0 && orch_retention_s > 0 && GetCurrentTimestamp() >= next_purge_at)
+		{
+			bool		more = purge_batch();
+
+			next_purge_at = more ? 0 : TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ORCH_PURGE_INTERVAL_MS);
+			worked |= more;
+		}
+
 		if (worked)
 		{
 			/* finished work may have made more: look again before sleeping */
@@ -332,6 +349,14 @@ orch_worker_main(Datum main_arg)
 			}
 			if (orch_http_timeout() >= 0)
 				timeout_ms = (timeout_ms < 0) ? orch_http_timeout() : Min(timeout_ms, orch_http_timeout());
+			if (worker_index == 0 && orch_retention_s > 0)
+			{
+				TimestampTz now = GetCurrentTimestamp();
+				long		purge_ms = (next_purge_at <= now) ? 0 :
+					(long) Min((next_purge_at - now + 999) / 1000, (int64) ORCH_PURGE_INTERVAL_MS);
+
+				timeout_ms = (timeout_ms < 0) ? purge_ms : Min(timeout_ms, purge_ms);
+			}
 			if (orch_http_inflight() > 0)
 				pgstat_report_activity(STATE_IDLE,
 									   psprintf("orchestrator: %d HTTP request(s) in flight", orch_http_inflight()));
@@ -422,6 +447,26 @@ claim_batch(OrchClaimedJob *jobs, int room, TimestampTz *next_wakeup, bool *cont
 
 	end_tx();
 	return n;
+}
+
+/*
+ * purge_batch runs one batch of retention (retention.c) in its own short
+ * transaction; returns whether more is waiting.
+ */
+static bool
+purge_batch(void)
+{
+	bool		more = false;
+
+	begin_tx("orchestrator: retention");
+	if (OidIsValid(get_extension_oid("orchestrator", true)))
+	{
+		SPI_connect();
+		more = orch_retention_pass();
+		SPI_finish();
+	}
+	end_tx();
+	return more;
 }
 
 /*

@@ -74,7 +74,7 @@ is($node->safe_psql('dst', $counts), $node->safe_psql('src', $counts),
 is($node->safe_psql('dst', $counts), '2,2,1,1,Europe/Paris,1,50,completed,1,1', 'with the expected contents');
 # the built-in sequences come from the extension script, once, not from the dump
 is($node->safe_psql('dst', q{SELECT string_agg(event_type || ' v' || version, ', ' ORDER BY event_type) FROM orchestrator.sequence_definitions WHERE event_type LIKE 'orchestrator:%'}),
-	'orchestrator:approval_request v1, orchestrator:budget_notice v1, orchestrator:failure_notice v1', 'built-in sequences are not duplicated by the restore');
+	'orchestrator:approval_expired v1, orchestrator:approval_request v1, orchestrator:budget_notice v1, orchestrator:failure_notice v1', 'built-in sequences are not duplicated by the restore');
 # the restored extension is usable: its sequences continue past the restored ids
 is($node->safe_psql('dst', q{SELECT outcome FROM orch_submit_event('ping', 'test', '00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1', '{"n": 2}')}),
 	'accepted', 'the restored database accepts events');
