@@ -128,9 +128,14 @@ SELECT test_wait_job(:'unstarted');
 SELECT count(*) AS pauses_left FROM orchestrator.pauses;
 SELECT standin('POST', '/_control/reset');
 
--- only orchestrator_admin may use flow control
-CREATE ROLE flow_outsider;
+-- only orchestrator_admin may use flow control, or give an event a priority
+-- when acting as a user
+CREATE ROLE flow_outsider IN ROLE orchestrator_submitter;
+SET request.jwt.claims = '{"sub": "00000000-0000-0000-0000-0000000000a1", "role": "authenticated"}';
 SET ROLE flow_outsider;
+SELECT test_error($$SELECT orch_submit_event('flow_prio', 'test', '00000000-0000-0000-0000-00000000000a',
+	'00000000-0000-0000-0000-0000000000a1', '{"n": 10}', priority => 1000)$$);
+RESET request.jwt.claims;
 SELECT test_error($$SELECT orch_pause()$$);
 SELECT test_error($$SELECT orch_set_concurrency_limit('org', '*', 1)$$);
 RESET ROLE;

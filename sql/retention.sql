@@ -46,6 +46,22 @@ SELECT count(*) AS old_finished FROM orchestrator.sequence_jobs
 WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < now() - interval '1 second'
   AND id < (SELECT id FROM orchestrator.sequence_jobs WHERE id = :'waiting');
 
+-- a fan-out's finished child stays while its parent runs
+SELECT orch_define_sequence('ret_child', '[{"name": "a", "kind": "sql", "function": "ret_noop"},
+  {"name": "hold", "kind": "signal", "signal": "release", "key": "$.event.payload.k"}]');
+SELECT orch_define_sequence('ret_parent', '[{"name": "fan", "kind": "fan_out", "sequence": "ret_child",
+  "for_each": "$.event.payload.keys[*]", "payload": {"k": "@"}, "on_child_failure": "collect"}]');
+SELECT job_id AS fan FROM orch_submit_event('ret_parent', 'test', :'org_a', :'ada', '{"keys": ["r1", "r2"]}') \gset
+SELECT test_wait_for($$SELECT count(*) = 2 FROM orchestrator.waits WHERE key IN ('r1', 'r2')$$);
+SELECT orch_signal_key('r1', 'release') IS NOT NULL AS first_released;
+SELECT test_wait_for($$SELECT count(*) = 1 FROM orchestrator.sequence_jobs WHERE event_type = 'ret_child' AND status = 'completed'
+                         AND finished_at < clock_timestamp() - interval '1 second'$$);
+SELECT orch_purge('1 second') >= 0 AS purged;
+SELECT count(*) AS children_kept FROM orchestrator.sequence_jobs WHERE event_type = 'ret_child';
+SELECT orch_signal_key('r2', 'release') IS NOT NULL AS second_released;
+SELECT test_wait_job(:'fan');
+SELECT context->'outputs'->'fan'->'completed' AS both_reported FROM orchestrator.sequence_jobs WHERE id = :'fan';
+
 -- the first worker purges by itself once orchestrator.retention is set
 ALTER SYSTEM SET orchestrator.retention = '1s';
 SELECT pg_reload_conf();

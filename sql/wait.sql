@@ -73,6 +73,19 @@ SELECT test_wait_job(:'keyed');
 SELECT context->'outputs'->'reply' AS reply FROM orchestrator.sequence_jobs WHERE id = :'keyed';
 SELECT key, delivered_to IS NULL AS undelivered FROM orchestrator.signals WHERE key LIKE 't-4%' ORDER BY key;
 
+-- two signals sent to a key before its first waiter runs: each of its two
+-- waiters gets one
+SELECT job_id AS kw1 FROM orch_submit_event('wait_thread', 'test', :'org_a', :'ada', '{"thread": "t-50", "n": 1}') \gset
+SELECT test_wait_for($$SELECT count(*) = 1 FROM orchestrator.waits WHERE key = 't-50'$$);
+SELECT job_id AS kw2 FROM orch_submit_event('wait_thread', 'test', :'org_a', :'ada', '{"thread": "t-50", "n": 2}') \gset
+SELECT test_wait_for($$SELECT count(*) = 2 FROM orchestrator.waits WHERE key = 't-50'$$);
+BEGIN;
+SELECT orch_signal_key('t-50', 'email_reply', '{"reply": 1}') = :'kw1' AS first_to_oldest,
+       orch_signal_key('t-50', 'email_reply', '{"reply": 2}') = :'kw1' AS second_too;
+COMMIT;
+SELECT test_wait_job(:'kw1') AS kw1, test_wait_job(:'kw2') AS kw2;
+SELECT count(DISTINCT delivered_to) AS two_jobs FROM orchestrator.signals WHERE key = 't-50';
+
 -- the timeout: fail (on_failure decides) or skip
 SELECT orch_define_sequence('wait_timeout_fail', '[
   {"name": "reply", "kind": "signal", "signal": "never_sent", "timeout": "1 second"}]');
@@ -125,6 +138,7 @@ SET request.jwt.claims = '{"sub": "00000000-0000-0000-0000-0000000000a2", "role"
 CREATE ROLE wait_submitter IN ROLE orchestrator_submitter;
 SET ROLE wait_submitter;
 SELECT test_error(format($$SELECT orch_signal(%L, 'prospect_replied')$$, :'early'));
+SELECT test_error($$SELECT orch_signal_key('t-42', 'email_reply')$$);
 RESET ROLE;
 RESET request.jwt.claims;
 DROP ROLE wait_submitter;

@@ -66,7 +66,7 @@ COMMENT ON COLUMN orchestrator.flow_waits.since IS 'Its place in the claim order
 COMMENT ON COLUMN orchestrator.flow_waits.woken IS 'Given a freed slot and due now; counts against the key until claimed';
 
 ALTER TABLE orchestrator.endpoints
-	ADD COLUMN max_per_second real CHECK (max_per_second > 0 AND max_per_second <= 100000);
+	ADD COLUMN max_per_second real CHECK (max_per_second >= 0.001 AND max_per_second <= 100000);
 COMMENT ON COLUMN orchestrator.endpoints.max_per_second IS 'At most this many requests a second to the endpoint, across all workers (NULL: no limit); set by orch_set_rate_limit';
 
 -- Workers cache whether any flow control is set; a change of these
@@ -187,7 +187,9 @@ BEGIN
 	IF v_ids IS NULL THEN
 		RETURN 0;
 	END IF;
-	RETURN orchestrator.wake_jobs(v_ids);
+	-- a job whose row another transaction holds (an operator's cancel) is
+	-- skipped, not waited for: the claim holds the flow lock
+	RETURN orchestrator.wake_jobs(v_ids, true);
 END
 $$;
 COMMENT ON FUNCTION orchestrator.flow_wake() IS 'Wakes jobs waiting for a concurrency slot as slots free (for the workers'' claim)';
@@ -195,8 +197,9 @@ COMMENT ON FUNCTION orchestrator.flow_wake() IS 'Wakes jobs waiting for a concur
 /*
  * flow_paused: why job p_job_id may not run its next step now (paused, or
  * drained and p_starting: it has run no step yet), or NULL.  The pause row
- * is locked KEY SHARE until the caller commits, so an orch_resume that
- * deletes it waits for the job's deferral to be written, then wakes it.
+ * is locked SHARE until the caller commits, so an orch_resume that deletes
+ * it, or an orch_pause that turns it into a drain, waits for the job's
+ * deferral to be written, then wakes it.
  */
 CREATE FUNCTION orchestrator.flow_paused(p_job_id uuid, p_starting boolean) RETURNS text
 LANGUAGE sql
@@ -208,10 +211,13 @@ AS $$
 	JOIN orchestrator.pauses p
 	  ON (p.scope = 'all' OR (p.scope = 'event_type' AND p.key = j.event_type)
 	      OR (p.scope = 'org' AND p.key = j.org_id::text))
-	 AND (NOT p.drain OR p_starting)
+	 AND (NOT p.drain
+	      -- drain: only work not under way (a fan-out's children are part of their parent's)
+	      OR (p_starting AND j.event_source <> 'orchestrator:fan_out'
+	          AND NOT EXISTS (SELECT 1 FROM orchestrator.waits w WHERE w.job_id = j.id)))
 	WHERE j.id = p_job_id
 	ORDER BY p.paused_at LIMIT 1
-	FOR KEY SHARE OF p
+	FOR SHARE OF p
 $$;
 COMMENT ON FUNCTION orchestrator.flow_paused(uuid, boolean) IS 'Why a job may not run its next step (paused or draining), or NULL (for the workers)';
 
@@ -281,6 +287,17 @@ BEGIN
 	INSERT INTO orchestrator.pauses AS p (scope, key, drain, paused_by)
 	VALUES (orch_pause.scope, v_key, orch_pause.drain, orchestrator.calling_role())
 	ON CONFLICT ON CONSTRAINT pauses_pkey DO UPDATE SET drain = EXCLUDED.drain, paused_at = now(), paused_by = EXCLUDED.paused_by;
+	-- a pause turned into a drain lets started jobs go on: wake what it held
+	-- (jobs not started are held again at their next step)
+	IF drain THEN
+		PERFORM orchestrator.wake_jobs(ARRAY(
+			SELECT j.id FROM orchestrator.sequence_jobs j
+			WHERE j.status = 'pending' AND orchestrator.claim_order(j.run_at, j.priority) = 'infinity'
+			  AND NOT EXISTS (SELECT 1 FROM orchestrator.waits w WHERE w.job_id = j.id)
+			  AND (orch_pause.scope = 'all'
+			       OR (orch_pause.scope = 'event_type' AND j.event_type = v_key)
+			       OR (orch_pause.scope = 'org' AND j.org_id::text = v_key))));
+	END IF;
 END
 $$;
 COMMENT ON FUNCTION orch_pause(text, text, boolean) IS 'Pauses jobs (scope all, event_type or org): none of their steps runs until orch_resume; with drain, jobs already started finish and the others wait';
@@ -288,11 +305,7 @@ COMMENT ON FUNCTION orch_pause(text, text, boolean) IS 'Pauses jobs (scope all, 
 CREATE FUNCTION orch_drain() RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-	INSERT INTO orchestrator.pauses AS p (scope, key, drain, paused_by)
-	VALUES ('all', '', true, orchestrator.calling_role())
-	ON CONFLICT ON CONSTRAINT pauses_pkey DO UPDATE SET drain = true, paused_at = now(), paused_by = EXCLUDED.paused_by
-$$;
+AS $$ SELECT @extschema@.orch_pause('all', NULL, true) $$;
 COMMENT ON FUNCTION orch_drain() IS 'Drains the engine: jobs already started finish, no new job starts until orch_resume()';
 
 CREATE FUNCTION orch_resume(scope text DEFAULT 'all', key text DEFAULT NULL) RETURNS integer
@@ -314,6 +327,7 @@ BEGIN
 		SELECT j.id FROM orchestrator.sequence_jobs j
 		WHERE j.status = 'pending'
 		  AND orchestrator.claim_order(j.run_at, j.priority) = 'infinity'
+		  AND NOT EXISTS (SELECT 1 FROM orchestrator.waits w WHERE w.job_id = j.id)
 		  AND (orch_resume.scope = 'all'
 		       OR (orch_resume.scope = 'event_type' AND j.event_type = v_key)
 		       OR (orch_resume.scope = 'org' AND j.org_id::text = v_key))));
@@ -348,9 +362,9 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF max_per_second IS NOT NULL AND NOT (max_per_second > 0 AND max_per_second <= 100000) THEN
+	IF max_per_second IS NOT NULL AND NOT (max_per_second >= 0.001 AND max_per_second <= 100000) THEN
 		RAISE EXCEPTION 'max_per_second % is out of range', max_per_second
-			USING ERRCODE = 'invalid_parameter_value', HINT = 'Give more than 0 and at most 100000 (0.5 is one request every 2 s), or NULL for no limit.';
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Give 0.001 to 100000 (0.5 is one request every 2 s), or NULL for no limit.';
 	END IF;
 	UPDATE orchestrator.endpoints e SET max_per_second = orch_set_rate_limit.max_per_second, updated_at = now()
 	WHERE e.name = orch_set_rate_limit.endpoint;
@@ -367,6 +381,7 @@ CREATE VIEW orchestrator.flow_controls AS
 	       CASE WHEN p.drain THEN 'drain' ELSE 'pause' END AS setting,
 	       (SELECT count(*) FROM orchestrator.sequence_jobs j
 	        WHERE j.status = 'pending' AND orchestrator.claim_order(j.run_at, j.priority) = 'infinity'
+	          AND NOT EXISTS (SELECT 1 FROM orchestrator.waits w WHERE w.job_id = j.id)
 	          AND (p.scope = 'all' OR (p.scope = 'event_type' AND j.event_type = p.key)
 	               OR (p.scope = 'org' AND j.org_id::text = p.key))) AS waiting,
 	       NULL::bigint AS running

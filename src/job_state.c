@@ -1545,10 +1545,11 @@ orch_job_wake(Datum ids, bool skip_locked)
  * cancelled) that were created before bound (a version 7 job id made from
  * the cutoff: the primary key's oldest range, so the scan stops at the
  * cutoff) and finished before cutoff, with everything that is only theirs:
- * their history, their event_log rows, their fan-out children records and
- * approval requests.  Rows another transaction holds are left for later.
- * Running jobs and their audit trail are never touched.  Returns how many
- * jobs it removed.
+ * their history, their event_log rows, their fan-out children records,
+ * approval requests, leftover waits and the signals sent to them.  A job
+ * whose parent is still running stays (a fan_out reads its children).
+ * Rows another transaction holds are left for later.  Running jobs and
+ * their audit trail are never touched.  Returns how many jobs it removed.
  */
 int
 orch_job_purge(Datum bound, TimestampTz cutoff, int batch)
@@ -1564,8 +1565,13 @@ orch_job_purge(Datum bound, TimestampTz cutoff, int batch)
 		plan = orch_prepare_kept(
 			"WITH d AS (SELECT j.id FROM orchestrator.sequence_jobs j"
 			"           WHERE j.id < $1 AND j.status IN ('completed', 'failed', 'cancelled') AND j.finished_at < $2"
+			/* a fan-out's children stay while their parent may still read them */
+			"             AND NOT EXISTS (SELECT 1 FROM orchestrator.sequence_jobs p WHERE p.id = j.parent_job_id"
+			"                             AND p.status IN ('pending', 'in_progress', 'awaiting_approval'))"
 			"           ORDER BY j.id LIMIT $3 FOR UPDATE SKIP LOCKED),"
 			" h AS (DELETE FROM orchestrator.step_history h USING d WHERE h.job_id = d.id),"
+			" w AS (DELETE FROM orchestrator.waits w USING d WHERE w.job_id = d.id),"
+			" s AS (DELETE FROM orchestrator.signals s USING d WHERE s.job_id = d.id),"
 			" e AS (DELETE FROM orchestrator.event_log e USING d WHERE e.job_id = d.id),"
 			" f AS (DELETE FROM orchestrator.fan_children c USING d WHERE c.job_id = d.id),"
 			" a AS (DELETE FROM orchestrator.slack_pending_actions a USING d WHERE a.job_id = d.id),"

@@ -63,7 +63,11 @@ BEGIN
 	ELSE
 		SELECT max(x.id), max(x.sent_at) INTO v_last, v_last_at
 		FROM (SELECT s.id, s.sent_at FROM orchestrator.signals s WHERE s.id > v_from ORDER BY s.id LIMIT p_batch) x;
-		DELETE FROM orchestrator.signals s WHERE s.id > v_from AND s.id <= v_last AND s.sent_at < p_cutoff;
+		-- a signal sent to a job goes with the job; one sent to a key, once
+		-- delivered or older than the retention
+		DELETE FROM orchestrator.signals s WHERE s.id > v_from AND s.id <= v_last AND s.sent_at < p_cutoff
+		  AND (s.key IS NOT NULL OR s.delivered_at IS NOT NULL
+		       OR NOT EXISTS (SELECT 1 FROM orchestrator.sequence_jobs j WHERE j.id = s.job_id));
 	END IF;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	IF v_last_at < p_cutoff THEN

@@ -496,6 +496,14 @@ orch_submit_event(PG_FUNCTION_ARGS)
 	type = PG_GETARG_TEXT_PP(0);
 	if (PG_NARGS() > 7 && !PG_ARGISNULL(7))
 	{
+		pg_uuid_t	caller;
+
+		/* priority is the operator's to give, not a PostgREST user's */
+		if (orch_caller_user(&caller) && !orch_caller_is_admin())
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("a caller acting as a user cannot set an event's priority"),
+					 errhint("Submit without priority (the event type's applies), or call as a member of orchestrator_admin.")));
 		priority = PG_GETARG_INT32(7);
 		if (priority < 0 || priority > 1000)
 			ereport(ERROR,

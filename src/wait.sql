@@ -193,6 +193,11 @@ LANGUAGE sql
 AS $$ SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('orchestrator.signal:' || p_name || ':' || p_target, 0)) $$;
 COMMENT ON FUNCTION orchestrator.signal_lock(text, text) IS 'Transaction lock of a signal target (job id or key) and name';
 
+CREATE FUNCTION orchestrator.signal_try_lock(p_target text, p_name text) RETURNS boolean
+LANGUAGE sql
+AS $$ SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended('orchestrator.signal:' || p_name || ':' || p_target, 0)) $$;
+COMMENT ON FUNCTION orchestrator.signal_try_lock(text, text) IS 'signal_lock without waiting: false when a sender holds it (for the workers)';
+
 /*
  * step_wait runs a signal, sleep or fan_out step for the worker (wait.c):
  * the step succeeds with the signal's payload (or {"slept_until": ...}, or
@@ -262,9 +267,15 @@ BEGIN
 			RETURN;
 		END IF;
 	END IF;
-	PERFORM orchestrator.signal_lock(p_job_id::text, p_step->>'signal');
-	IF v_key IS NOT NULL THEN
-		PERFORM orchestrator.signal_lock('key:' || v_key, p_step->>'signal');
+	-- a sender holds the lock until it commits: look again in a moment
+	-- rather than wait for it (two workers waiting on each other's keys
+	-- would deadlock)
+	IF NOT orchestrator.signal_try_lock(p_job_id::text, p_step->>'signal')
+	   OR (v_key IS NOT NULL AND NOT orchestrator.signal_try_lock('key:' || v_key, p_step->>'signal')) THEN
+		outcome := 'deferred';
+		until := clock_timestamp() + interval '100 milliseconds';
+		error := format('a signal "%s" is being sent; looking again', p_step->>'signal');
+		RETURN;
 	END IF;
 	-- (a statement of its own, after the locks: it sees every signal sent before them)
 	SELECT * INTO v_sig FROM orchestrator.signals s
@@ -277,6 +288,12 @@ BEGIN
 			org_id = (p_state->'event'->>'org_id')::uuid
 		WHERE s.id = v_sig.id;
 		DELETE FROM orchestrator.waits w WHERE w.job_id = p_job_id AND w.step_index = p_step_index;
+		-- two signals sent to a key may both have woken this job: the next
+		-- waiter on the key gets the one still undelivered
+		IF v_sig.key IS NOT NULL AND EXISTS (SELECT 1 FROM orchestrator.signals s
+		                                     WHERE s.key = v_sig.key AND s.name = v_sig.name AND s.delivered_at IS NULL) THEN
+			PERFORM orchestrator.wake_jobs(ARRAY(SELECT orchestrator.signal_waiter(v_sig.key, v_sig.name, NULL)), true);
+		END IF;
 		outcome := 'succeeded';
 		output := v_sig.payload;
 		RETURN;
@@ -314,6 +331,22 @@ EXCEPTION WHEN insufficient_privilege THEN
 END
 $$;
 COMMENT ON FUNCTION orchestrator.signalling_role() IS 'The role sending a signal, or NULL inside a step';
+
+/*
+ * signal_waiter: the job waiting longest for signal p_name on key p_key
+ * (or the job p_job_id, if it waits for it), among jobs that are pending
+ * at that very step.
+ */
+CREATE FUNCTION orchestrator.signal_waiter(p_key text, p_name text, p_job_id uuid) RETURNS uuid
+LANGUAGE sql STABLE
+AS $$
+	SELECT w.job_id FROM orchestrator.waits w
+	JOIN orchestrator.sequence_jobs j ON j.id = w.job_id AND j.status = 'pending' AND j.current_step = w.step_index
+	WHERE w.kind = 'signal' AND w.signal = p_name
+	  AND CASE WHEN p_job_id IS NOT NULL THEN w.job_id = p_job_id ELSE w.key = p_key END
+	ORDER BY w.since LIMIT 1
+$$;
+COMMENT ON FUNCTION orchestrator.signal_waiter(text, text, uuid) IS 'The job a signal should wake: the one waiting longest on its key and name, or the job it is sent to if that waits';
 
 /*
  * deliver_signal stores a signal, and wakes the job that waits for it if
@@ -357,15 +390,18 @@ BEGIN
 		IF p_key IS NULL OR p_key = '' THEN
 			RAISE EXCEPTION 'key must not be NULL or empty' USING ERRCODE = 'null_value_not_allowed';
 		END IF;
+		-- a key may be any user's: not for a caller acting as one user
+		IF orchestrator.caller_user_id() IS NOT NULL AND NOT orchestrator.caller_is_admin() THEN
+			RAISE EXCEPTION 'signalling by key is not allowed for a caller acting as a user'
+				USING ERRCODE = 'insufficient_privilege',
+				      HINT = 'Signal your own job with orch_signal, or send it from a trigger or a service role.';
+		END IF;
 		PERFORM orchestrator.signal_lock('key:' || p_key, p_name);
 	END IF;
 	INSERT INTO orchestrator.signals (job_id, key, name, payload, org_id, sent_by)
 	VALUES (p_job_id, p_key, p_name, p_payload, v_job.org_id, orchestrator.signalling_role());
 	-- (after the lock: a step that waits for it has committed its wait)
-	SELECT w.job_id INTO v_target FROM orchestrator.waits w
-	WHERE w.kind = 'signal' AND w.signal = p_name
-	  AND CASE WHEN p_job_id IS NOT NULL THEN w.job_id = p_job_id ELSE w.key = p_key END
-	ORDER BY w.since LIMIT 1;
+	v_target := orchestrator.signal_waiter(p_key, p_name, p_job_id);
 	IF v_target IS NULL THEN
 		RETURN NULL;
 	END IF;
