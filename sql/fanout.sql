@@ -101,3 +101,21 @@ SELECT test_wait_job(:'deep');
 SELECT j.chain_depth, j.status, regexp_replace(j.last_error, '[0-9a-f]{8}-[0-9a-f-]{27}', '<uuid>', 'g') AS error
 FROM orchestrator.sequence_jobs j WHERE j.event_type = 'fan_self' ORDER BY j.chain_depth;
 SELECT outcome, reason FROM orchestrator.event_log WHERE event_type = 'fan_self' AND outcome = 'skipped';
+
+-- children obey the budget: an org over its AI budget gets them refused
+\set org_d '00000000-0000-0000-0000-00000000000d'
+\set dora '00000000-0000-0000-0000-0000000000d1'
+INSERT INTO orchestrator.orgs (id, name) VALUES (:'org_d', 'Spent Ltd');
+INSERT INTO orchestrator.users (id, org_id, display_name) VALUES (:'dora', :'org_d', 'Dora');
+INSERT INTO orchestrator.cost_budgets (org_id, monthly_budget_usd) VALUES (:'org_d', 1.00);
+BEGIN;
+SELECT job_id AS spent FROM orch_submit_event('fan_collect', 'test', :'org_d', :'dora',
+	'{"deal": "x", "contacts": [{"name": "hal"}, {"name": "ivy"}]}') \gset
+INSERT INTO orchestrator.cost_ledger (org_id, step_name, cost_usd) VALUES (:'org_d', 'earlier usage', 1.00);
+COMMIT;
+SELECT test_wait_job(:'spent');
+SELECT r->>'status' AS status, r->>'error' AS error
+FROM orchestrator.sequence_jobs j, jsonb_array_elements(j.context->'outputs'->'fan'->'results') r
+WHERE j.id = :'spent';
+SELECT count(*) AS children FROM orchestrator.sequence_jobs WHERE parent_job_id = :'spent';
+DELETE FROM orchestrator.cost_budgets WHERE org_id = :'org_d';
