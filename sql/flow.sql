@@ -126,6 +126,14 @@ SELECT control, scope, key, setting, waiting FROM orchestrator.flow_controls WHE
 SELECT orch_resume() AS woken;
 SELECT test_wait_job(:'unstarted');
 SELECT count(*) AS pauses_left FROM orchestrator.pauses;
+
+-- a pause deleted by hand leaves its jobs held; orch_resume of its scope frees them
+SELECT orch_pause('event_type', 'flow_prio');
+SELECT job_id AS by_hand FROM orch_submit_event('flow_prio', 'test', :'org_a', :'ada', '{"n": 11}') \gset
+SELECT test_wait_for($$SELECT run_at = 'infinity' FROM orchestrator.sequence_jobs WHERE id = '$$ || :'by_hand' || $$'$$);
+DELETE FROM orchestrator.pauses;
+SELECT orch_resume('event_type', 'flow_prio') AS woken;
+SELECT test_wait_job(:'by_hand');
 SELECT standin('POST', '/_control/reset');
 
 -- only orchestrator_admin may use flow control, or give an event a priority

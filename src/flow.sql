@@ -314,23 +314,28 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_key text := orchestrator.check_flow_scope(scope, key, ARRAY['all', 'event_type', 'org']);
+	v_paused boolean;
+	v_held uuid[];
 BEGIN
 	-- waits for the workers that are holding jobs back for this pause ...
 	DELETE FROM orchestrator.pauses p WHERE p.scope = orch_resume.scope AND p.key = v_key;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'nothing is paused for scope "%"%', scope, COALESCE(format(' key "%s"', key), '')
-			USING ERRCODE = 'undefined_object', HINT = 'orchestrator.pauses lists what is paused.';
-	END IF;
+	v_paused := FOUND;
 	-- ... then sees them: the jobs it held run again (those another pause
 	-- still holds are held again at their next step)
-	RETURN orchestrator.wake_jobs(ARRAY(
+	v_held := ARRAY(
 		SELECT j.id FROM orchestrator.sequence_jobs j
 		WHERE j.status = 'pending'
 		  AND orchestrator.claim_order(j.run_at, j.priority) = 'infinity'
 		  AND NOT EXISTS (SELECT 1 FROM orchestrator.waits w WHERE w.job_id = j.id)
 		  AND (orch_resume.scope = 'all'
 		       OR (orch_resume.scope = 'event_type' AND j.event_type = v_key)
-		       OR (orch_resume.scope = 'org' AND j.org_id::text = v_key))));
+		       OR (orch_resume.scope = 'org' AND j.org_id::text = v_key)));
+	-- a pause deleted by hand left its jobs held: resuming its scope frees them
+	IF NOT v_paused AND cardinality(v_held) = 0 THEN
+		RAISE EXCEPTION 'nothing is paused for scope "%"%', scope, COALESCE(format(' key "%s"', key), '')
+			USING ERRCODE = 'undefined_object', HINT = 'orchestrator.pauses lists what is paused.';
+	END IF;
+	RETURN orchestrator.wake_jobs(v_held);
 END
 $$;
 COMMENT ON FUNCTION orch_resume(text, text) IS 'Lifts a pause or drain; the jobs it held run again.  Returns how many were woken';
