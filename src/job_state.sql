@@ -36,7 +36,10 @@ CREATE DOMAIN orchestrator.step_scope AS text CHECK (VALUE IN ('user', 'service'
 COMMENT ON DOMAIN orchestrator.step_scope IS 'How a step''s function ran: user (the job''s user''s claims) or service (org-wide, audited)';
 
 -- The queue: one row a job.  Kept lean: finished jobs leave the partial
--- indexes, and per-step updates touch no indexed column (HOT).
+-- indexes, and per-step updates touch no indexed column (HOT).  Each job
+-- leaves a few row versions behind; autovacuum frees them without its
+-- cost delay, so a burst of jobs does not outgrow it and the heap stays
+-- the size of the backlog (bench/README.md, retention.sh).
 
 CREATE TABLE orchestrator.sequence_jobs (
 	id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
@@ -64,7 +67,7 @@ CREATE TABLE orchestrator.sequence_jobs (
 	started_at timestamptz,
 	finished_at timestamptz,
 	updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
-) WITH (fillfactor = 80);
+) WITH (fillfactor = 80, autovacuum_vacuum_cost_delay = 0);
 
 /*
  * Workers claim pending jobs in claim order: run_at moved earlier by one
