@@ -136,6 +136,17 @@ SELECT orch_resume('event_type', 'flow_prio') AS woken;
 SELECT test_wait_job(:'by_hand');
 SELECT standin('POST', '/_control/reset');
 
+-- a member of orchestrator_admin reads flow_controls
+CREATE ROLE flow_operator IN ROLE orchestrator_admin;
+SELECT orch_set_concurrency_limit('event_type', 'flow_prio', 5);
+SELECT orch_pause('event_type', 'flow_nothing');
+SET ROLE flow_operator;
+SELECT control, scope, key, setting, waiting, running FROM orchestrator.flow_controls ORDER BY 1;
+RESET ROLE;
+SELECT orch_set_concurrency_limit('event_type', 'flow_prio', NULL);
+DELETE FROM orchestrator.pauses;
+DROP ROLE flow_operator;
+
 -- only orchestrator_admin may use flow control, or give an event a priority
 -- when acting as a user
 CREATE ROLE flow_outsider IN ROLE orchestrator_submitter;

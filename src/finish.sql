@@ -39,6 +39,9 @@ REVOKE ALL ON FUNCTION orch_signal(uuid, text, jsonb), orch_signal_key(text, tex
 GRANT EXECUTE ON FUNCTION orch_signal(uuid, text, jsonb), orch_signal_key(text, text, jsonb)
 	TO orchestrator_submitter, orchestrator_admin;
 GRANT SELECT ON orchestrator.signals, orchestrator.waits, orchestrator.fan_children TO orchestrator_admin;
+-- the functions flow_controls calls (SECURITY DEFINER: they read the queue)
+GRANT EXECUTE ON FUNCTION orchestrator.flow_running(text), orchestrator.held_jobs(text, text),
+	orchestrator.claim_order(timestamptz, smallint) TO orchestrator_admin;
 GRANT SELECT ON orchestrator.flow_controls, orchestrator.pauses, orchestrator.concurrency_limits,
 	orchestrator.priorities, orchestrator.flow_waits TO orchestrator_admin;
 GRANT EXECUTE ON FUNCTION orch_define_endpoint(text, text, integer, jsonb) TO orchestrator_admin;

@@ -92,7 +92,8 @@ AS 'MODULE_PATHNAME', 'orch_rate_slot';
 COMMENT ON FUNCTION orchestrator.rate_slot(text, real, uuid) IS 'NULL when the job may send to the endpoint now; else the time of the slot reserved for it (shared memory, across workers)';
 
 CREATE FUNCTION orchestrator.flow_running(p_key text) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT count(*) FROM orchestrator.sequence_jobs j
 	WHERE j.status = 'in_progress'
@@ -221,6 +222,27 @@ AS $$
 $$;
 COMMENT ON FUNCTION orchestrator.flow_paused(uuid, boolean) IS 'Why a job may not run its next step (paused or draining), or NULL (for the workers)';
 
+/*
+ * held_jobs: the jobs a pause of p_scope and p_key (as stored) holds now:
+ * pending at infinity, not waiting at a signal, sleep or fan_out step.
+ * SECURITY DEFINER, like flow_running: orchestrator.flow_controls calls
+ * both for readers who may not read the queue itself.
+ */
+CREATE FUNCTION orchestrator.held_jobs(p_scope text, p_key text) RETURNS uuid[]
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT ARRAY(
+		SELECT j.id FROM orchestrator.sequence_jobs j
+		WHERE j.status = 'pending'
+		  AND orchestrator.claim_order(j.run_at, j.priority) = 'infinity'
+		  AND NOT EXISTS (SELECT 1 FROM orchestrator.waits w WHERE w.job_id = j.id)
+		  AND (p_scope = 'all'
+		       OR (p_scope = 'event_type' AND j.event_type = p_key)
+		       OR (p_scope = 'org' AND j.org_id::text = p_key)))
+$$;
+COMMENT ON FUNCTION orchestrator.held_jobs(text, text) IS 'The jobs a pause of this scope and key holds now (pending until resumed)';
+
 -- Operator API
 
 CREATE FUNCTION orchestrator.check_flow_scope(p_scope text, p_key text, p_scopes text[]) RETURNS text
@@ -290,13 +312,7 @@ BEGIN
 	-- a pause turned into a drain lets started jobs go on: wake what it held
 	-- (jobs not started are held again at their next step)
 	IF drain THEN
-		PERFORM orchestrator.wake_jobs(ARRAY(
-			SELECT j.id FROM orchestrator.sequence_jobs j
-			WHERE j.status = 'pending' AND orchestrator.claim_order(j.run_at, j.priority) = 'infinity'
-			  AND NOT EXISTS (SELECT 1 FROM orchestrator.waits w WHERE w.job_id = j.id)
-			  AND (orch_pause.scope = 'all'
-			       OR (orch_pause.scope = 'event_type' AND j.event_type = v_key)
-			       OR (orch_pause.scope = 'org' AND j.org_id::text = v_key))));
+		PERFORM orchestrator.wake_jobs(orchestrator.held_jobs(orch_pause.scope, v_key));
 	END IF;
 END
 $$;
@@ -322,14 +338,7 @@ BEGIN
 	v_paused := FOUND;
 	-- ... then sees them: the jobs it held run again (those another pause
 	-- still holds are held again at their next step)
-	v_held := ARRAY(
-		SELECT j.id FROM orchestrator.sequence_jobs j
-		WHERE j.status = 'pending'
-		  AND orchestrator.claim_order(j.run_at, j.priority) = 'infinity'
-		  AND NOT EXISTS (SELECT 1 FROM orchestrator.waits w WHERE w.job_id = j.id)
-		  AND (orch_resume.scope = 'all'
-		       OR (orch_resume.scope = 'event_type' AND j.event_type = v_key)
-		       OR (orch_resume.scope = 'org' AND j.org_id::text = v_key)));
+	v_held := orchestrator.held_jobs(orch_resume.scope, v_key);
 	-- a pause deleted by hand left its jobs held: resuming its scope frees them
 	IF NOT v_paused AND cardinality(v_held) = 0 THEN
 		RAISE EXCEPTION 'nothing is paused for scope "%"%', scope, COALESCE(format(' key "%s"', key), '')
@@ -384,11 +393,7 @@ COMMENT ON FUNCTION orch_set_rate_limit(text, real) IS 'At most max_per_second r
 CREATE VIEW orchestrator.flow_controls AS
 	SELECT 'pause'::text AS control, p.scope, NULLIF(p.key, '') AS key,
 	       CASE WHEN p.drain THEN 'drain' ELSE 'pause' END AS setting,
-	       (SELECT count(*) FROM orchestrator.sequence_jobs j
-	        WHERE j.status = 'pending' AND orchestrator.claim_order(j.run_at, j.priority) = 'infinity'
-	          AND NOT EXISTS (SELECT 1 FROM orchestrator.waits w WHERE w.job_id = j.id)
-	          AND (p.scope = 'all' OR (p.scope = 'event_type' AND j.event_type = p.key)
-	               OR (p.scope = 'org' AND j.org_id::text = p.key))) AS waiting,
+	       cardinality(orchestrator.held_jobs(p.scope, p.key))::bigint AS waiting,
 	       NULL::bigint AS running
 	FROM orchestrator.pauses p
 	UNION ALL
