@@ -540,20 +540,17 @@ LANGUAGE sql STABLE
 AS $$
 	SELECT jsonb_build_object(
 		'text', format('Nobody answered the approval for step %s of workflow %s within %s: %s.',
-		               p->>'step', p->>'event_type', p->>'waited',
-		               CASE p->>'on_timeout' WHEN 'skip' THEN 'the step was skipped'
-		                                     WHEN 'cancel' THEN 'the workflow was cancelled'
-		                                     ELSE 'the step failed' END),
+		               p->>'step', p->>'event_type', p->>'waited', what),
 		'blocks', jsonb_build_array(
 			jsonb_build_object('type', 'section', 'text', jsonb_build_object('type', 'mrkdwn', 'text',
 				format('*Approval expired* for step `%s` of workflow %s after %s: %s.', p->>'step', p->>'event_type',
-				       p->>'waited',
-				       CASE p->>'on_timeout' WHEN 'skip' THEN 'the step was skipped'
-				                             WHEN 'cancel' THEN 'the workflow was cancelled'
-				                             ELSE 'the step failed' END))),
+				       p->>'waited', what))),
 			jsonb_build_object('type', 'context', 'elements', jsonb_build_array(jsonb_build_object('type', 'mrkdwn',
 				'text', format('job %s', p->>'sequence_job_id'))))))
-	FROM (SELECT p_state->'event'->'payload' AS p) s
+	FROM (SELECT p_state->'event'->'payload' AS p) s,
+	     LATERAL (SELECT CASE s.p->>'on_timeout' WHEN 'skip' THEN 'the step was skipped'
+	                                             WHEN 'cancel' THEN 'the workflow was cancelled'
+	                                             ELSE 'the step failed' END AS what) w
 $$;
 COMMENT ON FUNCTION orchestrator.approval_expired_message(jsonb) IS 'The Slack message of an orchestrator:approval_expired event';
 

@@ -40,7 +40,7 @@ GRANT EXECUTE ON FUNCTION orch_signal(uuid, text, jsonb), orch_signal_key(text, 
 	TO orchestrator_submitter, orchestrator_admin;
 GRANT SELECT ON orchestrator.signals, orchestrator.waits, orchestrator.fan_children TO orchestrator_admin;
 -- the functions flow_controls calls (SECURITY DEFINER: they read the queue)
-GRANT EXECUTE ON FUNCTION orchestrator.flow_running(text), orchestrator.held_jobs(text, text),
+GRANT EXECUTE ON FUNCTION orchestrator.flow_running(text, uuid[]), orchestrator.held_jobs(text, text),
 	orchestrator.claim_order(timestamptz, smallint) TO orchestrator_admin;
 GRANT SELECT ON orchestrator.flow_controls, orchestrator.pauses, orchestrator.concurrency_limits,
 	orchestrator.priorities, orchestrator.flow_waits TO orchestrator_admin;

@@ -310,8 +310,8 @@ orch_flow_paused(const OrchClaimedJob *job, bool starting)
 }
 
 /*
- * orchestrator.wake_jobs(ids, skip_locked): the pending jobs among ids are
- * due now (job_state.c), and the workers are woken at commit.
+ * orchestrator.wake_jobs(ids): the pending jobs among ids are due now
+ * (job_state.c), and the workers are woken at commit.
  */
 Datum
 orch_wake_jobs_sql(PG_FUNCTION_ARGS)
@@ -319,7 +319,7 @@ orch_wake_jobs_sql(PG_FUNCTION_ARGS)
 	int			n;
 
 	SPI_connect();
-	n = orch_job_wake(PG_GETARG_DATUM(0), PG_GETARG_BOOL(1));
+	n = orch_job_wake(PG_GETARG_DATUM(0), NULL);
 	SPI_finish();
 	PG_RETURN_INT32(n);
 }

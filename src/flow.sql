@@ -81,28 +81,28 @@ CREATE TRIGGER flow_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON orch
 CREATE TRIGGER flow_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON orchestrator.concurrency_limits
 	FOR EACH STATEMENT EXECUTE FUNCTION orchestrator.flow_changed();
 
-CREATE FUNCTION orchestrator.wake_jobs(p_ids uuid[], p_skip_locked boolean DEFAULT false) RETURNS integer
+CREATE FUNCTION orchestrator.wake_jobs(p_ids uuid[]) RETURNS integer
 LANGUAGE C STRICT
 AS 'MODULE_PATHNAME', 'orch_wake_jobs_sql';
-COMMENT ON FUNCTION orchestrator.wake_jobs(uuid[], boolean) IS 'Makes the pending jobs among the ids due now and wakes the workers (a slot freed, a pause lifted, a signal sent); with p_skip_locked, jobs whose rows another transaction holds are left alone';
+COMMENT ON FUNCTION orchestrator.wake_jobs(uuid[]) IS 'Makes the pending jobs among the ids due now and wakes the workers (a slot freed, a pause lifted, a signal sent); jobs whose rows another transaction holds are left alone';
 
 CREATE FUNCTION orchestrator.rate_slot(p_endpoint text, p_per_second real, p_job_id uuid) RETURNS timestamptz
 LANGUAGE C STRICT
 AS 'MODULE_PATHNAME', 'orch_rate_slot';
 COMMENT ON FUNCTION orchestrator.rate_slot(text, real, uuid) IS 'NULL when the job may send to the endpoint now; else the time of the slot reserved for it (shared memory, across workers)';
 
-CREATE FUNCTION orchestrator.flow_running(p_key text) RETURNS bigint
+CREATE FUNCTION orchestrator.flow_running(p_key text, p_except uuid[] DEFAULT '{}') RETURNS bigint
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT count(*) FROM orchestrator.sequence_jobs j
-	WHERE j.status = 'in_progress'
+	WHERE j.status = 'in_progress' AND j.id <> ALL (p_except)
 	  AND CASE split_part(p_key, ':', 1)
 	      WHEN 'org' THEN j.org_id::text = substr(p_key, 5)
 	      WHEN 'user' THEN j.user_id::text = substr(p_key, 6)
 	      ELSE j.event_type = substr(p_key, 12) END
 $$;
-COMMENT ON FUNCTION orchestrator.flow_running(text) IS 'Jobs of a full key (org:<id>, user:<id>, event_type:<name>) in progress now';
+COMMENT ON FUNCTION orchestrator.flow_running(text, uuid[]) IS 'Jobs of a full key (org:<id>, user:<id>, event_type:<name>) in progress now, but for p_except';
 
 CREATE FUNCTION orchestrator.flow_limit(p_key text) RETURNS integer
 LANGUAGE sql STABLE
@@ -133,12 +133,7 @@ AS $$
 	     l AS (SELECT b.*, orchestrator.flow_limit(b.key) AS max_running,
 	                  row_number() OVER (PARTITION BY b.key ORDER BY b.n) AS rank
 	           FROM b),
-	     c AS (SELECT d.key, (SELECT count(*) FROM orchestrator.sequence_jobs j
-	                          WHERE j.status = 'in_progress' AND j.id <> ALL (p_ids)
-	                            AND CASE split_part(d.key, ':', 1)
-	                                WHEN 'org' THEN j.org_id::text = substr(d.key, 5)
-	                                WHEN 'user' THEN j.user_id::text = substr(d.key, 6)
-	                                ELSE j.event_type = substr(d.key, 12) END) AS running
+	     c AS (SELECT d.key, orchestrator.flow_running(d.key, p_ids) AS running
 	           FROM (SELECT DISTINCT l.key FROM l WHERE l.max_running IS NOT NULL) d),
 	     o AS (SELECT DISTINCT ON (l.id) l.id, l.key, l.place,
 	                  format('waiting for a slot: %s is at its limit of %s job(s) in progress', l.key,
@@ -188,9 +183,9 @@ BEGIN
 	IF v_ids IS NULL THEN
 		RETURN 0;
 	END IF;
-	-- a job whose row another transaction holds (an operator's cancel) is
-	-- skipped, not waited for: the claim holds the flow lock
-	RETURN orchestrator.wake_jobs(v_ids, true);
+	-- (a job whose row another transaction holds is skipped, not waited
+	-- for: the claim holds the flow lock)
+	RETURN orchestrator.wake_jobs(v_ids);
 END
 $$;
 COMMENT ON FUNCTION orchestrator.flow_wake() IS 'Wakes jobs waiting for a concurrency slot as slots free (for the workers'' claim)';

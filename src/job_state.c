@@ -694,11 +694,8 @@ orch_job_write_held(const pg_uuid_t *job_id)
 static void
 wake_fan_in(SPITupleTable *tt, uint64 n)
 {
-	static SPIPlanPtr plan = NULL;
 	Datum	   *parents = NULL;
 	int			nparents = 0;
-	Datum		arg;
-	int			ret;
 
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -711,31 +708,12 @@ wake_fan_in(SPITupleTable *tt, uint64 n)
 			parents = palloc(sizeof(Datum) * n);
 		parents[nparents++] = d;
 	}
-	if (nparents == 0)
-		return;
-	if (plan == NULL)
-	{
-		Oid			types[1] = {UUIDARRAYOID};
-
-		plan = orch_prepare_kept(
-			"UPDATE orchestrator.sequence_jobs j SET run_at = pg_catalog.now(), updated_at = pg_catalog.clock_timestamp()"
-			" WHERE j.id = ANY (ARRAY(SELECT l.id FROM orchestrator.sequence_jobs l"
-			"                         WHERE l.id = ANY ($1) AND l.status = 'pending' AND l.run_at > pg_catalog.now()"
-			"                           AND EXISTS (SELECT 1 FROM orchestrator.waits w"
-			"                                       WHERE w.job_id = l.id AND w.kind = 'fan_out')"
-			"                         FOR UPDATE SKIP LOCKED))",
-			1, types);
-	}
-	arg = orch_array_of(parents, NULL, nparents, UUIDOID);
+	if (nparents > 0)
 	{
 		SPITupleTable *keep = SPI_tuptable;
 		uint64		keep_n = SPI_processed;
 
-		ret = orch_execute_keyed(plan, &arg, NULL, false, 0, InvalidSnapshot);
-		if (ret != SPI_OK_UPDATE)
-			elog(ERROR, "orchestrator could not wake the parents of ended jobs: %s", SPI_result_code_string(ret));
-		if (SPI_processed > 0)
-			orch_wake_at_commit();
+		orch_job_wake(orch_array_of(parents, NULL, nparents, UUIDOID), "fan_out");
 		SPI_tuptable = keep;
 		SPI_processed = keep_n;
 	}
@@ -1502,37 +1480,38 @@ orch_job_hold_back(const OrchClaimedJob *jobs, const char **notes, int n, long w
 }
 
 /*
- * orch_job_wake makes the pending jobs among ids due now (a concurrency
- * slot freed, a pause lifted: flow.c; a signal sent: wait.sql), keeping
- * their place by priority; the workers are woken at commit.  With
- * skip_locked, a job whose row another transaction holds is left alone
- * (a worker running it).  Returns how many.
+ * orch_job_wake makes the pending jobs among ids due now, keeping their
+ * place by priority, and wakes the workers at commit: a concurrency slot
+ * freed or a pause lifted (flow.c), a signal sent (wait.sql), a fan-out's
+ * child ended (wake_fan_in; waiting_at "fan_out": only jobs waiting at such
+ * a step, NULL: any).  A job whose row another transaction holds is left
+ * alone: a worker is running it and looks for itself.  Returns how many.
  */
 int
-orch_job_wake(Datum ids, bool skip_locked)
+orch_job_wake(Datum ids, const char *waiting_at)
 {
 	static SPIPlanPtr plan = NULL;
-	static SPIPlanPtr skip_plan = NULL;
-	Datum		args[1];
+	Datum		args[2];
+	char		nulls[2] = {' ', ' '};
 	int			ret;
 
 	if (plan == NULL)
 	{
-		Oid			types[1] = {UUIDARRAYOID};
+		Oid			types[2] = {UUIDARRAYOID, TEXTOID};
 
 		plan = orch_prepare_kept(
 			"UPDATE orchestrator.sequence_jobs j SET run_at = pg_catalog.now(), updated_at = pg_catalog.clock_timestamp()"
-			" WHERE j.id = ANY ($1) AND j.status = 'pending' AND j.run_at > pg_catalog.now()",
-			1, types);
-		skip_plan = orch_prepare_kept(
-			"UPDATE orchestrator.sequence_jobs j SET run_at = pg_catalog.now(), updated_at = pg_catalog.clock_timestamp()"
 			" WHERE j.id = ANY (ARRAY(SELECT l.id FROM orchestrator.sequence_jobs l"
 			"                         WHERE l.id = ANY ($1) AND l.status = 'pending' AND l.run_at > pg_catalog.now()"
+			"                           AND ($2 IS NULL OR EXISTS (SELECT 1 FROM orchestrator.waits w"
+			"                                                      WHERE w.job_id = l.id AND w.kind = $2))"
 			"                         FOR UPDATE SKIP LOCKED))",
-			1, types);
+			2, types);
 	}
 	args[0] = ids;
-	ret = orch_execute_keyed(skip_locked ? skip_plan : plan, args, NULL, false, 0, InvalidSnapshot);
+	args[1] = waiting_at ? CStringGetTextDatum(waiting_at) : (Datum) 0;
+	nulls[1] = waiting_at ? ' ' : 'n';
+	ret = orch_execute_keyed(plan, args, nulls, false, 0, InvalidSnapshot);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "orchestrator could not wake jobs: %s", SPI_result_code_string(ret));
 	if (SPI_processed > 0)

@@ -190,7 +190,7 @@ extern int	orch_job_reclaim_expired(int max_reclaims);
 extern int	orch_job_reclaim_orphaned(int max_reclaims);
 extern int	orch_job_release(void);
 extern int	orch_job_hold_back(const OrchClaimedJob *jobs, const char **notes, int n, long wait_ms);
-extern int	orch_job_wake(Datum ids, bool skip_locked);
+extern int	orch_job_wake(Datum ids, const char *waiting_at);
 extern int	orch_job_purge(Datum bound, TimestampTz cutoff, int batch);
 
 #endif							/* ORCH_JOB_STATE_H */

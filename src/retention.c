@@ -36,20 +36,13 @@
 
 PG_FUNCTION_INFO_V1(orch_purge_jobs_sql);
 
-/*
- * job_id_bound: the smallest version 7 job id made at "at" (util.c makes
- * them): every job created earlier has a smaller one.
- */
+/* the smallest job id made at "at": every job created earlier has a smaller one */
 static Datum
 job_id_bound(TimestampTz at)
 {
 	pg_uuid_t  *id = palloc0(sizeof(pg_uuid_t));
-	int64		ms = at / 1000 + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
 
-	for (int i = 0; i < 6; i++)
-		id->data[i] = (unsigned char) ((uint64) ms >> (8 * (5 - i)));
-	id->data[6] = 0x70;
-	id->data[8] = 0x80;
+	orch_uuid_v7_stamp(id, at);
 	return UUIDPGetDatum(id);
 }
 

@@ -269,13 +269,25 @@ orch_uuid_str(const pg_uuid_t *id)
 void
 orch_new_uuid(pg_uuid_t *id)
 {
-	uint64		ms = (uint64) ((GetCurrentTimestamp() / 1000) +
-							   (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000);
-
 	if (!pg_strong_random(id->data + 6, UUID_LEN - 6))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random values")));
+	orch_uuid_v7_stamp(id, GetCurrentTimestamp());
+}
+
+/*
+ * orch_uuid_v7_stamp writes time "at" (its Unix milliseconds), the version
+ * and the variant into id, keeping its other bits.  On a zeroed id it gives
+ * the smallest job id made at "at": every job created earlier sorts below
+ * it (retention.c).
+ */
+void
+orch_uuid_v7_stamp(pg_uuid_t *id, TimestampTz at)
+{
+	uint64		ms = (uint64) ((at / 1000) +
+							   (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000);
+
 	for (int i = 0; i < 6; i++)
 		id->data[i] = (unsigned char) (ms >> (8 * (5 - i)));
 	id->data[6] = (id->data[6] & 0x0f) | 0x70;

@@ -58,6 +58,7 @@ extern Datum orch_exec_scalar(SPIPlanPtr plan, Datum *args, const char *nulls,
 extern void orch_check_json_depth(Jsonb *value, const char *what, const char *name);
 extern char *orch_uuid_str(const pg_uuid_t *id);
 extern void orch_new_uuid(pg_uuid_t *id);
+extern void orch_uuid_v7_stamp(pg_uuid_t *id, TimestampTz at);
 extern Jsonb *orch_jsonb_get(Jsonb *obj, const char *key);
 extern char *orch_jsonb_get_text(Jsonb *obj, const char *key);
 extern int	orch_jsonb_get_int(Jsonb *obj, const char *key, int default_value);

@@ -188,15 +188,10 @@ COMMENT ON FUNCTION orchestrator.step_fan_out(uuid, integer, jsonb, jsonb, orche
  * statement of its own before they look, so either the step sees the
  * signal or the sender sees the step waiting and wakes its job.
  */
-CREATE FUNCTION orchestrator.signal_lock(p_target text, p_name text) RETURNS void
-LANGUAGE sql
-AS $$ SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('orchestrator.signal:' || p_name || ':' || p_target, 0)) $$;
-COMMENT ON FUNCTION orchestrator.signal_lock(text, text) IS 'Transaction lock of a signal target (job id or key) and name';
-
-CREATE FUNCTION orchestrator.signal_try_lock(p_target text, p_name text) RETURNS boolean
-LANGUAGE sql
-AS $$ SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended('orchestrator.signal:' || p_name || ':' || p_target, 0)) $$;
-COMMENT ON FUNCTION orchestrator.signal_try_lock(text, text) IS 'signal_lock without waiting: false when a sender holds it (for the workers)';
+CREATE FUNCTION orchestrator.signal_lock(p_target text, p_name text) RETURNS bigint
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT pg_catalog.hashtextextended('orchestrator.signal:' || p_name || ':' || p_target, 0) $$;
+COMMENT ON FUNCTION orchestrator.signal_lock(text, text) IS 'The transaction advisory lock of a signal target (job id or key) and name';
 
 /*
  * step_wait runs a signal, sleep or fan_out step for the worker (wait.c):
@@ -270,8 +265,9 @@ BEGIN
 	-- a sender holds the lock until it commits: look again in a moment
 	-- rather than wait for it (two workers waiting on each other's keys
 	-- would deadlock)
-	IF NOT orchestrator.signal_try_lock(p_job_id::text, p_step->>'signal')
-	   OR (v_key IS NOT NULL AND NOT orchestrator.signal_try_lock('key:' || v_key, p_step->>'signal')) THEN
+	IF NOT pg_try_advisory_xact_lock(orchestrator.signal_lock(p_job_id::text, p_step->>'signal'))
+	   OR (v_key IS NOT NULL
+	       AND NOT pg_try_advisory_xact_lock(orchestrator.signal_lock('key:' || v_key, p_step->>'signal'))) THEN
 		outcome := 'deferred';
 		until := clock_timestamp() + interval '100 milliseconds';
 		error := format('a signal "%s" is being sent; looking again', p_step->>'signal');
@@ -292,7 +288,7 @@ BEGIN
 		-- waiter on the key gets the one still undelivered
 		IF v_sig.key IS NOT NULL AND EXISTS (SELECT 1 FROM orchestrator.signals s
 		                                     WHERE s.key = v_sig.key AND s.name = v_sig.name AND s.delivered_at IS NULL) THEN
-			PERFORM orchestrator.wake_jobs(ARRAY(SELECT orchestrator.signal_waiter(v_sig.key, v_sig.name, NULL)), true);
+			PERFORM orchestrator.wake_jobs(ARRAY(SELECT orchestrator.signal_waiter(v_sig.key, v_sig.name, NULL)));
 		END IF;
 		outcome := 'succeeded';
 		output := v_sig.payload;
@@ -352,7 +348,8 @@ COMMENT ON FUNCTION orchestrator.signal_waiter(text, text, uuid) IS 'The job a s
  * deliver_signal stores a signal, and wakes the job that waits for it if
  * one does (under the lock of its target: see signal_lock).  A job whose
  * row a worker holds is not woken: that worker is about to look for the
- * signal (it waits for this lock first).  Returns the job woken, or NULL.
+ * signal (it finds this lock taken and looks again).  Returns the job
+ * woken, or NULL.
  */
 CREATE FUNCTION orchestrator.deliver_signal(p_job_id uuid, p_key text, p_name text, p_payload jsonb)
 RETURNS uuid
@@ -385,7 +382,7 @@ BEGIN
 			RAISE EXCEPTION 'job % is %: it will wait for no signal', p_job_id, v_job.status
 				USING ERRCODE = 'object_not_in_prerequisite_state';
 		END IF;
-		PERFORM orchestrator.signal_lock(p_job_id::text, p_name);
+		PERFORM pg_advisory_xact_lock(orchestrator.signal_lock(p_job_id::text, p_name));
 	ELSE
 		IF p_key IS NULL OR p_key = '' THEN
 			RAISE EXCEPTION 'key must not be NULL or empty' USING ERRCODE = 'null_value_not_allowed';
@@ -396,7 +393,7 @@ BEGIN
 				USING ERRCODE = 'insufficient_privilege',
 				      HINT = 'Signal your own job with orch_signal, or send it from a trigger or a service role.';
 		END IF;
-		PERFORM orchestrator.signal_lock('key:' || p_key, p_name);
+		PERFORM pg_advisory_xact_lock(orchestrator.signal_lock('key:' || p_key, p_name));
 	END IF;
 	INSERT INTO orchestrator.signals (job_id, key, name, payload, org_id, sent_by)
 	VALUES (p_job_id, p_key, p_name, p_payload, v_job.org_id, orchestrator.signalling_role());
@@ -405,7 +402,7 @@ BEGIN
 	IF v_target IS NULL THEN
 		RETURN NULL;
 	END IF;
-	PERFORM orchestrator.wake_jobs(ARRAY[v_target], true);
+	PERFORM orchestrator.wake_jobs(ARRAY[v_target]);
 	RETURN v_target;
 END
 $$;
